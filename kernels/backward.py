@@ -54,8 +54,18 @@ def _cudnn_gate_grads(g, h_prev, r, z, n, hn):
 
 @triton.jit
 def gru_backward_kernel(
-    grad_hs_ptr, carry_ptr, hs_ptr, gates_ptr, w_hh_ptr, dgates_x_ptr, dgates_hn_ptr, lengths_ptr,
-    t_hi, t_lo, B, H,
+    grad_hs_ptr,
+    carry_ptr,
+    hs_ptr,
+    gates_ptr,
+    w_hh_ptr,
+    dgates_x_ptr,
+    dgates_hn_ptr,
+    lengths_ptr,
+    t_hi,
+    t_lo,
+    B,
+    H,
     CLASSIC: tl.constexpr,
     RUN_PHASE_1: tl.constexpr,
     RUN_PHASE_2: tl.constexpr,
@@ -100,16 +110,43 @@ def gru_backward_kernel(
                         k = k0 + o_k
                         m_k = k < H
                         _, g_k, _, _, z_k, n_k, _ = _load_step(
-                            rows, o_b, m_b, active, k, m_k, t, B, H, grad_hs_ptr, carry_in_ptr, hs_ptr,
-                            gates_ptr, NG,
+                            rows,
+                            o_b,
+                            m_b,
+                            active,
+                            k,
+                            m_k,
+                            t,
+                            B,
+                            H,
+                            grad_hs_ptr,
+                            carry_in_ptr,
+                            hs_ptr,
+                            gates_ptr,
+                            NG,
                         )
                         dan_k = g_k * z_k * (1.0 - n_k * n_k)
-                        w = tl.load(w_hh_ptr + (2 * H + k[:, None]) * H + o_j[None, :],
-                                    mask=m_k[:, None] & m_j[None, :], other=0.0)
-                        d_rh = tl.dot(dan_k.to(w.dtype), w, d_rh, input_precision=DOT_PRECISION,
-                                      out_dtype=ACC_DTYPE)
+                        w = tl.load(
+                            w_hh_ptr + (2 * H + k[:, None]) * H + o_j[None, :],
+                            mask=m_k[:, None] & m_j[None, :],
+                            other=0.0,
+                        )
+                        d_rh = tl.dot(dan_k.to(w.dtype), w, d_rh, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
                     g_raw, g, h_prev, r, z, n, _ = _load_step(
-                        rows, o_b, m_b, active, o_j, m_j, t, B, H, grad_hs_ptr, carry_in_ptr, hs_ptr, gates_ptr, NG
+                        rows,
+                        o_b,
+                        m_b,
+                        active,
+                        o_j,
+                        m_j,
+                        t,
+                        B,
+                        H,
+                        grad_hs_ptr,
+                        carry_in_ptr,
+                        hs_ptr,
+                        gates_ptr,
+                        NG,
                     )
                     dar = d_rh * h_prev * r * (1.0 - r)
                     daz = g * (n - h_prev) * z * (1.0 - z)
@@ -132,10 +169,16 @@ def gru_backward_kernel(
                         # [dar, daz] @ [W_hr; W_hz]: k runs over the first 2H gate columns
                         k = k0 + o_k
                         m_k = k < 2 * H
-                        d = tl.load(dgates_x_ptr + rows[:, None] * (3 * H) + k[None, :],
-                                    mask=m_b[:, None] & m_k[None, :], other=0.0)
-                        w = tl.load(w_hh_ptr + k[:, None] * H + o_j[None, :],
-                                    mask=m_k[:, None] & m_j[None, :], other=0.0)
+                        d = tl.load(
+                            dgates_x_ptr + rows[:, None] * (3 * H) + k[None, :],
+                            mask=m_b[:, None] & m_k[None, :],
+                            other=0.0,
+                        )
+                        w = tl.load(
+                            w_hh_ptr + k[:, None] * H + o_j[None, :],
+                            mask=m_k[:, None] & m_j[None, :],
+                            other=0.0,
+                        )
                         acc = tl.dot(d.to(w.dtype), w, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
                     p_carry = carry_out_ptr + o_b[:, None] * H + o_j[None, :]
                     tl.store(p_carry, tl.load(p_carry, mask=m, other=0.0) + acc, mask=m)
@@ -150,7 +193,20 @@ def gru_backward_kernel(
                     k = k0 + o_k
                     m_k = k < H
                     _, g_k, h_k, r_k, z_k, n_k, p_gates_k = _load_step(
-                        rows, o_b, m_b, active, k, m_k, t, B, H, grad_hs_ptr, carry_in_ptr, hs_ptr, gates_ptr, NG
+                        rows,
+                        o_b,
+                        m_b,
+                        active,
+                        k,
+                        m_k,
+                        t,
+                        B,
+                        H,
+                        grad_hs_ptr,
+                        carry_in_ptr,
+                        hs_ptr,
+                        gates_ptr,
+                        NG,
                     )
                     hn_k = tl.load(p_gates_k + 3 * H, mask=m_b[:, None] & m_k[None, :], other=0.0)
                     dar_k, daz_k, _, dhn_k = _cudnn_gate_grads(g_k, h_k, r_k, z_k, n_k, hn_k)
@@ -163,7 +219,20 @@ def gru_backward_kernel(
                     w = tl.load(p_w + 2 * H * H, mask=m_w, other=0.0)
                     acc = tl.dot(dhn_k.to(w.dtype), w, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
                 g_raw, g, h_prev, r, z, n, p_gates = _load_step(
-                    rows, o_b, m_b, active, o_j, m_j, t, B, H, grad_hs_ptr, carry_in_ptr, hs_ptr, gates_ptr, NG
+                    rows,
+                    o_b,
+                    m_b,
+                    active,
+                    o_j,
+                    m_j,
+                    t,
+                    B,
+                    H,
+                    grad_hs_ptr,
+                    carry_in_ptr,
+                    hs_ptr,
+                    gates_ptr,
+                    NG,
                 )
                 hn = tl.load(p_gates + 3 * H, mask=m, other=0.0)
                 dar, daz, dan, dhn = _cudnn_gate_grads(g, h_prev, r, z, n, hn)

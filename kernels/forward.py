@@ -28,14 +28,23 @@ Rows of ``[T, B, *]`` tensors at step ``t`` are ``t * B + b``; ``h_{t-1}`` is ro
 
 import triton
 import triton.language as tl
-
 from tritongru.kernels.gru_math import accumulate_product, sigmoid, tanh
 
 
 @triton.jit
 def _hidden_product(
-    a_ptr, rows, m_b, w_hh_ptr, gate, o_j, m_j, H,
-    ACC_DTYPE: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+    a_ptr,
+    rows,
+    m_b,
+    w_hh_ptr,
+    gate,
+    o_j,
+    m_j,
+    H,
+    ACC_DTYPE: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    BLOCK_K: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
     """Tile of ``a @ W_h{gate}^T``; ``a`` is ``[*, H]``: ``h_{t-1}``, or ``R * h`` for the classic candidate."""
@@ -47,9 +56,25 @@ def _hidden_product(
 
 @triton.jit
 def _input_side(
-    gate, o_b, step_rows, m_b, o_j, m_j, gi_ptr, x_ptr, w_ih_ptr, b_ih_ptr, H, I,
-    FUSE_INPUT: tl.constexpr, HAS_BIAS: tl.constexpr, ACC_DTYPE: tl.constexpr,
-    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    gate,
+    o_b,
+    step_rows,
+    m_b,
+    o_j,
+    m_j,
+    gi_ptr,
+    x_ptr,
+    w_ih_ptr,
+    b_ih_ptr,
+    H,
+    I,
+    FUSE_INPUT: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    ACC_DTYPE: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
 ):
     """Tile of ``x @ W_i{gate}^T + b_i{gate}``: computed here for the cell, read from ``gi`` for a sequence."""
     if FUSE_INPUT:
@@ -67,8 +92,7 @@ def _input_side(
 
 
 @triton.jit
-def _hidden_bias(b_hh_ptr, gate, o_j, m_j, H, HAS_BIAS: tl.constexpr, ACC_DTYPE: tl.constexpr,
-                 BLOCK_H: tl.constexpr):
+def _hidden_bias(b_hh_ptr, gate, o_j, m_j, H, HAS_BIAS: tl.constexpr, ACC_DTYPE: tl.constexpr, BLOCK_H: tl.constexpr):
     """``b_h{gate}`` as a ``[1, BLOCK_H]`` row (zeros without bias)."""
     if HAS_BIAS:
         return tl.load(b_hh_ptr + gate * H + o_j, mask=m_j, other=0.0).to(ACC_DTYPE)[None, :]
@@ -77,25 +101,89 @@ def _hidden_bias(b_hh_ptr, gate, o_j, m_j, H, HAS_BIAS: tl.constexpr, ACC_DTYPE:
 
 @triton.jit
 def _gate_preactivation(
-    gate, a_ptr, a_rows, o_b, step_rows, m_b, o_j, m_j, gi_ptr, x_ptr, w_ih_ptr, b_ih_ptr, w_hh_ptr, b_hh_ptr,
-    H, I,
-    FUSE_INPUT: tl.constexpr, HAS_BIAS: tl.constexpr, ACC_DTYPE: tl.constexpr,
-    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    gate,
+    a_ptr,
+    a_rows,
+    o_b,
+    step_rows,
+    m_b,
+    o_j,
+    m_j,
+    gi_ptr,
+    x_ptr,
+    w_ih_ptr,
+    b_ih_ptr,
+    w_hh_ptr,
+    b_hh_ptr,
+    H,
+    I,
+    FUSE_INPUT: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    ACC_DTYPE: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
 ):
     """Tile of ``W_i{gate} x + b_i{gate} + W_h{gate} a + b_h{gate}``, the argument of a gate's activation."""
     return (
-        _input_side(gate, o_b, step_rows, m_b, o_j, m_j, gi_ptr, x_ptr, w_ih_ptr, b_ih_ptr, H, I,
-                    FUSE_INPUT, HAS_BIAS, ACC_DTYPE, BLOCK_B, BLOCK_H, BLOCK_K, DOT_PRECISION)
-        + _hidden_product(a_ptr, a_rows, m_b, w_hh_ptr, gate, o_j, m_j, H,
-                          ACC_DTYPE, BLOCK_B, BLOCK_H, BLOCK_K, DOT_PRECISION)
+        _input_side(
+            gate,
+            o_b,
+            step_rows,
+            m_b,
+            o_j,
+            m_j,
+            gi_ptr,
+            x_ptr,
+            w_ih_ptr,
+            b_ih_ptr,
+            H,
+            I,
+            FUSE_INPUT,
+            HAS_BIAS,
+            ACC_DTYPE,
+            BLOCK_B,
+            BLOCK_H,
+            BLOCK_K,
+            DOT_PRECISION,
+        )
+        + _hidden_product(
+            a_ptr,
+            a_rows,
+            m_b,
+            w_hh_ptr,
+            gate,
+            o_j,
+            m_j,
+            H,
+            ACC_DTYPE,
+            BLOCK_B,
+            BLOCK_H,
+            BLOCK_K,
+            DOT_PRECISION,
+        )
         + _hidden_bias(b_hh_ptr, gate, o_j, m_j, H, HAS_BIAS, ACC_DTYPE, BLOCK_H)
     )
 
 
 @triton.jit
 def gru_forward_kernel(
-    gi_ptr, x_ptr, w_ih_ptr, b_ih_ptr, hs_ptr, w_hh_ptr, b_hh_ptr, gates_ptr, rh_ptr, lengths_ptr,
-    t_begin, t_end, B, H, I,
+    gi_ptr,
+    x_ptr,
+    w_ih_ptr,
+    b_ih_ptr,
+    hs_ptr,
+    w_hh_ptr,
+    b_hh_ptr,
+    gates_ptr,
+    rh_ptr,
+    lengths_ptr,
+    t_begin,
+    t_end,
+    B,
+    H,
+    I,
     CLASSIC: tl.constexpr,
     RUN_PHASE_1: tl.constexpr,
     RUN_PHASE_2: tl.constexpr,
@@ -134,8 +222,29 @@ def gru_forward_kernel(
                     m = m_b[:, None] & m_j[None, :]
                     r = sigmoid(
                         _gate_preactivation(
-                            0, hs_ptr, step_rows, o_b, step_rows, m_b, o_j, m_j, gi_ptr, x_ptr, w_ih_ptr, b_ih_ptr, w_hh_ptr,
-                            b_hh_ptr, H, I, FUSE_INPUT, HAS_BIAS, ACC_DTYPE, BLOCK_B, BLOCK_H, BLOCK_K, DOT_PRECISION,
+                            0,
+                            hs_ptr,
+                            step_rows,
+                            o_b,
+                            step_rows,
+                            m_b,
+                            o_j,
+                            m_j,
+                            gi_ptr,
+                            x_ptr,
+                            w_ih_ptr,
+                            b_ih_ptr,
+                            w_hh_ptr,
+                            b_hh_ptr,
+                            H,
+                            I,
+                            FUSE_INPUT,
+                            HAS_BIAS,
+                            ACC_DTYPE,
+                            BLOCK_B,
+                            BLOCK_H,
+                            BLOCK_K,
+                            DOT_PRECISION,
                         )
                     )
                     h_prev = tl.load(hs_ptr + step_rows[:, None] * H + o_j[None, :], mask=m, other=0.0)
@@ -151,14 +260,56 @@ def gru_forward_kernel(
                     m = m_b[:, None] & m_j[None, :]
                     z = sigmoid(
                         _gate_preactivation(
-                            1, hs_ptr, step_rows, o_b, step_rows, m_b, o_j, m_j, gi_ptr, x_ptr, w_ih_ptr, b_ih_ptr, w_hh_ptr,
-                            b_hh_ptr, H, I, FUSE_INPUT, HAS_BIAS, ACC_DTYPE, BLOCK_B, BLOCK_H, BLOCK_K, DOT_PRECISION,
+                            1,
+                            hs_ptr,
+                            step_rows,
+                            o_b,
+                            step_rows,
+                            m_b,
+                            o_j,
+                            m_j,
+                            gi_ptr,
+                            x_ptr,
+                            w_ih_ptr,
+                            b_ih_ptr,
+                            w_hh_ptr,
+                            b_hh_ptr,
+                            H,
+                            I,
+                            FUSE_INPUT,
+                            HAS_BIAS,
+                            ACC_DTYPE,
+                            BLOCK_B,
+                            BLOCK_H,
+                            BLOCK_K,
+                            DOT_PRECISION,
                         )
                     )
                     n = tanh(
                         _gate_preactivation(
-                            2, rh_ptr, o_b, o_b, step_rows, m_b, o_j, m_j, gi_ptr, x_ptr, w_ih_ptr, b_ih_ptr, w_hh_ptr,
-                            b_hh_ptr, H, I, FUSE_INPUT, HAS_BIAS, ACC_DTYPE, BLOCK_B, BLOCK_H, BLOCK_K, DOT_PRECISION,
+                            2,
+                            rh_ptr,
+                            o_b,
+                            o_b,
+                            step_rows,
+                            m_b,
+                            o_j,
+                            m_j,
+                            gi_ptr,
+                            x_ptr,
+                            w_ih_ptr,
+                            b_ih_ptr,
+                            w_hh_ptr,
+                            b_hh_ptr,
+                            H,
+                            I,
+                            FUSE_INPUT,
+                            HAS_BIAS,
+                            ACC_DTYPE,
+                            BLOCK_B,
+                            BLOCK_H,
+                            BLOCK_K,
+                            DOT_PRECISION,
                         )
                     )
                     h_prev = tl.load(hs_ptr + step_rows[:, None] * H + o_j[None, :], mask=m, other=0.0)
@@ -175,24 +326,96 @@ def gru_forward_kernel(
                 m = m_b[:, None] & m_j[None, :]
                 r = sigmoid(
                     _gate_preactivation(
-                        0, hs_ptr, step_rows, o_b, step_rows, m_b, o_j, m_j, gi_ptr, x_ptr, w_ih_ptr, b_ih_ptr, w_hh_ptr,
-                        b_hh_ptr, H, I, FUSE_INPUT, HAS_BIAS, ACC_DTYPE, BLOCK_B, BLOCK_H, BLOCK_K, DOT_PRECISION,
+                        0,
+                        hs_ptr,
+                        step_rows,
+                        o_b,
+                        step_rows,
+                        m_b,
+                        o_j,
+                        m_j,
+                        gi_ptr,
+                        x_ptr,
+                        w_ih_ptr,
+                        b_ih_ptr,
+                        w_hh_ptr,
+                        b_hh_ptr,
+                        H,
+                        I,
+                        FUSE_INPUT,
+                        HAS_BIAS,
+                        ACC_DTYPE,
+                        BLOCK_B,
+                        BLOCK_H,
+                        BLOCK_K,
+                        DOT_PRECISION,
                     )
                 )
                 z = sigmoid(
                     _gate_preactivation(
-                        1, hs_ptr, step_rows, o_b, step_rows, m_b, o_j, m_j, gi_ptr, x_ptr, w_ih_ptr, b_ih_ptr, w_hh_ptr,
-                        b_hh_ptr, H, I, FUSE_INPUT, HAS_BIAS, ACC_DTYPE, BLOCK_B, BLOCK_H, BLOCK_K, DOT_PRECISION,
+                        1,
+                        hs_ptr,
+                        step_rows,
+                        o_b,
+                        step_rows,
+                        m_b,
+                        o_j,
+                        m_j,
+                        gi_ptr,
+                        x_ptr,
+                        w_ih_ptr,
+                        b_ih_ptr,
+                        w_hh_ptr,
+                        b_hh_ptr,
+                        H,
+                        I,
+                        FUSE_INPUT,
+                        HAS_BIAS,
+                        ACC_DTYPE,
+                        BLOCK_B,
+                        BLOCK_H,
+                        BLOCK_K,
+                        DOT_PRECISION,
                     )
                 )
                 # r scales only the hidden half of the candidate: that is what makes this one phase
-                hn = _hidden_product(hs_ptr, step_rows, m_b, w_hh_ptr, 2, o_j, m_j, H,
-                                     ACC_DTYPE, BLOCK_B, BLOCK_H, BLOCK_K, DOT_PRECISION) + _hidden_bias(
-                    b_hh_ptr, 2, o_j, m_j, H, HAS_BIAS, ACC_DTYPE, BLOCK_H
-                )
+                hn = _hidden_product(
+                    hs_ptr,
+                    step_rows,
+                    m_b,
+                    w_hh_ptr,
+                    2,
+                    o_j,
+                    m_j,
+                    H,
+                    ACC_DTYPE,
+                    BLOCK_B,
+                    BLOCK_H,
+                    BLOCK_K,
+                    DOT_PRECISION,
+                ) + _hidden_bias(b_hh_ptr, 2, o_j, m_j, H, HAS_BIAS, ACC_DTYPE, BLOCK_H)
                 n = tanh(
-                    _input_side(2, o_b, step_rows, m_b, o_j, m_j, gi_ptr, x_ptr, w_ih_ptr, b_ih_ptr, H, I,
-                                FUSE_INPUT, HAS_BIAS, ACC_DTYPE, BLOCK_B, BLOCK_H, BLOCK_K, DOT_PRECISION)
+                    _input_side(
+                        2,
+                        o_b,
+                        step_rows,
+                        m_b,
+                        o_j,
+                        m_j,
+                        gi_ptr,
+                        x_ptr,
+                        w_ih_ptr,
+                        b_ih_ptr,
+                        H,
+                        I,
+                        FUSE_INPUT,
+                        HAS_BIAS,
+                        ACC_DTYPE,
+                        BLOCK_B,
+                        BLOCK_H,
+                        BLOCK_K,
+                        DOT_PRECISION,
+                    )
                     + r * hn
                 )
                 h_prev = tl.load(hs_ptr + step_rows[:, None] * H + o_j[None, :], mask=m, other=0.0)

@@ -68,7 +68,7 @@ def parameter_grads(
         if dgates_hn is not None:
             d_hn, n_input = dgates_hn, hs_prev
         else:
-            d_hn, n_input = dgates_x[:, 2 * H:], gates[:, :H] * hs_prev
+            d_hn, n_input = dgates_x[:, 2 * H :], gates[:, :H] * hs_prev
         if need_w_hh:
             grad_w_hh = torch.cat([d_gates_rz.t() @ hs_prev, d_hn.t() @ n_input]).to(weight_ih.dtype)
         if need_b_hh and has_bias:
@@ -88,7 +88,14 @@ class GRULayerFunction(torch.autograd.Function):
     def forward(ctx, input, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, variant, allow_tf32):
         gi = input_projection(input, weight_ih, bias_ih)
         hs, gates = forward_sequence(
-            gi, h0, weight_hh, bias_hh, variant=variant, lengths=lengths, store_gates=True, allow_tf32=allow_tf32
+            gi,
+            h0,
+            weight_hh,
+            bias_hh,
+            variant=variant,
+            lengths=lengths,
+            store_gates=True,
+            allow_tf32=allow_tf32,
         )
         ctx.save_for_backward(input, weight_ih, weight_hh, hs, gates, lengths)
         ctx.variant, ctx.allow_tf32, ctx.has_bias = variant, allow_tf32, bias_ih is not None
@@ -134,7 +141,14 @@ class GRUCellFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, hx, weight_ih, weight_hh, bias_ih, bias_hh, variant, allow_tf32):
         h_new, gates = cell_forward(
-            input, hx, weight_ih, weight_hh, bias_ih, bias_hh, variant=variant, store_gates=True,
+            input,
+            hx,
+            weight_ih,
+            weight_hh,
+            bias_ih,
+            bias_hh,
+            variant=variant,
+            store_gates=True,
             allow_tf32=allow_tf32,
         )
         ctx.save_for_backward(input, hx, weight_ih, weight_hh, gates)

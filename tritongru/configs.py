@@ -106,7 +106,12 @@ def select_config(
     """
     if not interpreting() and device.type == "cuda":
         tuned = tuning_cache.lookup(
-            kernel, variant=variant, dtype=dtype, batch=batch, hidden=hidden, input_size=input_size,
+            kernel,
+            variant=variant,
+            dtype=dtype,
+            batch=batch,
+            hidden=hidden,
+            input_size=input_size,
             device=device,
         )
         if tuned is not None:

@@ -47,13 +47,23 @@ def _on_device(device: torch.device) -> Iterator[None]:
 
 
 def _resolve_config(
-    config: KernelConfig | None, kernel: str, variant: str, weight: torch.Tensor, batch: int, hidden: int,
+    config: KernelConfig | None,
+    kernel: str,
+    variant: str,
+    weight: torch.Tensor,
+    batch: int,
+    hidden: int,
     input_size: int,
 ) -> KernelConfig:
     if config is not None:
         return config
     return select_config(
-        kernel, variant=variant, dtype=weight.dtype, batch=batch, hidden=hidden, input_size=input_size,
+        kernel,
+        variant=variant,
+        dtype=weight.dtype,
+        batch=batch,
+        hidden=hidden,
+        input_size=input_size,
         device=weight.device,
     )
 
@@ -72,7 +82,21 @@ def _grid(config: KernelConfig, batch: int, hidden: int) -> tuple[int, int]:
 
 
 def _launch_forward(
-    *, gi, x, w_ih, b_ih, hs, w_hh, b_hh, gates, rh, lengths, variant, allow_tf32, config, input_size,
+    *,
+    gi,
+    x,
+    w_ih,
+    b_ih,
+    hs,
+    w_hh,
+    b_hh,
+    gates,
+    rh,
+    lengths,
+    variant,
+    allow_tf32,
+    config,
+    input_size,
 ) -> None:
     T, B, H = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
     placeholder = hs  # pointer arguments that the constexpr flags leave unread
@@ -142,8 +166,20 @@ def forward_sequence(
     rh = torch.empty((B, H), dtype=dtype, device=gi.device) if variant == "classic" else None
     config = _resolve_config(config, "forward", variant, w_hh, B, H, 0)
     _launch_forward(
-        gi=gi, x=None, w_ih=None, b_ih=None, hs=hs, w_hh=w_hh, b_hh=b_hh, gates=gates, rh=rh, lengths=lengths,
-        variant=variant, allow_tf32=allow_tf32, config=config, input_size=0,
+        gi=gi,
+        x=None,
+        w_ih=None,
+        b_ih=None,
+        hs=hs,
+        w_hh=w_hh,
+        b_hh=b_hh,
+        gates=gates,
+        rh=rh,
+        lengths=lengths,
+        variant=variant,
+        allow_tf32=allow_tf32,
+        config=config,
+        input_size=0,
     )
     return hs, gates
 
@@ -178,8 +214,20 @@ def cell_forward(
     if not config.persistent:
         raise ValueError("the cell kernel runs as one launch: its config must be persistent")
     _launch_forward(
-        gi=None, x=x, w_ih=w_ih, b_ih=b_ih, hs=hs, w_hh=w_hh, b_hh=b_hh, gates=gates, rh=rh, lengths=None,
-        variant=variant, allow_tf32=allow_tf32, config=config, input_size=input_size,
+        gi=None,
+        x=x,
+        w_ih=w_ih,
+        b_ih=b_ih,
+        hs=hs,
+        w_hh=w_hh,
+        b_hh=b_hh,
+        gates=gates,
+        rh=rh,
+        lengths=None,
+        variant=variant,
+        allow_tf32=allow_tf32,
+        config=config,
+        input_size=input_size,
     )
     return hs[1], gates
 

@@ -105,9 +105,16 @@ def gru_ref(
         outputs = []
         for direction in range(directions):
             index = layer * directions + direction
-            w_ih, w_hh, b_ih, b_hh = weights[4 * index: 4 * index + 4]
+            w_ih, w_hh, b_ih, b_hh = weights[4 * index : 4 * index + 4]
             output, h = gru_layer_ref(
-                layer_input, hx[index], w_ih, w_hh, b_ih, b_hh, variant=variant, lengths=lengths,
+                layer_input,
+                hx[index],
+                w_ih,
+                w_hh,
+                b_ih,
+                b_hh,
+                variant=variant,
+                lengths=lengths,
                 reverse=direction == 1,
             )
             outputs.append(output)

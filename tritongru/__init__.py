@@ -1,0 +1,15 @@
+"""tritongru: hand-written Triton kernels for the GRU.
+
+Drop-ins for ``torch.nn.GRU`` / ``torch.nn.GRUCell`` (:class:`GRU`, :class:`GRUCell`), a functional API for
+research code that owns its weights (:func:`gru`, :func:`gru_layer`, :func:`gru_cell`), and the plain-PyTorch
+reference of both formulations (:mod:`tritongru.reference`).
+"""
+
+__version__ = "0.1.0"
+
+from tritongru import reference
+from tritongru.functional import gru, gru_cell, gru_layer
+from tritongru.modules import GRU, GRUCell
+from tritongru.variants import VARIANTS
+
+__all__ = ["GRU", "VARIANTS", "GRUCell", "__version__", "gru", "gru_cell", "gru_layer", "reference"]
