@@ -24,6 +24,8 @@ gate gradients. Every gradient is written by exactly one program: no atomics, bi
 import triton
 import triton.language as tl
 
+from tritongru.kernels.gru_math import dot
+
 
 @triton.jit
 def _load_step(
@@ -131,7 +133,7 @@ def gru_backward_kernel(
                             mask=m_k[:, None] & m_j[None, :],
                             other=0.0,
                         )
-                        d_rh = tl.dot(dan_k.to(w.dtype), w, d_rh, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
+                        d_rh = dot(dan_k, w, d_rh, DOT_PRECISION)
                     g_raw, g, h_prev, r, z, n, _ = _load_step(
                         rows,
                         o_b,
@@ -179,7 +181,7 @@ def gru_backward_kernel(
                             mask=m_k[:, None] & m_j[None, :],
                             other=0.0,
                         )
-                        acc = tl.dot(d.to(w.dtype), w, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
+                        acc = dot(d, w, acc, DOT_PRECISION)
                     p_carry = carry_out_ptr + o_b[:, None] * H + o_j[None, :]
                     tl.store(p_carry, tl.load(p_carry, mask=m, other=0.0) + acc, mask=m)
         else:
@@ -213,11 +215,11 @@ def gru_backward_kernel(
                     p_w = w_hh_ptr + k[:, None] * H + o_j[None, :]
                     m_w = m_k[:, None] & m_j[None, :]
                     w = tl.load(p_w, mask=m_w, other=0.0)
-                    acc = tl.dot(dar_k.to(w.dtype), w, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
+                    acc = dot(dar_k, w, acc, DOT_PRECISION)
                     w = tl.load(p_w + H * H, mask=m_w, other=0.0)
-                    acc = tl.dot(daz_k.to(w.dtype), w, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
+                    acc = dot(daz_k, w, acc, DOT_PRECISION)
                     w = tl.load(p_w + 2 * H * H, mask=m_w, other=0.0)
-                    acc = tl.dot(dhn_k.to(w.dtype), w, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
+                    acc = dot(dhn_k, w, acc, DOT_PRECISION)
                 g_raw, g, h_prev, r, z, n, p_gates = _load_step(
                     rows,
                     o_b,

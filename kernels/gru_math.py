@@ -1,7 +1,13 @@
 """Shared ``@triton.jit`` helpers: numerically stable activations and the tile product of a gate."""
 
+import os
+
 import triton
 import triton.language as tl
+
+# Triton's interpreter multiplies bfloat16 ``tl.dot`` operands as raw bits (seen with triton 3.9); there the
+# operands are widened to float32 first, which is exact (a product of two bf16 values fits in float32).
+_WIDEN_BF16_DOT = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"))
 
 
 @triton.jit
@@ -18,6 +24,16 @@ def tanh(x):
     e = tl.exp(-2.0 * tl.abs(x))
     t = (1.0 - e) / (1.0 + e)
     return tl.where(x >= 0, t, -t)
+
+
+@triton.jit
+def dot(a, w, acc, DOT_PRECISION: tl.constexpr):
+    """``acc + a @ w`` with ``a`` cast to ``w``'s dtype (tensor cores for bf16/fp16/tf32), ``acc``'s precision."""
+    a = a.to(w.dtype)
+    if _WIDEN_BF16_DOT and w.dtype == tl.bfloat16:
+        a = a.to(tl.float32)
+        w = w.to(tl.float32)
+    return tl.dot(a, w, acc, input_precision=DOT_PRECISION, out_dtype=acc.dtype)
 
 
 @triton.jit
@@ -40,8 +56,7 @@ def accumulate_product(
 
     ``a`` is row-major with row stride ``a_row_stride``, ``rows`` its (int64) row indices; element ``w[k, j]`` lives at
     ``w_ptr + k * w_stride_k + j * w_stride_j``, so the same helper reads ``W`` (backward, ``w[k, j] = W[k, j]``)
-    and ``W^T`` (forward, ``w[k, j] = W[j, k]``). ``a`` is cast to ``w``'s dtype so the product runs on tensor
-    cores for bf16/fp16/tf32; ``acc`` keeps its own (fp32 or fp64) precision.
+    and ``W^T`` (forward, ``w[k, j] = W[j, k]``); see :func:`dot` for precision.
     """
     o_k = tl.arange(0, BLOCK_K)
     for k0 in range(0, K, BLOCK_K):
@@ -53,5 +68,5 @@ def accumulate_product(
             mask=m_k[:, None] & m_j[None, :],
             other=0.0,
         )
-        acc = tl.dot(a.to(w.dtype), w, acc, input_precision=DOT_PRECISION, out_dtype=acc.dtype)
+        acc = dot(a, w, acc, DOT_PRECISION)
     return acc
