@@ -447,3 +447,51 @@ def tune(
         )
         result.cache_path = str(path)
     return result
+
+
+def sweep(
+    *,
+    kernels: Sequence[str],
+    variants: Sequence[str],
+    precisions: Sequence[str],
+    batches: Sequence[int],
+    hiddens: Sequence[int],
+    input_size: int | None,
+    seq_len: int,
+    device: torch.device,
+    tiny: bool = False,
+    progress: bool = True,
+    write_cache: bool | None = None,
+    cache_dir: Path | str | None = None,
+) -> dict:
+    """Tune every (kernel, variant, precision, batch, hidden) and return the whole sweep as a results document
+    (``kind="tune"``); winners go to the cache as :func:`tune` decides. ``input_size=None`` means ``hidden``."""
+    from tritongru import results
+    from tritongru.bench import PRECISIONS
+
+    interpreter = interpreting() or device.type != "cuda"
+    rows, winners = [], []
+    jobs = list(itertools.product(kernels, variants, precisions, batches, hiddens))
+    for kernel, variant, precision, batch, hidden in tqdm(jobs, desc="tune", disable=not progress):
+        dtype, tf32 = PRECISIONS[precision]
+        problem = make_problem(
+            kernel, variant=variant, dtype=dtype, allow_tf32=tf32, batch=batch, hidden=hidden,
+            input_size=input_size or hidden, seq_len=1 if kernel == "cell" else seq_len, device=device,
+        )
+        outcome = tune(
+            problem, space=search_space(kernel, tiny=tiny), progress=progress, write_cache=write_cache,
+            cache_dir=cache_dir,
+        )
+        rows += outcome.rows
+        winners.append({
+            "kernel": kernel, "variant": variant, "dtype": precision, "batch": batch, "hidden": hidden,
+            "config": outcome.winner.to_dict() if outcome.winner else None, "cache": outcome.cache_path,
+        })
+    meta = results.environment(device, interpreter=interpreter)
+    meta.update(
+        space="tiny" if tiny else "full", winners=winners,
+        limits=dict(vars(device_limits(device))),
+        notes=["CPU run: configs checked and run once through Triton's interpreter; times mean nothing."]
+        if interpreter else [],
+    )
+    return results.new_document("tune", meta, rows)
