@@ -1,0 +1,230 @@
+"""The ``tritongru`` command line.
+
+- ``tritongru bench``: time tritongru against cuDNN and the other contenders, write a results file and its
+  plots under ``profiling/results/<gpu>/``. Without CUDA: a small functional comparison through Triton's CPU
+  interpreter against torch's CPU GRU, whose timings mean nothing.
+- ``tritongru tune``: sweep block sizes, warps and stages; write winners to the tuning cache and the sweep to
+  a results file (with its tuning-landscape plots).
+- ``tritongru plot FILE_OR_DIR ...``: draw the figures of existing results files.
+- ``tritongru info``: device, versions, cache paths and which optional peers are importable.
+
+Triton decides whether a kernel runs through its interpreter when the kernel is defined, so that must be
+settled before ``tritongru.kernels`` is imported. Importing this module imports the package (and with it the
+kernels); on a machine without CUDA, ``bench`` and ``tune`` therefore rerun themselves once in a fresh Python
+with ``TRITON_INTERPRET=1`` unless it was already set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+CPU_BANNER = (
+    "No CUDA device: tritongru ran through Triton's CPU interpreter and was compared with torch's CPU GRU.\n"
+    "This is a functional check (see max_abs_err); the timings below mean nothing about speed."
+)
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def _rerun_with_interpreter(argv: Sequence[str]) -> int | None:
+    """Settle the interpreter question before any kernel runs.
+
+    Returns None when this process can go on (CUDA present, the interpreter already on, or the kernels not
+    imported yet, in which case it is switched on); else reruns the command with it on and returns its exit
+    status."""
+    import torch
+
+    if torch.cuda.is_available() or _interpreting():
+        return None
+    if not any(name == "tritongru.kernels" or name.startswith("tritongru.kernels.") for name in sys.modules):
+        os.environ["TRITON_INTERPRET"] = "1"
+        return None
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    return subprocess.call([sys.executable, "-m", "tritongru.cli", *argv], env=env)
+
+
+def _device():
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() and not _interpreting() else "cpu")
+
+
+def _draw(document: dict, path: Path, out: Path | None) -> list[Path]:
+    from tritongru import plots
+
+    return plots.draw_all([document], out if out is not None else path.with_suffix(""))
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from tritongru import bench, results
+
+    device = _device()
+    grid = bench.GRIDS[args.grid or ("quick" if device.type == "cuda" else "cpu")]
+    overrides = {
+        "batch": args.batch, "hidden": args.hidden, "seq_len": args.seq_len, "precisions": args.precisions,
+        "modes": args.modes,
+    }
+    grid = replace(grid, **{k: tuple(v) for k, v in overrides.items() if v}, input_size=args.input_size)
+    document = bench.run_bench(grid, providers=args.providers, device=device, progress=not args.quiet,
+                               seed=args.seed)
+    path = results.write(document, args.out)
+    if device.type != "cuda":
+        print(CPU_BANNER)
+    print(f"{'provider':<18} {'mode':<8} {'dtype':<5} {'B':>4} {'H':>5} {'T':>5} {'median ms':>10} "
+          f"{'speed-up':>8} {'max err':>9}")
+    for row in document["rows"]:
+        if row["status"] != "ok":
+            print(f"{row['provider']:<18} {row['mode']:<8} skipped: {row['note']}")
+            continue
+        speedup = row["speedup_vs_baseline"]
+        print(f"{row['provider']:<18} {row['mode']:<8} {row['dtype']:<5} {row['batch']:>4} {row['hidden']:>5} "
+              f"{row['seq_len']:>5} {row['median_ms']:>10.4g} {speedup if speedup else float('nan'):>8.3g} "
+              f"{row['max_abs_err']:>9.2g}")
+    print(f"results: {path}")
+    if not args.no_plots:
+        print(f"plots: {len(_draw(document, path, None))} files in {path.with_suffix('')}")
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from tritongru import results, tuning
+
+    device = _device()
+    cuda = device.type == "cuda"
+    document = tuning.sweep(
+        kernels=args.kernels, variants=args.variants, precisions=args.precisions or ["fp32"],
+        batches=args.batch or ([1, 16, 64, 256] if cuda else [3]),
+        hiddens=args.hidden or ([256, 1024] if cuda else [20]), input_size=args.input_size,
+        seq_len=args.seq_len or (64 if cuda else 3), device=device,
+        tiny=args.space == "tiny" if args.space else not cuda, progress=not args.quiet,
+        write_cache=args.write_cache, cache_dir=args.cache_dir,
+    )
+    path = results.write(document, args.out)
+    if not cuda:
+        print("No CUDA device: configs were checked and run once through Triton's CPU interpreter; the times "
+              "mean nothing, so no winner is cached unless --write-cache is given.")
+    for winner in document["meta"]["winners"]:
+        where = f" -> {winner['cache']}" if winner["cache"] else ""
+        print(f"{winner['kernel']:<8} {winner['variant']:<7} {winner['dtype']:<5} B={winner['batch']:<4} "
+              f"H={winner['hidden']:<5} {winner['config']}{where}")
+    print(f"sweep: {path}")
+    if not args.no_plots:
+        print(f"plots: {len(_draw(document, path, None))} files in {path.with_suffix('')}")
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from tritongru import results
+
+    files = []
+    for target in map(Path, args.paths):
+        files += results.find(target) if target.is_dir() else [target]
+    if not files:
+        print("no results files found", file=sys.stderr)
+        return 1
+    for path in files:
+        written = _draw(results.load(path), path, Path(args.out) / path.stem if args.out else None)
+        print(f"{path}: {len(written)} plots in {written[0].parent if written else '-'}")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    import torch
+
+    from tritongru import __version__, results, tuning_cache
+    from tritongru.providers import importable_peers
+
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda") if cuda else torch.device("cpu")
+    commit, dirty = results.git_state()
+    lines = {
+        "tritongru": __version__,
+        "device": torch.cuda.get_device_name(device) if cuda else "cpu (no CUDA)",
+        "kernels run": "on the GPU" if cuda and not _interpreting() else "through Triton's CPU interpreter",
+        "torch": torch.__version__,
+        "triton": tuning_cache.triton_version(),
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if cuda else None,
+        "git commit": f"{commit}{' (dirty)' if dirty else ''}" if commit else None,
+        "kernels/ last changed": results.kernels_last_commit(),
+        "user tuning cache": tuning_cache.user_cache_dir(),
+        "shipped tuning cache": tuning_cache.SHIPPED_DIR,
+    }
+    for key, value in lines.items():
+        print(f"{key:<22} {value}")
+    name = tuning_cache.device_name(device)
+    for path in tuning_cache.search_paths(name):
+        print(f"{'cache file':<22} {path} ({'present' if path.exists() else 'absent'})")
+    for peer, present in importable_peers().items():
+        print(f"{'peer ' + peer:<22} {'importable' if present else 'not installed'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tritongru", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def sizes(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--batch", type=int, nargs="+", help="batch sizes")
+        sub.add_argument("--hidden", type=int, nargs="+", help="hidden sizes")
+        sub.add_argument("--input-size", type=int, default=None, help="input size (default: the hidden size)")
+        sub.add_argument("--seq-len", type=int, nargs="+" if sub.prog.endswith("bench") else None,
+                         help="sequence lengths")
+        sub.add_argument("--precisions", nargs="+", choices=("fp32", "tf32", "bf16", "fp16"))
+        sub.add_argument("--out", default="profiling/results", help="results root (default: %(default)s)")
+        sub.add_argument("--no-plots", action="store_true", help="write the results file only")
+        sub.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    bench = commands.add_parser("bench", help="compare tritongru with cuDNN and other contenders")
+    bench.add_argument("--grid", choices=("quick", "full", "cpu"),
+                       help="preset grid (default: quick with CUDA, cpu without)")
+    sizes(bench)
+    bench.add_argument("--modes", nargs="+", choices=("forward", "train", "backward"))
+    bench.add_argument("--providers", nargs="+", help="contenders (default: tritongru both forms, the "
+                       "baseline, the eager cell loop); also compiled-ref, torchrl, flag_gems, flashrnn")
+    bench.add_argument("--seed", type=int, default=0)
+    bench.set_defaults(handler=_bench)
+
+    tune = commands.add_parser("tune", help="autotune block sizes and write winners to the tuning cache")
+    tune.add_argument("--kernels", nargs="+", default=["forward", "backward", "cell"],
+                      choices=("forward", "backward", "cell"))
+    tune.add_argument("--variants", nargs="+", default=["cudnn", "classic"], choices=("cudnn", "classic"))
+    sizes(tune)
+    tune.add_argument("--space", choices=("full", "tiny"), help="search space (default: full with CUDA)")
+    tune.add_argument("--write-cache", action=argparse.BooleanOptionalAction, default=None,
+                      help="write winners to the cache (default: only with CUDA)")
+    tune.add_argument("--cache-dir", default=None, help="cache directory (default: the user cache)")
+    tune.set_defaults(handler=_tune)
+
+    plot = commands.add_parser("plot", help="draw the figures of results files")
+    plot.add_argument("paths", nargs="+", help="results files or directories holding them")
+    plot.add_argument("--out", default=None, help="directory for the PNGs (default: beside each file)")
+    plot.set_defaults(handler=_plot)
+
+    info = commands.add_parser("info", help="device, versions, cache paths, optional peers")
+    info.set_defaults(handler=_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    if args.command in ("bench", "tune"):
+        status = _rerun_with_interpreter(argv)
+        if status is not None:
+            return status
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
