@@ -14,7 +14,7 @@ Two places are searched, the user cache first:
 A file that is corrupt, truncated, written for another device or Triton version, or of an unknown format
 gives a warning and is ignored (the launcher falls back to its heuristic). Writes take a lock, merge with what
 is on disk and replace the file atomically, so two processes tuning at once lose nothing and never leave half
-a file. Parsed files are kept in memory and reread only when their modification time or size changes.
+a file. Parsed files are kept in memory and reread only when they are replaced or their time or size changes.
 
 This module must not import :mod:`tritongru.configs` or anything that imports kernels: ``configs`` imports it.
 """
@@ -113,8 +113,9 @@ def search_paths(device: str) -> list[Path]:
     return [user_cache_dir() / name, SHIPPED_DIR / name]
 
 
-# path -> ((mtime_ns, size), entries or None when the file was rejected)
-_parsed: dict[Path, tuple[tuple[int, int], dict[str, dict] | None]] = {}
+# path -> ((inode, mtime_ns, size), entries or None when the file was rejected). Writers replace the file,
+# so a rewrite gets a new inode even where the clock is too coarse to change the modification time.
+_parsed: dict[Path, tuple[tuple[int, int, int], dict[str, dict] | None]] = {}
 
 
 def _valid_config(value: object) -> bool:
@@ -153,7 +154,7 @@ def _entries(path: Path, device: str) -> dict[str, dict] | None:
         stat = path.stat()
     except OSError:
         return None
-    stamp = (stat.st_mtime_ns, stat.st_size)
+    stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
     cached = _parsed.get(path)
     if cached is not None and cached[0] == stamp:
         return cached[1]
