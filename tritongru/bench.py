@@ -292,7 +292,8 @@ def run_bench(
     if interpreter:
         notes.append("CPU run: tritongru ran through Triton's interpreter; times are functional, not speed.")
     meta.update(
-        grid=asdict(grid), providers=list(providers), baseline=baseline, cudnn_benchmark=True, seed=seed,
+        grid={k: list(v) if isinstance(v, tuple) else v for k, v in asdict(grid).items()},
+        providers=list(providers), baseline=baseline, cudnn_benchmark=True, seed=seed,
         peaks=measure_peaks(device, grid.precisions), notes=notes,
         work_model="flops: 2*T*B*3H*(I+H) per pass; bytes: (T*B*(I+H) + 3H*(I+H)) * itemsize per pass; "
                    "backward = 2 passes, train = 3",
