@@ -1,0 +1,67 @@
+"""The ``tritongru`` command line, in process where possible (one subprocess checks the interpreter switch)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tritongru import cli, results
+
+TINY_BENCH = ["--batch", "2", "--hidden", "16", "--seq-len", "2", "--modes", "forward", "--quiet"]
+
+
+def test_info_reports_device_versions_caches_and_peers(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("TRITONGRU_CACHE_DIR", str(tmp_path / "cache"))
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    for needle in ("torch", "triton", "user tuning cache", str(tmp_path / "cache"), "shipped tuning cache",
+                   "peer torchrl", "peer flag_gems", "peer flashrnn"):
+        assert needle in out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU path is what this checks")
+def test_bench_without_cuda_says_its_times_mean_nothing(capsys, tmp_path):
+    assert cli.main(["bench", *TINY_BENCH, "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "mean nothing" in out
+    [path] = results.find(tmp_path, "bench")
+    document = results.load(path)
+    assert document["meta"]["timing"] == "interpreter"
+    assert {row["provider"] for row in document["rows"]} >= {"tritongru-cudnn", "tritongru-classic", "torch-cpu"}
+    assert list(path.with_suffix("").glob("*.png")), "plots are drawn beside the results"
+
+
+def test_tune_then_plot(capsys, tmp_path):
+    args = ["tune", "--kernels", "cell", "--variants", "classic", "--batch", "2", "--hidden", "16", "--quiet",
+            "--space", "tiny", "--out", str(tmp_path / "res"), "--cache-dir", str(tmp_path / "cache"), "--no-plots"]
+    assert cli.main(args) == 0
+    [path] = results.find(tmp_path / "res", "tune")
+    winners = results.load(path)["meta"]["winners"]
+    assert winners[0]["config"]["persistent"] is True
+    assert cli.main(["plot", str(tmp_path / "res"), "--out", str(tmp_path / "png")]) == 0
+    assert (tmp_path / "png" / path.stem / "tuning-cell-classic.png").exists()
+
+
+def test_plot_without_results_fails_cleanly(capsys, tmp_path):
+    assert cli.main(["plot", str(tmp_path)]) == 1
+    assert "no results" in capsys.readouterr().err
+
+
+def test_bad_arguments_exit_with_usage():
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--precisions", "fp8"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="only a machine without CUDA needs the interpreter switch")
+def test_console_run_without_the_interpreter_variable_switches_it_on(tmp_path):
+    """Run as a user would, TRITON_INTERPRET unset: the command must rerun itself under the interpreter."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run(
+        [sys.executable, "-m", "tritongru.cli", "bench", *TINY_BENCH, "--no-plots", "--out", str(tmp_path)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "mean nothing" in done.stdout
+    assert results.find(tmp_path, "bench")
