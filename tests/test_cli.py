@@ -1,8 +1,10 @@
 """The ``tritongru`` command line, in process where possible (one subprocess checks the interpreter switch)."""
 
 import os
+import runpy
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -65,3 +67,13 @@ def test_console_run_without_the_interpreter_variable_switches_it_on(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "mean nothing" in done.stdout
     assert results.find(tmp_path, "bench")
+
+
+def test_roofline_script_reads_a_results_file(tmp_path, monkeypatch, capsys):
+    assert cli.main(["bench", *TINY_BENCH, "--no-plots", "--out", str(tmp_path)]) == 0
+    [path] = results.find(tmp_path, "bench")
+    script = Path(__file__).resolve().parents[1] / "profiling" / "roofline.py"
+    monkeypatch.setattr(sys, "argv", [str(script), str(path)])
+    runpy.run_path(str(script), run_name="__main__")
+    assert "of matmul peak" in capsys.readouterr().out
+    assert (path.with_suffix("") / "roofline-fp32-forward.png").exists()
