@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from tritongru import results, tuning, tuning_cache
+from tritongru import launchers, results, tuning, tuning_cache
 from tritongru.configs import KernelConfig
 
 
@@ -143,3 +143,22 @@ def test_sweep_is_a_valid_results_document(tmp_path):
     assert len(document["meta"]["winners"]) == 2
     path = results.write(document, tmp_path)
     assert results.load(path)["rows"] == document["rows"]
+
+
+@pytest.mark.parametrize("kernel", ["forward", "backward", "cell"])
+def test_winners_are_filed_under_the_key_the_launchers_look_up(kernel, monkeypatch):
+    problem = small_problem(kernel)
+    looked_up = {}
+    real_select = launchers.select_config
+
+    def spy(name, **key):
+        looked_up[name] = key
+        return real_select(name, **key)
+
+    monkeypatch.setattr(launchers, "select_config", spy)
+    problem.run(None)
+    key = {name: value for name, value in looked_up[kernel].items() if name != "device"}
+    assert tuning_cache.entry_key(kernel, **key) == tuning_cache.entry_key(
+        kernel, variant="cudnn", dtype=torch.float32, batch=3, hidden=20,
+        input_size=tuning.cache_input_size(kernel, problem.input_size),
+    )

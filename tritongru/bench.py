@@ -294,6 +294,8 @@ def run_bench(
     meta.update(
         grid={k: list(v) if isinstance(v, tuple) else v for k, v in asdict(grid).items()},
         providers=list(providers), baseline=baseline, cudnn_benchmark=True, seed=seed,
+        precisions={name: {"dtype": str(PRECISIONS[name][0]), "allow_tf32": PRECISIONS[name][1]}
+                    for name in grid.precisions},
         peaks=measure_peaks(device, grid.precisions), notes=notes,
         work_model="flops: 2*T*B*3H*(I+H) per pass; bytes: (T*B*(I+H) + 3H*(I+H)) * itemsize per pass; "
                    "backward = 2 passes, train = 3",
