@@ -5,7 +5,7 @@
   interpreter against torch's CPU GRU, whose timings mean nothing.
 - ``tritongru tune``: sweep block sizes, warps and stages; write winners to the tuning cache and the sweep to
   a results file (with its tuning-landscape plots).
-- ``tritongru plot FILE_OR_DIR ...``: draw the figures of existing results files.
+- ``tritongru plot [FILE_OR_DIR ...]``: draw the figures of existing results files.
 - ``tritongru info``: device, versions, cache paths and which optional peers are importable.
 
 Triton decides whether a kernel runs through its interpreter when the kernel is defined, so that must be
@@ -132,8 +132,10 @@ def _plot(args: argparse.Namespace) -> int:
         print("no results files found", file=sys.stderr)
         return 1
     for path in files:
-        written = _draw(results.load(path), path, Path(args.out) / path.stem if args.out else None)
-        print(f"{path}: {len(written)} plots in {written[0].parent if written else '-'}")
+        document = results.load(path)
+        written = _draw(document, path, Path(args.out) / path.stem if args.out else None)
+        print(f"{path}: {results.describe(document)}")
+        print(f"  {len(written)} plots in {written[0].parent if written else '-'}")
     return 0
 
 
@@ -206,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     tune.set_defaults(handler=_tune)
 
     plot = commands.add_parser("plot", help="draw the figures of results files")
-    plot.add_argument("paths", nargs="+", help="results files or directories holding them")
+    plot.add_argument("paths", nargs="*", default=["profiling/results"],
+                      help="results files or directories holding them (default: %(default)s)")
     plot.add_argument("--out", default=None, help="directory for the PNGs (default: beside each file)")
     plot.set_defaults(handler=_plot)
 

@@ -83,6 +83,7 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-") or "unknown"
 
 
+@functools.cache
 def cache_file_name(device: str, triton: str | None = None) -> str:
     """The file holding the configs tuned on ``device`` with Triton ``triton`` (default: installed)."""
     return f"{slug(device)}__triton-{slug(triton or triton_version())}.json"
