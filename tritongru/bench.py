@@ -178,6 +178,62 @@ class _EagerCellLoop(torch.nn.Module):
         return torch.stack(outputs), h[None]
 
 
+class _TorchRLGRU(torch.nn.Module):
+    """TorchRL's Triton GRU (what its ``GRUModule`` runs with ``recurrent_backend="triton"``), called through
+    ``torchrl.modules.tensordict_module._rnn_triton.gru_triton`` on the GRU's own weights. It takes
+    batch-major float32 inputs and a per-step reset state; here only step 0 resets, to ``h0``."""
+
+    def __init__(self, gru: torch.nn.GRU, *, allow_tf32: bool) -> None:
+        super().__init__()
+        if gru.weight_ih_l0.dtype != torch.float32:
+            raise LookupError("torchrl's Triton GRU takes float32 inputs and weights only")
+        from torchrl.modules.tensordict_module._rnn_triton import gru_triton
+
+        self.gru, self.kernel, self.precision = gru, gru_triton, "tf32" if allow_tf32 else "ieee"
+
+    def forward(self, x: torch.Tensor, h0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        g = self.gru
+        steps, batch, hidden = x.shape[0], x.shape[1], g.hidden_size
+        states = torch.zeros(batch, steps, hidden, device=x.device, dtype=x.dtype)
+        states[:, 0] = h0[0]
+        is_init = torch.zeros(batch, steps, device=x.device, dtype=torch.bool)
+        is_init[:, 0] = True
+        output, h_n = self.kernel(
+            x.transpose(0, 1).contiguous(), states, g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0, g.bias_hh_l0,
+            is_init, torch.float32, input_precision=self.precision,
+        )
+        return output.transpose(0, 1), h_n[None]
+
+
+class _FlashRNNGRU(torch.nn.Module):
+    """FlashRNN's fused CUDA GRU on the GRU's own weights, mapped to FlashRNN's layout (one head):
+    ``Wx = x W_ih^T`` as ``[B, T, 3 (r, z, n), 1, H]``; ``R = [W_hn; W_hr; W_hz]`` as ``[3, 1, H, H]``;
+    ``b = [b_hn, b_ir + b_hr, b_iz + b_hz, b_in]`` as ``[4, 1, H]``. The mapping was checked against
+    ``torch.nn.GRU`` with FlashRNN's pure-PyTorch ``vanilla`` backend."""
+
+    def __init__(self, gru: torch.nn.GRU, *, backend: str = "cuda_fused") -> None:
+        super().__init__()
+        from flashrnn import flashrnn
+
+        self.gru, self.kernel, self.backend = gru, flashrnn, backend
+        self.dtype = str(gru.weight_ih_l0.dtype).removeprefix("torch.")
+
+    def forward(self, x: torch.Tensor, h0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        g = self.gru
+        steps, batch, hidden = x.shape[0], x.shape[1], g.hidden_size
+        w_hr, w_hz, w_hn = g.weight_hh_l0.chunk(3)
+        b_ir, b_iz, b_in = g.bias_ih_l0.chunk(3)
+        b_hr, b_hz, b_hn = g.bias_hh_l0.chunk(3)
+        wx = torch.nn.functional.linear(x, g.weight_ih_l0).view(steps, batch, 3, 1, hidden).transpose(0, 1)
+        recurrent = torch.stack([w_hn, w_hr, w_hz])[:, None]
+        bias = torch.stack([b_hn, b_ir + b_hr, b_iz + b_hz, b_in])[:, None]
+        states = h0[0][None, :, None, None, :]
+        output, last = self.kernel(
+            wx, recurrent, bias, states=states, function="gru", backend=self.backend, dtype=self.dtype,
+        )
+        return output[0, :, :, 0].transpose(0, 1), last[0, :, -1, 0][None]
+
+
 class _CompiledReference(torch.nn.Module):
     """``torch.compile`` of the plain-PyTorch reference (cudnn form), on the GRU's own parameters."""
 
@@ -219,7 +275,13 @@ def build(provider: str, base: torch.nn.GRU, *, allow_tf32: bool) -> tuple[torch
     if provider in PEERS:
         if not importable_peers()[provider]:
             raise LookupError(f"{provider} is not installed")
-        raise LookupError(f"{provider} is installed but has no adapter yet: it waits for a GPU to be checked on")
+        if base.weight_ih_l0.device.type != "cuda":
+            raise LookupError(f"{provider} runs on CUDA only")
+        if provider == "torchrl":
+            return _TorchRLGRU(base, allow_tf32=allow_tf32), "cudnn"
+        if provider == "flashrnn":
+            return _FlashRNNGRU(base), "cudnn"
+        raise LookupError(f"{provider} ships no GRU operator (none in FlagGems 5.0.2, the latest checked)")
     raise LookupError(f"unknown provider {provider!r}")
 
 
@@ -305,6 +367,7 @@ def run_bench(
     for index, (precision, batch, hidden, seq_len) in enumerate(tqdm(points, desc="bench", disable=not progress)):
         dtype, tf32 = PRECISIONS[precision]
         input_size = grid.input_size or hidden
+        point = (precision, batch, hidden, input_size, seq_len)
         with tf32_mode(tf32):
             torch.manual_seed(seed * 1_000_003 + index)  # fresh inputs and weights at every point
             base = torch.nn.GRU(input_size, hidden, device=device, dtype=dtype)
@@ -323,20 +386,27 @@ def run_bench(
                 try:
                     model, variant = build(provider, base, allow_tf32=tf32)
                 except LookupError as reason:
-                    for mode in grid.modes:
-                        row = _row(provider, "", mode, precision, batch, hidden, input_size, seq_len)
-                        rows.append({**row, "status": "skipped", "note": str(reason)})
+                    rows += [{**_row(provider, "", mode, *point), "status": "skipped", "note": str(reason)}
+                             for mode in grid.modes]
                     continue
-                with torch.no_grad():
-                    out, _ = model(x, h0)
+                try:
+                    with torch.no_grad():
+                        out, _ = model(x, h0)
+                    timings = _time_modes(model, x, h0, grad_out, grid.modes, device)
+                except Exception as failure:  # an optional peer that fails is recorded; our own failures raise
+                    if provider not in PEERS:
+                        raise
+                    note = f"{type(failure).__name__}: {failure}"
+                    rows += [{**_row(provider, variant, mode, *point), "status": "error", "note": note}
+                             for mode in grid.modes]
+                    continue
                 error = (out.float() - expected[variant]).abs().max().item()
-                timings = _time_modes(model, x, h0, grad_out, grid.modes, device)
                 for mode, (median, p20, p80, peak) in timings.items():
                     flops, data = work(
                         mode, batch=batch, hidden=hidden, input_size=input_size, seq_len=seq_len, dtype=dtype,
                     )
                     seconds = median * 1e-3
-                    row = _row(provider, variant, mode, precision, batch, hidden, input_size, seq_len)
+                    row = _row(provider, variant, mode, *point)
                     row.update(
                         median_ms=median, p20_ms=p20, p80_ms=p80, us_per_step=median * 1e3 / seq_len,
                         tokens_per_s=batch * seq_len / seconds, flops=flops, bytes=data,
