@@ -90,7 +90,7 @@ def device_limits(device: torch.device) -> DeviceLimits:
     if device.type != "cuda":
         return NOMINAL_LIMITS
     props = torch.cuda.get_device_properties(device)
-    shared = getattr(props, "shared_memory_per_block_optin", 0) or props.shared_memory_per_block
+    shared = getattr(props, "shared_memory_per_block_optin", 0) or getattr(props, "shared_memory_per_block", 0)
     registers = getattr(props, "regs_per_multiprocessor", 0) or NOMINAL_LIMITS.registers
     return DeviceLimits(
         shared_memory=shared or NOMINAL_LIMITS.shared_memory, registers=min(registers, 65_536)
