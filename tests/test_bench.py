@@ -138,3 +138,13 @@ def test_flashrnn_adapter_maps_torch_weights():
     output, h_n = bench._FlashRNNGRU(gru, backend="vanilla")(x, h0)
     torch.testing.assert_close(output, expected)
     torch.testing.assert_close(h_n, expected_h)
+
+
+def test_compiled_reference_runs_every_mode():
+    """torch.compile of the reference, including backward-only timing (a retained graph)."""
+    grid = bench.Grid(batch=(2,), hidden=(8,), seq_len=(2,), precisions=("fp32",), modes=bench.MODES)
+    document = bench.run_bench(grid, providers=["torch-cpu", "compiled-ref"], device=torch.device("cpu"),
+                               progress=False)
+    compiled = [row for row in document["rows"] if row["provider"] == "compiled-ref"]
+    assert {row["mode"] for row in compiled if row["status"] == "ok"} == set(bench.MODES)
+    assert all(row["max_abs_err"] < 1e-5 for row in compiled)

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
+from torch._functorch import config as functorch_config
 from tqdm.auto import tqdm
 
 from tritongru import results
@@ -299,40 +300,53 @@ def _time_modes(
     model: torch.nn.Module, x: torch.Tensor, h0: torch.Tensor, grad_out: torch.Tensor, modes: Sequence[str],
     device: torch.device,
 ) -> dict[str, tuple[float, float, float, float | None]]:
-    """(median, p20, p80, peak training MB) per mode."""
+    """(median, p20, p80, peak training MB) per mode.
+
+    Backward-only timing replays one graph (``retain_graph=True``); graphs compiled by ``torch.compile`` donate
+    their saved buffers to the backward unless told not to, which forbids that, hence the config patch."""
     params = [p for p in model.parameters() if p.requires_grad]
     timings = {}
-    for mode in modes:
-        peak = None
-        if mode == "forward":
-            def fn() -> object:
-                with torch.no_grad():
-                    return model(x, h0)
-            timing = measure(fn, device=device)
-        else:
-            leaves = [x, *params]
-            x.requires_grad_(True)
-            if mode == "train":
-                def fn() -> object:
-                    output, _ = model(x, h0)
-                    torch.autograd.backward(output, grad_out)
-            else:
-                output, _ = model(x, h0)
-
-                def fn(output: torch.Tensor = output) -> object:
-                    torch.autograd.backward(output, grad_out, retain_graph=True)
-            if device.type == "cuda" and mode == "train":
-                torch.cuda.synchronize(device)
-                torch.cuda.reset_peak_memory_stats(device)
-                before = torch.cuda.memory_allocated(device)
-                fn()
-                torch.cuda.synchronize(device)
-                peak = (torch.cuda.max_memory_allocated(device) - before) / 2**20
-            timing = measure(fn, device=device, grad_to_none=leaves)
-            x.requires_grad_(False)
-            x.grad = None
-        timings[mode] = (*timing, peak)
+    with functorch_config.patch(donated_buffer=False):
+        for mode in modes:
+            timings[mode] = _time_mode(model, x, h0, grad_out, mode, params, device)
     return timings
+
+
+def _time_mode(
+    model: torch.nn.Module, x: torch.Tensor, h0: torch.Tensor, grad_out: torch.Tensor, mode: str,
+    params: list[torch.Tensor], device: torch.device,
+) -> tuple[float, float, float, float | None]:
+    if mode == "forward":
+
+        def forward() -> object:
+            with torch.no_grad():
+                return model(x, h0)
+
+        return (*measure(forward, device=device), None)
+    x.requires_grad_(True)
+    if mode == "train":
+
+        def fn() -> object:
+            output, _ = model(x, h0)
+            torch.autograd.backward(output, grad_out)
+    else:
+        output, _ = model(x, h0)
+
+        def fn(output: torch.Tensor = output) -> object:
+            torch.autograd.backward(output, grad_out, retain_graph=True)
+
+    peak = None
+    if device.type == "cuda" and mode == "train":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        peak = (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    timing = measure(fn, device=device, grad_to_none=[x, *params])
+    x.requires_grad_(False)
+    x.grad = None
+    return (*timing, peak)
 
 
 def run_bench(
