@@ -53,8 +53,9 @@ def test_draw_all_writes_pngs(files, tmp_path):
     written = plots.draw_all([results.load(path) for path in files], tmp_path)
     names = {path.name for path in written}
     for mode in ("forward", "train"):
-        for kind in ("speedup", "us-per-step", "throughput", "roofline", "classic-vs-cudnn"):
+        for kind in ("us-per-step", "throughput", "roofline", "classic-vs-cudnn"):
             assert f"{kind}-fp32-{mode}.png" in names
+        assert {f"speedup-fp32-{mode}-T2.png", f"speedup-fp32-{mode}-T3.png"} <= names, "one heatmap per T"
     assert "tuning-forward-cudnn.png" in names
     for path in written:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -247,8 +247,10 @@ def draw_all(documents: Iterable[dict], out_dir: Path | str) -> list[Path]:
         for precision in _values(timed, "dtype"):
             for mode in _values(select(timed, dtype=precision), "mode"):
                 stem = f"{precision}-{mode}"
-                if select(timed, provider="tritongru-cudnn", dtype=precision, mode=mode):
-                    figures.append((f"speedup-{stem}", speedup_heatmap(document, precision=precision, mode=mode)))
+                for seq_len in _values(select(timed, provider="tritongru-cudnn", dtype=precision, mode=mode),
+                                       "seq_len"):
+                    figure = speedup_heatmap(document, precision=precision, mode=mode, seq_len=seq_len)
+                    figures.append((f"speedup-{stem}-T{seq_len}", figure))
                 figures.append((f"us-per-step-{stem}", us_per_step_vs_hidden(document, precision=precision,
                                                                              mode=mode)))
                 figures.append((f"throughput-{stem}", throughput_vs_seq_len(document, precision=precision,
