@@ -56,7 +56,7 @@ class Grid:
     modes: tuple[str, ...]
     input_size: int | None = None
 
-    def points(self) -> list[tuple[int, int, int, str]]:
+    def points(self) -> list[tuple[str, int, int, int]]:
         """``(precision, batch, hidden, seq_len)`` for every point, precision outermost."""
         return [
             (p, b, h, t) for p in self.precisions for h in self.hidden for b in self.batch for t in self.seq_len

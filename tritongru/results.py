@@ -23,11 +23,11 @@ import platform
 import shutil
 import subprocess
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
 import torch
 
+import tritongru
 from tritongru.tuning_cache import slug, triton_version, write_atomic
 
 SCHEMA = "tritongru-results"
@@ -124,7 +124,7 @@ def environment(device: torch.device, *, interpreter: bool, repo: Path = REPO_RO
         "cudnn": torch.backends.cudnn.version() if cuda else None,
         "torch": torch.__version__,
         "triton": triton_version(),
-        "tritongru": metadata.version("tritongru"),
+        "tritongru": tritongru.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
         "git_commit": commit,
