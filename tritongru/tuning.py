@@ -23,14 +23,15 @@ import itertools
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from tritongru import launchers, tuning_cache
+from tritongru import launchers, results, tuning_cache
+from tritongru.bench import PRECISIONS
 from tritongru.configs import KERNELS, KernelConfig, heuristic_config, interpreting
 from tritongru.reference import gru_cell_ref, gru_layer_ref
 from tritongru.variants import check_variant
@@ -458,9 +459,6 @@ def sweep(
 ) -> dict:
     """Tune every (kernel, variant, precision, batch, hidden) and return the whole sweep as a results document
     (``kind="tune"``); winners go to the cache as :func:`tune` decides. ``input_size=None`` means ``hidden``."""
-    from tritongru import results
-    from tritongru.bench import PRECISIONS
-
     interpreter = interpreting() or device.type != "cuda"
     rows, winners = [], []
     jobs = list(itertools.product(kernels, variants, precisions, batches, hiddens))
@@ -482,7 +480,7 @@ def sweep(
     meta = results.environment(device, interpreter=interpreter)
     meta.update(
         space="tiny" if tiny else "full", winners=winners,
-        limits=dict(vars(device_limits(device))),
+        limits=asdict(device_limits(device)),
         notes=["CPU run: configs checked and run once through Triton's interpreter; times mean nothing."]
         if interpreter else [],
     )
