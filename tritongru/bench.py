@@ -362,7 +362,6 @@ def run_bench(
     interpreter = interpreting() or device.type != "cuda"
     providers = tuple(providers or default_providers(device))
     baseline = baseline_provider(device)
-    torch.backends.cudnn.benchmark = True
     meta = results.environment(device, interpreter=interpreter)
     notes = []
     if interpreter:
@@ -376,6 +375,18 @@ def run_bench(
         work_model="flops: 2*T*B*3H*(I+H) per pass; bytes: (T*B*(I+H) + 3H*(I+H)) * itemsize per pass; "
                    "backward = 2 passes, train = 3",
     )
+    saved_benchmark, torch.backends.cudnn.benchmark = torch.backends.cudnn.benchmark, True
+    try:
+        rows = _measure_grid(grid, providers, device, meta, seed=seed, progress=progress)
+    finally:
+        torch.backends.cudnn.benchmark = saved_benchmark
+    add_speedups(rows, baseline)
+    return results.new_document("bench", meta, rows)
+
+
+def _measure_grid(
+    grid: Grid, providers: Sequence[str], device: torch.device, meta: dict, *, seed: int, progress: bool,
+) -> list[dict]:
     rows = []
     points = grid.points()
     for index, (precision, batch, hidden, seq_len) in enumerate(tqdm(points, desc="bench", disable=not progress)):
@@ -430,8 +441,7 @@ def run_bench(
                     row["tflops_frac_of_peak"] = row["tflops"] / meta["peaks"]["tflops"][precision]
                     row["gbps_frac_of_peak"] = row["gbps"] / meta["peaks"]["gbps"]
                     rows.append(row)
-    add_speedups(rows, baseline)
-    return results.new_document("bench", meta, rows)
+    return rows
 
 
 def add_speedups(rows: list[dict], baseline: str) -> None:
