@@ -55,6 +55,14 @@ def _layer(input, h0, weight_ih, weight_hh, bias_ih, bias_hh, variant, lengths, 
     return layer_outputs(hs, lengths, input.dtype)
 
 
+def _check_input_size(input: torch.Tensor, weight_ih: object) -> None:
+    """The input's features must match the first layer's ``weight_ih`` (reported as the input's fault)."""
+    if isinstance(weight_ih, torch.Tensor) and weight_ih.dim() == 2 and input.shape[-1] != weight_ih.shape[1]:
+        raise ValueError(
+            f"input must have input_size={weight_ih.shape[1]} features in its last dimension; got {input.shape[-1]}"
+        )
+
+
 def _check_input(input: object, input_size: int | None) -> torch.Tensor:
     check_floating("input", input)
     if input.dim() not in (2, 3):
@@ -94,6 +102,7 @@ def gru_layer(
     _check_input(input, None)
     if input.dim() != 3:
         raise ValueError(f"input must be 3-D (T, B, input_size); got {input.dim()}-D")
+    _check_input_size(input, weight_ih)
     T, B, input_size = input.shape
     hidden = check_weights("", weight_ih, weight_hh, bias_ih, bias_hh, input_size, "input", input)
     h0 = _check_state("h0", h0, (B, hidden), input)
@@ -149,6 +158,7 @@ def gru(
             f"weights must hold 4 tensors (weight_ih, weight_hh, bias_ih, bias_hh) per layer and direction, "
             f"{4 * num_layers * directions} in all; got {len(weights)}"
         )
+    _check_input_size(input, weights[0])
     unbatched = input.dim() == 2
     if unbatched:
         input = input.unsqueeze(1)
@@ -160,15 +170,15 @@ def gru(
         layer_input_size = input_size if index < directions else directions * hidden
         layer = f"layer {index // directions}{' (reverse)' if index % directions else ''}: "
         hidden = check_weights(layer, *weights[4 * index : 4 * index + 4], layer_input_size, "input", input)
+    state_shape = (num_layers * directions, hidden) if unbatched else (num_layers * directions, B, hidden)
     if hx is not None:
         check_floating("hx", hx)
-        expected = (num_layers * directions, hidden) if unbatched else (num_layers * directions, B, hidden)
-        if hx.dim() != len(expected):
+        if hx.dim() != len(state_shape):
             kind = "unbatched" if unbatched else "batched"
-            raise ValueError(f"hx must be {len(expected)}-D for {kind} input, shape {expected}; got {hx.dim()}-D")
-        if unbatched:
-            hx = hx.unsqueeze(1)
-    hx = _check_state("hx", hx, (num_layers * directions, B, hidden), input)
+            raise ValueError(f"hx must be {len(state_shape)}-D for {kind} input, shape {state_shape}; got {hx.dim()}-D")
+    hx = _check_state("hx", hx, state_shape, input)
+    if unbatched:
+        hx = hx.unsqueeze(1)
     if lengths is not None:
         lengths = check_lengths(lengths, B, T, input.device)
 
@@ -214,16 +224,17 @@ def gru_cell(
     unbatched = input.dim() == 1
     if unbatched:
         input = input.unsqueeze(0)
+    _check_input_size(input, weight_ih)
     B, input_size = input.shape
     hidden = check_weights("", weight_ih, weight_hh, bias_ih, bias_hh, input_size, "input", input)
+    state_shape = (hidden,) if unbatched else (B, hidden)
     if hx is not None:
         check_floating("hx", hx)
-        expected_dim = 1 if unbatched else 2
-        if hx.dim() != expected_dim:
-            raise ValueError(f"hx must be {expected_dim}-D like input; got {hx.dim()}-D")
-        if unbatched:
-            hx = hx.unsqueeze(0)
-    hx = _check_state("hx", hx, (B, hidden), input)
+        if hx.dim() != len(state_shape):
+            raise ValueError(f"hx must be {len(state_shape)}-D like input, shape {state_shape}; got {hx.dim()}-D")
+    hx = _check_state("hx", hx, state_shape, input)
+    if unbatched:
+        hx = hx.unsqueeze(0)
     input, hx, weight_ih, weight_hh, bias_ih, bias_hh = _contiguous(input, hx, weight_ih, weight_hh, bias_ih, bias_hh)
     if _needs_grad(input, hx, weight_ih, weight_hh, bias_ih, bias_hh):
         h_new = GRUCellFunction.apply(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, variant, allow_tf32)

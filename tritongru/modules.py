@@ -83,8 +83,6 @@ class GRUCell(nn.GRUCell):
         return f"{super().extra_repr()}, variant={self.variant!r}"
 
     def forward(self, input: torch.Tensor, hx: torch.Tensor | None = None) -> torch.Tensor:
-        if isinstance(input, torch.Tensor) and input.dim() in (1, 2) and input.shape[-1] != self.input_size:
-            raise ValueError(f"input must have input_size={self.input_size} features; got {input.shape[-1]}")
         return gru_cell(
             input,
             hx,
