@@ -148,3 +148,14 @@ def test_compiled_reference_runs_every_mode():
     compiled = [row for row in document["rows"] if row["provider"] == "compiled-ref"]
     assert {row["mode"] for row in compiled if row["status"] == "ok"} == set(bench.MODES)
     assert all(row["max_abs_err"] < 1e-5 for row in compiled)
+
+
+def test_peaks_and_tf32_switches_are_restored():
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
+    peaks = bench.measure_peaks(torch.device("cpu"), ["fp32", "tf32"])
+    assert set(peaks["tflops"]) == {"fp32", "tf32"}
+    assert all(value > 0 for value in peaks["tflops"].values()) and peaks["gbps"] > 0
+    with bench.tf32_mode(not before[0]):
+        assert torch.backends.cuda.matmul.allow_tf32 is (not before[0])
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+            torch.backends.cudnn.benchmark) == before
