@@ -38,16 +38,16 @@ def flat_weights(module: torch.nn.GRU) -> list[torch.Tensor | None]:
     for layer in range(module.num_layers):
         for suffix in ("", "_reverse")[: 2 if module.bidirectional else 1]:
             for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-                weights.append(getattr(module, f"{name}_l{layer}{suffix}", None) if module.bias or "weight" in name else None)
+                weights.append(
+                    getattr(module, f"{name}_l{layer}{suffix}", None) if module.bias or "weight" in name else None
+                )
     return weights
 
 
 def grads(outputs: list[torch.Tensor], inputs: list[torch.Tensor], seed: int = 1) -> list[torch.Tensor]:
     """Gradients of ``sum(out * random)`` with respect to ``inputs`` (the same random cotangents every call)."""
     generator = torch.Generator().manual_seed(seed)
-    loss = sum(
-        (out.float() * torch.randn(out.shape, generator=generator).to(out.device)).sum() for out in outputs
-    )
+    loss = sum((out.float() * torch.randn(out.shape, generator=generator).to(out.device)).sum() for out in outputs)
     return list(torch.autograd.grad(loss, inputs))
 
 
