@@ -23,7 +23,6 @@ gate gradients. Every gradient is written by exactly one program: no atomics, bi
 
 import triton
 import triton.language as tl
-
 from tritongru.kernels.gru_math import dot
 
 

@@ -89,7 +89,7 @@ def check_layer(variant, T, B, I, H, device, dtype=torch.float32, bias=True, len
     expected_out, expected_h = oracle_layer(variant, *oracle_tensors, lengths=lengths)
     expected = [expected_out, expected_h, *grads([expected_out, expected_h], oracle_leaves)]
     names = ["output", "h_n", "d input", "d h0", "d weight_ih", "d weight_hh", "d bias_ih", "d bias_hh"]
-    for name, actual, wanted in zip(names, ours, expected):
+    for name, actual, wanted in zip(names, ours, expected, strict=False):
         assert actual.dtype == dtype, name
         assert_close(actual, wanted, dtype, name)
 
@@ -175,7 +175,7 @@ def test_cell_forward_and_gradients(variant, B, I, H, launch_mode, device):
         expected = reference.gru_cell_ref(x, h, w_ih, w_hh, b_ih, b_hh, variant="classic")
     assert_close(ours, expected, torch.float32, "h'")
     for name, actual, wanted in zip(
-        ["x", "h", "w_ih", "w_hh", "b_ih", "b_hh"], grads([ours], leaves), grads([expected], leaves)
+        ["x", "h", "w_ih", "w_hh", "b_ih", "b_hh"], grads([ours], leaves), grads([expected], leaves), strict=False
     ):
         assert_close(actual, wanted, torch.float32, f"d {name}")
 
@@ -237,7 +237,7 @@ def test_two_runs_bitwise_equal(variant, launch_mode, device):
     for _ in range(2):
         output, h_n = tritongru.gru_layer(*tensors, variant=variant)
         runs.append([output, h_n, *grads([output, h_n], tensors)])
-    for first, second in zip(*runs):
+    for first, second in zip(*runs, strict=False):
         assert torch.equal(first, second)
 
 
@@ -277,7 +277,7 @@ def test_gradcheck_bidirectional_stack(variant, device):
     names = [n for n, _ in module.named_parameters()]
 
     def run(x, h0, *params):
-        output, h_n = torch.func.functional_call(module, dict(zip(names, params)), (x, h0))
+        output, h_n = torch.func.functional_call(module, dict(zip(names, params, strict=False)), (x, h0))
         return output, h_n
 
     assert torch.autograd.gradcheck(run, (x, h0, *weights), eps=1e-6, atol=1e-7, fast_mode=True)
