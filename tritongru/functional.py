@@ -55,14 +55,6 @@ def _layer(input, h0, weight_ih, weight_hh, bias_ih, bias_hh, variant, lengths, 
     return layer_outputs(hs, lengths, input.dtype)
 
 
-def _check_input_size(input: torch.Tensor, weight_ih: object) -> None:
-    """The input's features must match the first layer's ``weight_ih`` (reported as the input's fault)."""
-    if isinstance(weight_ih, torch.Tensor) and weight_ih.dim() == 2 and input.shape[-1] != weight_ih.shape[1]:
-        raise ValueError(
-            f"input must have input_size={weight_ih.shape[1]} features in its last dimension; got {input.shape[-1]}"
-        )
-
-
 def _check_input(input: object, input_size: int | None) -> torch.Tensor:
     check_floating("input", input)
     if input.dim() not in (2, 3):
@@ -102,7 +94,6 @@ def gru_layer(
     _check_input(input, None)
     if input.dim() != 3:
         raise ValueError(f"input must be 3-D (T, B, input_size); got {input.dim()}-D")
-    _check_input_size(input, weight_ih)
     T, B, input_size = input.shape
     hidden = check_weights("", weight_ih, weight_hh, bias_ih, bias_hh, input_size, "input", input)
     h0 = _check_state("h0", h0, (B, hidden), input)
@@ -158,7 +149,6 @@ def gru(
             f"weights must hold 4 tensors (weight_ih, weight_hh, bias_ih, bias_hh) per layer and direction, "
             f"{4 * num_layers * directions} in all; got {len(weights)}"
         )
-    _check_input_size(input, weights[0])
     unbatched = input.dim() == 2
     if unbatched:
         input = input.unsqueeze(1)
@@ -224,14 +214,13 @@ def gru_cell(
     unbatched = input.dim() == 1
     if unbatched:
         input = input.unsqueeze(0)
-    _check_input_size(input, weight_ih)
     B, input_size = input.shape
     hidden = check_weights("", weight_ih, weight_hh, bias_ih, bias_hh, input_size, "input", input)
     state_shape = (hidden,) if unbatched else (B, hidden)
     if hx is not None:
         check_floating("hx", hx)
         if hx.dim() != len(state_shape):
-            raise ValueError(f"hx must be {len(state_shape)}-D like input, shape {state_shape}; got {hx.dim()}-D")
+            raise ValueError(f"hx must be {len(state_shape)}-D like input; got {hx.dim()}-D")
     hx = _check_state("hx", hx, state_shape, input)
     if unbatched:
         hx = hx.unsqueeze(0)

@@ -15,6 +15,14 @@ from tritongru.functional import gru, gru_cell
 from tritongru.variants import check_variant
 
 
+def _check_input_size(input: object, input_size: int) -> None:
+    """A module's weights are right by construction: a size mismatch is the input's, and is reported so."""
+    if isinstance(input, torch.Tensor) and input.dim() > 0 and input.shape[-1] != input_size:
+        raise ValueError(
+            f"input must have input_size={input_size} features in its last dimension; got {input.shape[-1]}"
+        )
+
+
 class GRU(nn.GRU):
     """``torch.nn.GRU`` computed by tritongru's Triton kernels.
 
@@ -52,6 +60,7 @@ class GRU(nn.GRU):
             variant=self.variant,
             allow_tf32=self.allow_tf32,
         )
+        _check_input_size(input.data if isinstance(input, PackedSequence) else input, self.input_size)
         if not isinstance(input, PackedSequence):
             return gru(input, hx, self._weights(), batch_first=self.batch_first, **options)
         # Work on the padded batch in the caller's order (hx and h_n are in that order, as in torch), and pack
@@ -83,6 +92,7 @@ class GRUCell(nn.GRUCell):
         return f"{super().extra_repr()}, variant={self.variant!r}"
 
     def forward(self, input: torch.Tensor, hx: torch.Tensor | None = None) -> torch.Tensor:
+        _check_input_size(input, self.input_size)
         return gru_cell(
             input,
             hx,
