@@ -30,9 +30,10 @@ def tanh(x):
 def dot(a, w, acc, DOT_PRECISION: tl.constexpr):
     """``acc + a @ w`` with ``a`` cast to ``w``'s dtype (tensor cores for bf16/fp16/tf32), ``acc``'s precision."""
     a = a.to(w.dtype)
-    if _WIDEN_BF16_DOT and w.dtype == tl.bfloat16:
-        a = a.to(tl.float32)
-        w = w.to(tl.float32)
+    if _WIDEN_BF16_DOT:
+        if w.dtype == tl.bfloat16:
+            a = a.to(tl.float32)
+            w = w.to(tl.float32)
     return tl.dot(a, w, acc, input_precision=DOT_PRECISION, out_dtype=acc.dtype)
 
 
