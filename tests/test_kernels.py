@@ -281,3 +281,12 @@ def test_gradcheck_bidirectional_stack(variant, device):
         return output, h_n
 
     assert torch.autograd.gradcheck(run, (x, h0, *weights), eps=1e-6, atol=1e-7, fast_mode=True)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize(
+    "T, B, I, H", [pytest.param(63, 2, 3, 17, id="T63-B2-I3-H17"), pytest.param(2, 2, 3, 500, id="T2-B2-I3-H500")]
+)
+def test_long_sequence_and_wide_hidden(variant, T, B, I, H, device):
+    """The heuristic config (no forced tiles): a long time loop, and a hidden width of many tiles."""
+    check_layer(variant, T, B, I, H, device)
