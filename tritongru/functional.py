@@ -55,15 +55,12 @@ def _layer(input, h0, weight_ih, weight_hh, bias_ih, bias_hh, variant, lengths, 
     return layer_outputs(hs, lengths, input.dtype)
 
 
-def _check_input(input: object, input_size: int | None) -> torch.Tensor:
+def _check_input(input: object) -> torch.Tensor:
+    """A sequence input: a floating tensor, 2-D or 3-D, on a device the kernels run on, not empty."""
     check_floating("input", input)
     if input.dim() not in (2, 3):
         raise ValueError(f"input must be 2-D (unbatched: L, H_in) or 3-D (batched); got {input.dim()}-D")
     check_device("input", input)
-    if input_size is not None and input.shape[-1] != input_size:
-        raise ValueError(
-            f"input must have input_size={input_size} features in its last dimension; got {input.shape[-1]}"
-        )
     if input.numel() == 0:
         raise ValueError(f"input must not be empty (zero-length sequence or batch); got shape {tuple(input.shape)}")
     return input
@@ -91,7 +88,7 @@ def gru_layer(
     Same signature as :func:`tritongru.reference.gru_layer_ref`.
     """
     variant = check_variant(variant)
-    _check_input(input, None)
+    _check_input(input)
     if input.dim() != 3:
         raise ValueError(f"input must be 3-D (T, B, input_size); got {input.dim()}-D")
     T, B, input_size = input.shape
@@ -106,6 +103,7 @@ def gru_layer(
 
 
 def _check_state(name: str, state: torch.Tensor | None, shape: tuple[int, ...], input: torch.Tensor) -> torch.Tensor:
+    """A state argument of the caller's ``shape``, dtype and device; None becomes zeros."""
     if state is None:
         return torch.zeros(shape, dtype=input.dtype, device=input.device)
     check_floating(name, state)
@@ -138,7 +136,7 @@ def gru(
     (``output`` ``[T, B, D*H]`` (batch-first if asked; ``[T, D*H]`` unbatched), ``h_n`` like ``hx``).
     """
     variant = check_variant(variant)
-    _check_input(input, None)
+    _check_input(input)
     if not isinstance(num_layers, int) or num_layers < 1:
         raise ValueError(f"num_layers must be a positive int; got {num_layers!r}")
     if not 0.0 <= float(dropout) <= 1.0:
