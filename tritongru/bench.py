@@ -58,18 +58,22 @@ class Grid:
 
     def points(self) -> list[tuple[str, int, int, int]]:
         """``(precision, batch, hidden, seq_len)`` for every point, precision outermost."""
-        return [
-            (p, b, h, t) for p in self.precisions for h in self.hidden for b in self.batch for t in self.seq_len
-        ]
+        return [(p, b, h, t) for p in self.precisions for h in self.hidden for b in self.batch for t in self.seq_len]
 
 
 GRIDS: dict[str, Grid] = {
     "full": Grid(
-        batch=(1, 8, 16, 32, 64, 256), hidden=(128, 256, 512, 768, 1024, 2048), seq_len=(64, 256, 1024),
-        precisions=("fp32", "tf32", "bf16", "fp16"), modes=MODES,
+        batch=(1, 8, 16, 32, 64, 256),
+        hidden=(128, 256, 512, 768, 1024, 2048),
+        seq_len=(64, 256, 1024),
+        precisions=("fp32", "tf32", "bf16", "fp16"),
+        modes=MODES,
     ),
     "quick": Grid(
-        batch=(1, 16, 64, 256), hidden=(256, 1024), seq_len=(256,), precisions=("fp32", "bf16"),
+        batch=(1, 16, 64, 256),
+        hidden=(256, 1024),
+        seq_len=(256,),
+        precisions=("fp32", "bf16"),
         modes=("forward", "train"),
     ),
     "cpu": Grid(batch=(2,), hidden=(16, 32), seq_len=(4,), precisions=("fp32",), modes=("forward", "train")),
@@ -89,9 +93,9 @@ def default_providers(device: torch.device) -> tuple[str, ...]:
     return ("tritongru-cudnn", "tritongru-classic", baseline_provider(device), "eager-cell")
 
 
-def work(mode: str, *, batch: int, hidden: int, input_size: int, seq_len: int, dtype: torch.dtype) -> tuple[
-    float, float
-]:
+def work(
+    mode: str, *, batch: int, hidden: int, input_size: int, seq_len: int, dtype: torch.dtype
+) -> tuple[float, float]:
     """(FLOPs, bytes) of one call in ``mode``.
 
     FLOPs count the matrix products: ``2 T B 3H (I + H)`` forward; backward twice that (input and weight
@@ -116,16 +120,20 @@ def tf32_mode(enabled: bool) -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def measure(fn: Callable[[], object], *, device: torch.device, grad_to_none: Sequence[torch.Tensor] = ()) -> (
-    tuple[float, float, float]
-):
+def measure(
+    fn: Callable[[], object], *, device: torch.device, grad_to_none: Sequence[torch.Tensor] = ()
+) -> tuple[float, float, float]:
     """(median, p20, p80) in ms: device events over repetitions after warm-up on CUDA; one wall-clock call
     under the CPU interpreter (a functional check, not a measurement)."""
     if device.type == "cuda" and not interpreting():
         import triton.testing
 
         median, p20, p80 = triton.testing.do_bench(
-            fn, warmup=25, rep=100, quantiles=[0.5, 0.2, 0.8], grad_to_none=list(grad_to_none) or None,
+            fn,
+            warmup=25,
+            rep=100,
+            quantiles=[0.5, 0.2, 0.8],
+            grad_to_none=list(grad_to_none) or None,
         )
         return median, p20, p80
     for tensor in grad_to_none:
@@ -165,7 +173,10 @@ class _EagerCellLoop(torch.nn.Module):
     def __init__(self, gru: torch.nn.GRU) -> None:
         super().__init__()
         self.cell = torch.nn.GRUCell(
-            gru.input_size, gru.hidden_size, device=gru.weight_ih_l0.device, dtype=gru.weight_ih_l0.dtype,
+            gru.input_size,
+            gru.hidden_size,
+            device=gru.weight_ih_l0.device,
+            dtype=gru.weight_ih_l0.dtype,
         )
         with torch.no_grad():
             for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
@@ -200,8 +211,15 @@ class _TorchRLGRU(torch.nn.Module):
         is_init = torch.zeros(batch, steps, device=x.device, dtype=torch.bool)
         is_init[:, 0] = True
         output, h_n = self.kernel(
-            x.transpose(0, 1).contiguous(), states, g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0, g.bias_hh_l0,
-            is_init, torch.float32, input_precision=self.precision,
+            x.transpose(0, 1).contiguous(),
+            states,
+            g.weight_ih_l0,
+            g.weight_hh_l0,
+            g.bias_ih_l0,
+            g.bias_hh_l0,
+            is_init,
+            torch.float32,
+            input_precision=self.precision,
         )
         return output.transpose(0, 1), h_n[None]
 
@@ -230,7 +248,13 @@ class _FlashRNNGRU(torch.nn.Module):
         bias = torch.stack([b_hn, b_ir + b_hr, b_iz + b_hz, b_in])[:, None]
         states = h0[0][None, :, None, None, :]
         output, last = self.kernel(
-            wx, recurrent, bias, states=states, function="gru", backend=self.backend, dtype=self.dtype,
+            wx,
+            recurrent,
+            bias,
+            states=states,
+            function="gru",
+            backend=self.backend,
+            dtype=self.dtype,
         )
         return output[0, :, :, 0].transpose(0, 1), last[0, :, -1, 0][None]
 
@@ -259,7 +283,11 @@ def build(provider: str, base: torch.nn.GRU, *, allow_tf32: bool) -> tuple[torch
         variant = provider.removeprefix("tritongru-")
         weight = base.weight_ih_l0
         model = tritongru.GRU(
-            base.input_size, base.hidden_size, device=weight.device, dtype=weight.dtype, variant=variant,
+            base.input_size,
+            base.hidden_size,
+            device=weight.device,
+            dtype=weight.dtype,
+            variant=variant,
             allow_tf32=allow_tf32,
         )
         model.load_state_dict(base.state_dict())
@@ -286,18 +314,31 @@ def build(provider: str, base: torch.nn.GRU, *, allow_tf32: bool) -> tuple[torch
     raise LookupError(f"unknown provider {provider!r}")
 
 
-def _row(provider: str, variant: str, mode: str, precision: str, batch: int, hidden: int, input_size: int,
-         seq_len: int) -> dict:
+def _row(
+    provider: str, variant: str, mode: str, precision: str, batch: int, hidden: int, input_size: int, seq_len: int
+) -> dict:
     row = dict.fromkeys(results.BENCH_FIELDS)
     row.update(
-        provider=provider, variant=variant, mode=mode, dtype=precision, batch=batch, hidden=hidden,
-        input_size=input_size, seq_len=seq_len, status="ok", note="",
+        provider=provider,
+        variant=variant,
+        mode=mode,
+        dtype=precision,
+        batch=batch,
+        hidden=hidden,
+        input_size=input_size,
+        seq_len=seq_len,
+        status="ok",
+        note="",
     )
     return row
 
 
 def _time_modes(
-    model: torch.nn.Module, x: torch.Tensor, h0: torch.Tensor, grad_out: torch.Tensor, modes: Sequence[str],
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    h0: torch.Tensor,
+    grad_out: torch.Tensor,
+    modes: Sequence[str],
     device: torch.device,
 ) -> dict[str, tuple[float, float, float, float | None]]:
     """(median, p20, p80, peak training MB) per mode.
@@ -313,8 +354,13 @@ def _time_modes(
 
 
 def _time_mode(
-    model: torch.nn.Module, x: torch.Tensor, h0: torch.Tensor, grad_out: torch.Tensor, mode: str,
-    params: list[torch.Tensor], device: torch.device,
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    h0: torch.Tensor,
+    grad_out: torch.Tensor,
+    mode: str,
+    params: list[torch.Tensor],
+    device: torch.device,
 ) -> tuple[float, float, float, float | None]:
     if mode == "forward":
 
@@ -368,12 +414,17 @@ def run_bench(
         notes.append("CPU run: tritongru ran through Triton's interpreter; times are functional, not speed.")
     meta.update(
         grid={k: list(v) if isinstance(v, tuple) else v for k, v in asdict(grid).items()},
-        providers=list(providers), baseline=baseline, cudnn_benchmark=True, seed=seed,
-        precisions={name: {"dtype": str(PRECISIONS[name][0]), "allow_tf32": PRECISIONS[name][1]}
-                    for name in grid.precisions},
-        peaks=measure_peaks(device, grid.precisions), notes=notes,
+        providers=list(providers),
+        baseline=baseline,
+        cudnn_benchmark=True,
+        seed=seed,
+        precisions={
+            name: {"dtype": str(PRECISIONS[name][0]), "allow_tf32": PRECISIONS[name][1]} for name in grid.precisions
+        },
+        peaks=measure_peaks(device, grid.precisions),
+        notes=notes,
         work_model="flops: 2*T*B*3H*(I+H) per pass; bytes: (T*B*(I+H) + 3H*(I+H)) * itemsize per pass; "
-                   "backward = 2 passes, train = 3",
+        "backward = 2 passes, train = 3",
     )
     saved_benchmark, torch.backends.cudnn.benchmark = torch.backends.cudnn.benchmark, True
     try:
@@ -385,7 +436,13 @@ def run_bench(
 
 
 def _measure_grid(
-    grid: Grid, providers: Sequence[str], device: torch.device, meta: dict, *, seed: int, progress: bool,
+    grid: Grid,
+    providers: Sequence[str],
+    device: torch.device,
+    meta: dict,
+    *,
+    seed: int,
+    progress: bool,
 ) -> list[dict]:
     rows = []
     points = grid.points()
@@ -403,16 +460,23 @@ def _measure_grid(
             for variant in ("cudnn", "classic"):
                 with torch.no_grad():
                     out, _ = gru_layer_ref(
-                        x.float(), h0[0].float(), base.weight_ih_l0.float(), base.weight_hh_l0.float(),
-                        base.bias_ih_l0.float(), base.bias_hh_l0.float(), variant=variant,
+                        x.float(),
+                        h0[0].float(),
+                        base.weight_ih_l0.float(),
+                        base.weight_hh_l0.float(),
+                        base.bias_ih_l0.float(),
+                        base.bias_hh_l0.float(),
+                        variant=variant,
                     )
                 expected[variant] = out
             for provider in providers:
                 try:
                     model, variant = build(provider, base, allow_tf32=tf32)
                 except LookupError as reason:
-                    rows += [{**_row(provider, "", mode, *point), "status": "skipped", "note": str(reason)}
-                             for mode in grid.modes]
+                    rows += [
+                        {**_row(provider, "", mode, *point), "status": "skipped", "note": str(reason)}
+                        for mode in grid.modes
+                    ]
                     continue
                 try:
                     with torch.no_grad():
@@ -422,20 +486,34 @@ def _measure_grid(
                     if provider not in PEERS:
                         raise
                     note = f"{type(failure).__name__}: {failure}"
-                    rows += [{**_row(provider, variant, mode, *point), "status": "error", "note": note}
-                             for mode in grid.modes]
+                    rows += [
+                        {**_row(provider, variant, mode, *point), "status": "error", "note": note}
+                        for mode in grid.modes
+                    ]
                     continue
                 error = (out.float() - expected[variant]).abs().max().item()
                 for mode, (median, p20, p80, peak) in timings.items():
                     flops, data = work(
-                        mode, batch=batch, hidden=hidden, input_size=input_size, seq_len=seq_len, dtype=dtype,
+                        mode,
+                        batch=batch,
+                        hidden=hidden,
+                        input_size=input_size,
+                        seq_len=seq_len,
+                        dtype=dtype,
                     )
                     seconds = median * 1e-3
                     row = _row(provider, variant, mode, *point)
                     row.update(
-                        median_ms=median, p20_ms=p20, p80_ms=p80, us_per_step=median * 1e3 / seq_len,
-                        tokens_per_s=batch * seq_len / seconds, flops=flops, bytes=data,
-                        tflops=flops / seconds / 1e12, gbps=data / seconds / 1e9, peak_mem_mb=peak,
+                        median_ms=median,
+                        p20_ms=p20,
+                        p80_ms=p80,
+                        us_per_step=median * 1e3 / seq_len,
+                        tokens_per_s=batch * seq_len / seconds,
+                        flops=flops,
+                        bytes=data,
+                        tflops=flops / seconds / 1e12,
+                        gbps=data / seconds / 1e9,
+                        peak_mem_mb=peak,
                         max_abs_err=error,
                     )
                     row["tflops_frac_of_peak"] = row["tflops"] / meta["peaks"]["tflops"][precision]

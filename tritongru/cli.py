@@ -70,25 +70,31 @@ def _bench(args: argparse.Namespace) -> int:
     device = _device()
     grid = bench.GRIDS[args.grid or ("quick" if device.type == "cuda" else "cpu")]
     overrides = {
-        "batch": args.batch, "hidden": args.hidden, "seq_len": args.seq_len, "precisions": args.precisions,
+        "batch": args.batch,
+        "hidden": args.hidden,
+        "seq_len": args.seq_len,
+        "precisions": args.precisions,
         "modes": args.modes,
     }
     grid = replace(grid, **{k: tuple(v) for k, v in overrides.items() if v}, input_size=args.input_size)
-    document = bench.run_bench(grid, providers=args.providers, device=device, progress=not args.quiet,
-                               seed=args.seed)
+    document = bench.run_bench(grid, providers=args.providers, device=device, progress=not args.quiet, seed=args.seed)
     path = results.write(document, args.out)
     if device.type != "cuda":
         print(CPU_BANNER)
-    print(f"{'provider':<18} {'mode':<8} {'dtype':<5} {'B':>4} {'H':>5} {'T':>5} {'median ms':>10} "
-          f"{'speed-up':>8} {'max err':>9}")
+    print(
+        f"{'provider':<18} {'mode':<8} {'dtype':<5} {'B':>4} {'H':>5} {'T':>5} {'median ms':>10} "
+        f"{'speed-up':>8} {'max err':>9}"
+    )
     for row in document["rows"]:
         if row["status"] != "ok":
             print(f"{row['provider']:<18} {row['mode']:<8} skipped: {row['note']}")
             continue
         speedup = row["speedup_vs_baseline"]
-        print(f"{row['provider']:<18} {row['mode']:<8} {row['dtype']:<5} {row['batch']:>4} {row['hidden']:>5} "
-              f"{row['seq_len']:>5} {row['median_ms']:>10.4g} {speedup if speedup else float('nan'):>8.3g} "
-              f"{row['max_abs_err']:>9.2g}")
+        print(
+            f"{row['provider']:<18} {row['mode']:<8} {row['dtype']:<5} {row['batch']:>4} {row['hidden']:>5} "
+            f"{row['seq_len']:>5} {row['median_ms']:>10.4g} {speedup if speedup else float('nan'):>8.3g} "
+            f"{row['max_abs_err']:>9.2g}"
+        )
     print(f"results: {path}")
     if not args.no_plots:
         print(f"plots: {len(_draw(document, path, None))} files in {path.with_suffix('')}")
@@ -101,21 +107,31 @@ def _tune(args: argparse.Namespace) -> int:
     device = _device()
     cuda = device.type == "cuda"
     document = tuning.sweep(
-        kernels=args.kernels, variants=args.variants, precisions=args.precisions or ["fp32"],
+        kernels=args.kernels,
+        variants=args.variants,
+        precisions=args.precisions or ["fp32"],
         batches=args.batch or ([1, 16, 64, 256] if cuda else [3]),
-        hiddens=args.hidden or ([256, 1024] if cuda else [20]), input_size=args.input_size,
-        seq_len=args.seq_len or (64 if cuda else 3), device=device,
-        tiny=args.space == "tiny" if args.space else not cuda, progress=not args.quiet,
-        write_cache=args.write_cache, cache_dir=args.cache_dir,
+        hiddens=args.hidden or ([256, 1024] if cuda else [20]),
+        input_size=args.input_size,
+        seq_len=args.seq_len or (64 if cuda else 3),
+        device=device,
+        tiny=args.space == "tiny" if args.space else not cuda,
+        progress=not args.quiet,
+        write_cache=args.write_cache,
+        cache_dir=args.cache_dir,
     )
     path = results.write(document, args.out)
     if not cuda:
-        print("No CUDA device: configs were checked and run once through Triton's CPU interpreter; the times "
-              "mean nothing, so no winner is cached unless --write-cache is given.")
+        print(
+            "No CUDA device: configs were checked and run once through Triton's CPU interpreter; the times "
+            "mean nothing, so no winner is cached unless --write-cache is given."
+        )
     for winner in document["meta"]["winners"]:
         where = f" -> {winner['cache']}" if winner["cache"] else ""
-        print(f"{winner['kernel']:<8} {winner['variant']:<7} {winner['dtype']:<5} B={winner['batch']:<4} "
-              f"H={winner['hidden']:<5} {winner['config']}{where}")
+        print(
+            f"{winner['kernel']:<8} {winner['variant']:<7} {winner['dtype']:<5} B={winner['batch']:<4} "
+            f"H={winner['hidden']:<5} {winner['config']}{where}"
+        )
     print(f"sweep: {path}")
     if not args.no_plots:
         print(f"plots: {len(_draw(document, path, None))} files in {path.with_suffix('')}")
@@ -179,37 +195,52 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--batch", type=int, nargs="+", help="batch sizes")
         sub.add_argument("--hidden", type=int, nargs="+", help="hidden sizes")
         sub.add_argument("--input-size", type=int, default=None, help="input size (default: the hidden size)")
-        sub.add_argument("--seq-len", type=int, nargs="+" if sub.prog.endswith("bench") else None,
-                         help="sequence lengths")
+        sub.add_argument(
+            "--seq-len", type=int, nargs="+" if sub.prog.endswith("bench") else None, help="sequence lengths"
+        )
         sub.add_argument("--precisions", nargs="+", choices=("fp32", "tf32", "bf16", "fp16"))
         sub.add_argument("--out", default="profiling/results", help="results root (default: %(default)s)")
         sub.add_argument("--no-plots", action="store_true", help="write the results file only")
         sub.add_argument("--quiet", action="store_true", help="no progress bars")
 
     bench = commands.add_parser("bench", help="compare tritongru with cuDNN and other contenders")
-    bench.add_argument("--grid", choices=("quick", "full", "cpu"),
-                       help="preset grid (default: quick with CUDA, cpu without)")
+    bench.add_argument(
+        "--grid", choices=("quick", "full", "cpu"), help="preset grid (default: quick with CUDA, cpu without)"
+    )
     sizes(bench)
     bench.add_argument("--modes", nargs="+", choices=("forward", "train", "backward"))
-    bench.add_argument("--providers", nargs="+", help="contenders (default: tritongru both forms, the "
-                       "baseline, the eager cell loop); also compiled-ref, torchrl, flag_gems, flashrnn")
+    bench.add_argument(
+        "--providers",
+        nargs="+",
+        help="contenders (default: tritongru both forms, the "
+        "baseline, the eager cell loop); also compiled-ref, torchrl, flag_gems, flashrnn",
+    )
     bench.add_argument("--seed", type=int, default=0)
     bench.set_defaults(handler=_bench)
 
     tune = commands.add_parser("tune", help="autotune block sizes and write winners to the tuning cache")
-    tune.add_argument("--kernels", nargs="+", default=["forward", "backward", "cell"],
-                      choices=("forward", "backward", "cell"))
+    tune.add_argument(
+        "--kernels", nargs="+", default=["forward", "backward", "cell"], choices=("forward", "backward", "cell")
+    )
     tune.add_argument("--variants", nargs="+", default=["cudnn", "classic"], choices=("cudnn", "classic"))
     sizes(tune)
     tune.add_argument("--space", choices=("full", "tiny"), help="search space (default: full with CUDA)")
-    tune.add_argument("--write-cache", action=argparse.BooleanOptionalAction, default=None,
-                      help="write winners to the cache (default: only with CUDA)")
+    tune.add_argument(
+        "--write-cache",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="write winners to the cache (default: only with CUDA)",
+    )
     tune.add_argument("--cache-dir", default=None, help="cache directory (default: the user cache)")
     tune.set_defaults(handler=_tune)
 
     plot = commands.add_parser("plot", help="draw the figures of results files")
-    plot.add_argument("paths", nargs="*", default=["profiling/results"],
-                      help="results files or directories holding them (default: %(default)s)")
+    plot.add_argument(
+        "paths",
+        nargs="*",
+        default=["profiling/results"],
+        help="results files or directories holding them (default: %(default)s)",
+    )
     plot.add_argument("--out", default=None, help="directory for the PNGs (default: beside each file)")
     plot.set_defaults(handler=_plot)
 

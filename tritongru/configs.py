@@ -98,6 +98,7 @@ def select_config(
     hidden: int,
     input_size: int,
     device: torch.device,
+    allow_tf32: bool = False,
 ) -> KernelConfig:
     """The config a launcher uses: the tuned winner for this key if one is cached, else the heuristic.
 
@@ -113,6 +114,7 @@ def select_config(
             hidden=hidden,
             input_size=input_size,
             device=device,
+            allow_tf32=allow_tf32,
         )
         if tuned is not None:
             try:

@@ -54,6 +54,7 @@ def _resolve_config(
     batch: int,
     hidden: int,
     input_size: int,
+    allow_tf32: bool,
 ) -> KernelConfig:
     if config is not None:
         return config
@@ -65,6 +66,7 @@ def _resolve_config(
         hidden=hidden,
         input_size=input_size,
         device=weight.device,
+        allow_tf32=allow_tf32,
     )
 
 
@@ -164,7 +166,7 @@ def forward_sequence(
     hs[0].copy_(h0)
     gates = torch.empty((T, B, SAVED_GATES[variant] * H), dtype=dtype, device=gi.device) if store_gates else None
     rh = torch.empty((B, H), dtype=dtype, device=gi.device) if variant == "classic" else None
-    config = _resolve_config(config, "forward", variant, w_hh, B, H, 0)
+    config = _resolve_config(config, "forward", variant, w_hh, B, H, 0, allow_tf32)
     _launch_forward(
         gi=gi,
         x=None,
@@ -210,7 +212,7 @@ def cell_forward(
     hs[0].copy_(h)
     gates = torch.empty((1, B, SAVED_GATES[variant] * H), dtype=dtype, device=x.device) if store_gates else None
     rh = torch.empty((B, H), dtype=dtype, device=x.device) if variant == "classic" else None
-    config = _resolve_config(config, "cell", variant, w_hh, B, H, input_size)
+    config = _resolve_config(config, "cell", variant, w_hh, B, H, input_size, allow_tf32)
     if not config.persistent:
         raise ValueError("the cell kernel runs as one launch: its config must be persistent")
     _launch_forward(
@@ -256,7 +258,7 @@ def backward_sequence(
     carry = torch.zeros((2, B, H), dtype=dtype, device=hs.device)
     dgates_x = torch.empty((T, B, 3 * H), dtype=dtype, device=hs.device)
     dgates_hn = torch.empty((T, B, H), dtype=dtype, device=hs.device) if variant == "cudnn" else None
-    config = _resolve_config(config, "backward", variant, w_hh, B, H, 0)
+    config = _resolve_config(config, "backward", variant, w_hh, B, H, 0, allow_tf32)
     grid = _grid(config, B, H)
     steps = [(T, 0)] if config.persistent else [(t + 1, t) for t in reversed(range(T))]
     with _on_device(hs.device):

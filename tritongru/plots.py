@@ -27,9 +27,7 @@ _VARIANT_PROVIDERS = ("tritongru-cudnn", "tritongru-classic")
 
 def select(rows: Iterable[dict], **filters: object) -> list[dict]:
     """Timed rows (``status == "ok"``) whose fields equal every ``filters`` value."""
-    return [
-        r for r in rows if r.get("status") == "ok" and all(r.get(key) == value for key, value in filters.items())
-    ]
+    return [r for r in rows if r.get("status") == "ok" and all(r.get(key) == value for key, value in filters.items())]
 
 
 def _values(rows: Iterable[dict], key: str) -> list:
@@ -55,7 +53,12 @@ def _figure(document: dict, title: str, ncols: int = 1, width: float = 6.4) -> t
 
 
 def speedup_heatmap(
-    document: dict, *, precision: str, mode: str, provider: str = "tritongru-cudnn", seq_len: int | None = None,
+    document: dict,
+    *,
+    precision: str,
+    mode: str,
+    provider: str = "tritongru-cudnn",
+    seq_len: int | None = None,
 ) -> Figure:
     """Speed-up of ``provider`` over the baseline on the batch x hidden grid (at ``seq_len``, default the
     longest measured). Cells > 1: ``provider`` is faster."""
@@ -68,8 +71,8 @@ def speedup_heatmap(
         grid[batches.index(r["batch"]), hiddens.index(r["hidden"])] = r["speedup_vs_baseline"]
     baseline = document["meta"].get("baseline", "cudnn")
     fig, (ax,) = _figure(
-        document, f"{PROVIDERS[provider].label} vs {PROVIDERS[baseline].label}: speed-up, {precision} {mode}, "
-        f"T={seq_len}",
+        document,
+        f"{PROVIDERS[provider].label} vs {PROVIDERS[baseline].label}: speed-up, {precision} {mode}, T={seq_len}",
     )
     if rows:
         low, high = np.nanmin(grid), np.nanmax(grid)
@@ -112,7 +115,10 @@ def throughput_vs_seq_len(document: dict, *, precision: str, mode: str, batch: i
     rows = [r for r in rows if r["batch"] == batch]
     hiddens = _values(rows, "hidden") or [None]
     fig, axes = _figure(
-        document, f"throughput, {precision} {mode}, batch {batch}", ncols=len(hiddens), width=4.5,
+        document,
+        f"throughput, {precision} {mode}, batch {batch}",
+        ncols=len(hiddens),
+        width=4.5,
     )
     for ax, hidden in zip(axes, hiddens, strict=True):
         for provider in _providers(rows):
@@ -136,13 +142,24 @@ def roofline(document: dict, *, precision: str, mode: str) -> Figure:
     intensities = [r["flops"] / r["bytes"] for r in rows]
     if intensities:
         span = np.geomspace(min(intensities) / 2, max(intensities) * 2, 200)
-        ax.plot(span, np.minimum(peak_tflops, span * peak_gbps / 1e3), color="black", linewidth=1,
-                label=f"roof: {peak_tflops:.3g} TFLOP/s, {peak_gbps:.3g} GB/s")
+        ax.plot(
+            span,
+            np.minimum(peak_tflops, span * peak_gbps / 1e3),
+            color="black",
+            linewidth=1,
+            label=f"roof: {peak_tflops:.3g} TFLOP/s, {peak_gbps:.3g} GB/s",
+        )
     for provider in _providers(rows):
         subset = select(rows, provider=provider)
         style = PROVIDERS[provider]
-        ax.scatter([r["flops"] / r["bytes"] for r in subset], [r["tflops"] for r in subset], s=14,
-                   color=style.color, marker=style.marker, label=style.label)
+        ax.scatter(
+            [r["flops"] / r["bytes"] for r in subset],
+            [r["tflops"] for r in subset],
+            s=14,
+            color=style.color,
+            marker=style.marker,
+            label=style.label,
+        )
     ax.set_xlabel("arithmetic intensity (FLOP / byte)")
     ax.set_ylabel("achieved TFLOP/s")
     ax.set_xscale("log")
@@ -173,7 +190,12 @@ def classic_vs_cudnn(document: dict, *, precision: str, mode: str, seq_len: int 
 
 
 def tuning_landscape(
-    document: dict, *, kernel: str, variant: str, precision: str | None = None, batch: int | None = None,
+    document: dict,
+    *,
+    kernel: str,
+    variant: str,
+    precision: str | None = None,
+    batch: int | None = None,
     hidden: int | None = None,
 ) -> Figure:
     """Best time over the block_h x block_k grid of one tuning sweep (the best over the other parameters in
@@ -197,7 +219,8 @@ def tuning_landscape(
         else:
             marks.setdefault(cell, "p")
     fig, (ax,) = _figure(
-        document, f"tuning landscape: {kernel} ({variant}), {precision}, batch {batch}, hidden {hidden}",
+        document,
+        f"tuning landscape: {kernel} ({variant}), {precision}, batch {batch}, hidden {hidden}",
     )
     if not np.isnan(grid).all():
         image = ax.imshow(grid, cmap="viridis_r", origin="lower", aspect="auto")
@@ -240,25 +263,26 @@ def draw_all(documents: Iterable[dict], out_dir: Path | str) -> list[Path]:
         rows = document["rows"]
         if document["kind"] == "tune":
             for kernel, variant in sorted({(r["kernel"], r["variant"]) for r in rows}):
-                figures.append((f"tuning-{kernel}-{variant}", tuning_landscape(document, kernel=kernel,
-                                                                               variant=variant)))
+                figures.append(
+                    (f"tuning-{kernel}-{variant}", tuning_landscape(document, kernel=kernel, variant=variant))
+                )
             continue
         timed = select(rows)
         for precision in _values(timed, "dtype"):
             for mode in _values(select(timed, dtype=precision), "mode"):
                 stem = f"{precision}-{mode}"
-                for seq_len in _values(select(timed, provider="tritongru-cudnn", dtype=precision, mode=mode),
-                                       "seq_len"):
+                for seq_len in _values(
+                    select(timed, provider="tritongru-cudnn", dtype=precision, mode=mode), "seq_len"
+                ):
                     figure = speedup_heatmap(document, precision=precision, mode=mode, seq_len=seq_len)
                     figures.append((f"speedup-{stem}-T{seq_len}", figure))
-                figures.append((f"us-per-step-{stem}", us_per_step_vs_hidden(document, precision=precision,
-                                                                             mode=mode)))
-                figures.append((f"throughput-{stem}", throughput_vs_seq_len(document, precision=precision,
-                                                                            mode=mode)))
+                figures.append((f"us-per-step-{stem}", us_per_step_vs_hidden(document, precision=precision, mode=mode)))
+                figures.append((f"throughput-{stem}", throughput_vs_seq_len(document, precision=precision, mode=mode)))
                 figures.append((f"roofline-{stem}", roofline(document, precision=precision, mode=mode)))
                 if all(select(timed, provider=p, dtype=precision, mode=mode) for p in _VARIANT_PROVIDERS):
-                    figures.append((f"classic-vs-cudnn-{stem}", classic_vs_cudnn(document, precision=precision,
-                                                                                 mode=mode)))
+                    figures.append(
+                        (f"classic-vs-cudnn-{stem}", classic_vs_cudnn(document, precision=precision, mode=mode))
+                    )
     written = []
     for stem, figure in figures:
         path = out / f"{stem}.png"

@@ -36,18 +36,68 @@ KINDS = ("bench", "tune")
 TIMINGS = ("device-events", "interpreter")
 
 META_FIELDS = (
-    "gpu", "device_type", "driver", "cuda", "cudnn", "torch", "triton", "tritongru", "python", "platform",
-    "git_commit", "git_dirty", "timestamp", "timing",
+    "gpu",
+    "device_type",
+    "driver",
+    "cuda",
+    "cudnn",
+    "torch",
+    "triton",
+    "tritongru",
+    "python",
+    "platform",
+    "git_commit",
+    "git_dirty",
+    "timestamp",
+    "timing",
 )
 BENCH_FIELDS = (
-    "provider", "variant", "mode", "dtype", "batch", "hidden", "input_size", "seq_len", "status", "note",
-    "median_ms", "p20_ms", "p80_ms", "us_per_step", "tokens_per_s", "flops", "bytes", "tflops", "gbps",
-    "tflops_frac_of_peak", "gbps_frac_of_peak", "speedup_vs_baseline", "peak_mem_mb", "max_abs_err",
+    "provider",
+    "variant",
+    "mode",
+    "dtype",
+    "batch",
+    "hidden",
+    "input_size",
+    "seq_len",
+    "status",
+    "note",
+    "median_ms",
+    "p20_ms",
+    "p80_ms",
+    "us_per_step",
+    "tokens_per_s",
+    "flops",
+    "bytes",
+    "tflops",
+    "gbps",
+    "tflops_frac_of_peak",
+    "gbps_frac_of_peak",
+    "speedup_vs_baseline",
+    "peak_mem_mb",
+    "max_abs_err",
 )
 TUNE_FIELDS = (
-    "kernel", "variant", "dtype", "batch", "hidden", "input_size", "seq_len", "block_b", "block_h", "block_k",
-    "num_warps", "num_stages", "persistent", "status", "reason", "median_ms", "p20_ms", "p80_ms",
-    "max_abs_err", "winner",
+    "kernel",
+    "variant",
+    "dtype",
+    "batch",
+    "hidden",
+    "input_size",
+    "seq_len",
+    "block_b",
+    "block_h",
+    "block_k",
+    "num_warps",
+    "num_stages",
+    "persistent",
+    "status",
+    "reason",
+    "median_ms",
+    "p20_ms",
+    "p80_ms",
+    "max_abs_err",
+    "winner",
 )
 ROW_FIELDS = {"bench": BENCH_FIELDS, "tune": TUNE_FIELDS}
 
@@ -100,7 +150,9 @@ def _driver_version() -> str | None:
         return None
     query = subprocess.run(
         ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     return query.stdout.strip().splitlines()[0] if query.returncode == 0 and query.stdout.strip() else None
 

@@ -93,9 +93,7 @@ def device_limits(device: torch.device) -> DeviceLimits:
     props = torch.cuda.get_device_properties(device)
     shared = getattr(props, "shared_memory_per_block_optin", 0) or getattr(props, "shared_memory_per_block", 0)
     registers = getattr(props, "regs_per_multiprocessor", 0) or NOMINAL_LIMITS.registers
-    return DeviceLimits(
-        shared_memory=shared or NOMINAL_LIMITS.shared_memory, registers=min(registers, 65_536)
-    )
+    return DeviceLimits(shared_memory=shared or NOMINAL_LIMITS.shared_memory, registers=min(registers, 65_536))
 
 
 def search_space(kernel: str, *, tiny: bool = False) -> dict[str, tuple]:
@@ -111,9 +109,10 @@ def candidates(kernel: str, space: dict[str, Sequence] | None = None) -> list[Ke
     """Every config of the Cartesian product of ``space`` (default: the kernel's :data:`SEARCH_SPACE`)."""
     space = space if space is not None else search_space(kernel)
     names = ("block_b", "block_h", "block_k", "num_warps", "num_stages", "persistent")
-    return [KernelConfig(**dict(zip(names, values, strict=True))) for values in itertools.product(
-        *(space[name] for name in names)
-    )]
+    return [
+        KernelConfig(**dict(zip(names, values, strict=True)))
+        for values in itertools.product(*(space[name] for name in names))
+    ]
 
 
 def _cover(n: int) -> int:
@@ -183,7 +182,12 @@ def prune(
     kept, pruned = [], []
     for config in configs:
         reason = prune_reason(
-            config, kernel=kernel, batch=batch, hidden=hidden, input_size=input_size, dtype=dtype,
+            config,
+            kernel=kernel,
+            batch=batch,
+            hidden=hidden,
+            input_size=input_size,
+            dtype=dtype,
             limits=limits,
         )
         if reason is None:
@@ -247,8 +251,15 @@ def make_problem(
     b_ih, b_hh = uniform(3 * hidden), uniform(3 * hidden)
     h0 = normal(batch, hidden) * 0.5
     common = dict(
-        kernel=kernel, variant=variant, dtype=dtype, allow_tf32=allow_tf32, batch=batch, hidden=hidden,
-        input_size=input_size, seq_len=seq_len, device=device,
+        kernel=kernel,
+        variant=variant,
+        dtype=dtype,
+        allow_tf32=allow_tf32,
+        batch=batch,
+        hidden=hidden,
+        input_size=input_size,
+        seq_len=seq_len,
+        device=device,
     )
     f64 = lambda t: t.detach().to(torch.float64)
 
@@ -257,7 +268,15 @@ def make_problem(
 
         def run_cell(config: KernelConfig | None) -> tuple:
             return launchers.cell_forward(
-                x, h0, w_ih, w_hh, b_ih, b_hh, variant=variant, allow_tf32=allow_tf32, config=config,
+                x,
+                h0,
+                w_ih,
+                w_hh,
+                b_ih,
+                b_hh,
+                variant=variant,
+                allow_tf32=allow_tf32,
+                config=config,
             )
 
         expected = gru_cell_ref(f64(x), f64(h0), f64(w_ih), f64(w_hh), f64(b_ih), f64(b_hh), variant=variant)
@@ -270,7 +289,13 @@ def make_problem(
 
         def run_forward(config: KernelConfig | None) -> tuple:
             return launchers.forward_sequence(
-                gi, h0, w_hh, b_hh, variant=variant, allow_tf32=allow_tf32, config=config,
+                gi,
+                h0,
+                w_hh,
+                b_hh,
+                variant=variant,
+                allow_tf32=allow_tf32,
+                config=config,
             )
 
         output, _ = gru_layer_ref(f64(gi), f64(h0), eye, f64(w_hh), None, f64(b_hh), variant=variant)
@@ -279,7 +304,13 @@ def make_problem(
     if kernel != "backward":
         raise ValueError(f"kernel must be one of {KERNELS}; got {kernel!r}")
     hs, gates = launchers.forward_sequence(
-        gi, h0, w_hh, b_hh, variant=variant, store_gates=True, allow_tf32=allow_tf32,
+        gi,
+        h0,
+        w_hh,
+        b_hh,
+        variant=variant,
+        store_gates=True,
+        allow_tf32=allow_tf32,
         config=heuristic_config("forward", batch, hidden),
     )
     grad_out = torch.randn(seq_len, batch, hidden, generator=generator, dtype=torch.float64).to(device)
@@ -288,7 +319,13 @@ def make_problem(
 
     def run_backward(config: KernelConfig | None) -> tuple:
         return launchers.backward_sequence(
-            grad_hs, hs, gates, w_hh, variant=variant, allow_tf32=allow_tf32, config=config,
+            grad_hs,
+            hs,
+            gates,
+            w_hh,
+            variant=variant,
+            allow_tf32=allow_tf32,
+            config=config,
         )
 
     def compare_backward(outputs: tuple) -> tuple[torch.Tensor, ...]:
@@ -364,12 +401,23 @@ class TuneResult:
 
 def _row(problem: Problem, config: KernelConfig, status: str, reason: str = "", **values: object) -> dict:
     row = {
-        "kernel": problem.kernel, "variant": problem.variant,
-        "dtype": "tf32" if problem.allow_tf32 and problem.dtype == torch.float32
+        "kernel": problem.kernel,
+        "variant": problem.variant,
+        "dtype": "tf32"
+        if problem.allow_tf32 and problem.dtype == torch.float32
         else tuning_cache.dtype_name(problem.dtype),
-        "batch": problem.batch, "hidden": problem.hidden, "input_size": problem.input_size,
-        "seq_len": problem.seq_len, **config.to_dict(), "status": status, "reason": reason,
-        "median_ms": None, "p20_ms": None, "p80_ms": None, "max_abs_err": None, "winner": False,
+        "batch": problem.batch,
+        "hidden": problem.hidden,
+        "input_size": problem.input_size,
+        "seq_len": problem.seq_len,
+        **config.to_dict(),
+        "status": status,
+        "reason": reason,
+        "median_ms": None,
+        "p20_ms": None,
+        "p80_ms": None,
+        "max_abs_err": None,
+        "winner": False,
     }
     row.update(values)
     return row
@@ -395,8 +443,13 @@ def tune(
     limits = limits or device_limits(problem.device)
     configs = candidates(problem.kernel, space if space is not None else search_space(problem.kernel))
     kept, pruned = prune(
-        configs, kernel=problem.kernel, batch=problem.batch, hidden=problem.hidden,
-        input_size=problem.input_size, dtype=problem.dtype, limits=limits,
+        configs,
+        kernel=problem.kernel,
+        batch=problem.batch,
+        hidden=problem.hidden,
+        input_size=problem.input_size,
+        dtype=problem.dtype,
+        limits=limits,
     )
     rows = [_row(problem, config, "pruned", reason) for config, reason in pruned]
     allowed = tolerance(problem.dtype, problem.allow_tf32)
@@ -425,17 +478,26 @@ def tune(
     result.winner = winner
     if write_cache if write_cache is not None else not interpreter:
         key = tuning_cache.entry_key(
-            problem.kernel, variant=problem.variant, dtype=problem.dtype, batch=problem.batch,
-            hidden=problem.hidden, input_size=cache_input_size(problem.kernel, problem.input_size),
+            problem.kernel,
+            variant=problem.variant,
+            dtype=problem.dtype,
+            batch=problem.batch,
+            hidden=problem.hidden,
+            input_size=cache_input_size(problem.kernel, problem.input_size),
+            allow_tf32=problem.allow_tf32,
         )
         entry = {
-            "config": winner.to_dict(), "median_ms": median, "batch": problem.batch,
-            "seq_len": problem.seq_len, "allow_tf32": problem.allow_tf32,
+            "config": winner.to_dict(),
+            "median_ms": median,
+            "batch": problem.batch,
+            "seq_len": problem.seq_len,
+            "allow_tf32": problem.allow_tf32,
             "timing": "interpreter" if interpreter else "device-events",
             "tuned_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         path = tuning_cache.store(
-            {key: entry}, device=tuning_cache.device_name(problem.device),
+            {key: entry},
+            device=tuning_cache.device_name(problem.device),
             directory=None if cache_dir is None else Path(cache_dir),
         )
         result.cache_path = str(path)
@@ -465,23 +527,42 @@ def sweep(
     for kernel, variant, precision, batch, hidden in tqdm(jobs, desc="tune", disable=not progress):
         dtype, tf32 = PRECISIONS[precision]
         problem = make_problem(
-            kernel, variant=variant, dtype=dtype, allow_tf32=tf32, batch=batch, hidden=hidden,
-            input_size=input_size or hidden, seq_len=1 if kernel == "cell" else seq_len, device=device,
+            kernel,
+            variant=variant,
+            dtype=dtype,
+            allow_tf32=tf32,
+            batch=batch,
+            hidden=hidden,
+            input_size=input_size or hidden,
+            seq_len=1 if kernel == "cell" else seq_len,
+            device=device,
         )
         outcome = tune(
-            problem, space=search_space(kernel, tiny=tiny), progress=progress, write_cache=write_cache,
+            problem,
+            space=search_space(kernel, tiny=tiny),
+            progress=progress,
+            write_cache=write_cache,
             cache_dir=cache_dir,
         )
         rows += outcome.rows
-        winners.append({
-            "kernel": kernel, "variant": variant, "dtype": precision, "batch": batch, "hidden": hidden,
-            "config": outcome.winner.to_dict() if outcome.winner else None, "cache": outcome.cache_path,
-        })
+        winners.append(
+            {
+                "kernel": kernel,
+                "variant": variant,
+                "dtype": precision,
+                "batch": batch,
+                "hidden": hidden,
+                "config": outcome.winner.to_dict() if outcome.winner else None,
+                "cache": outcome.cache_path,
+            }
+        )
     meta = results.environment(device, interpreter=interpreter)
     meta.update(
-        space="tiny" if tiny else "full", winners=winners,
+        space="tiny" if tiny else "full",
+        winners=winners,
         limits=asdict(device_limits(device)),
         notes=["CPU run: configs checked and run once through Triton's interpreter; times mean nothing."]
-        if interpreter else [],
+        if interpreter
+        else [],
     )
     return results.new_document("tune", meta, rows)

@@ -102,10 +102,18 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 def entry_key(
-    kernel: str, *, variant: str, dtype: torch.dtype, batch: int, hidden: int, input_size: int
+    kernel: str,
+    *,
+    variant: str,
+    dtype: torch.dtype,
+    batch: int,
+    hidden: int,
+    input_size: int,
+    allow_tf32: bool = False,
 ) -> str:
-    """The key of one entry inside a device's cache file."""
-    return f"{kernel}|{variant}|{dtype_name(dtype)}|H={hidden}|I={input_size}|{batch_bucket(batch)}"
+    """The key of one entry inside a device's cache file; float32 with TF32 products is its own precision."""
+    precision = "tf32" if allow_tf32 and dtype == torch.float32 else dtype_name(dtype)
+    return f"{kernel}|{variant}|{precision}|H={hidden}|I={input_size}|{batch_bucket(batch)}"
 
 
 def search_paths(device: str) -> list[Path]:
@@ -173,13 +181,16 @@ def lookup(
     hidden: int,
     input_size: int,
     device: torch.device,
+    allow_tf32: bool = False,
 ) -> dict | None:
     """The cached config for this key as a plain dict with :data:`CONFIG_KEYS`, or ``None`` if none is.
 
     An entry that lacks any config key is skipped with a warning; the caller validates the values.
     """
     name = device_name(device)
-    key = entry_key(kernel, variant=variant, dtype=dtype, batch=batch, hidden=hidden, input_size=input_size)
+    key = entry_key(
+        kernel, variant=variant, dtype=dtype, batch=batch, hidden=hidden, input_size=input_size, allow_tf32=allow_tf32
+    )
     for path in search_paths(name):
         entries = _entries(path, name)
         if entries is None or key not in entries:
