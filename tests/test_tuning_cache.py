@@ -152,3 +152,13 @@ def test_concurrent_writers_lose_nothing(tmp_path):
         entries = tuning_cache.read_file(path, device="cpu")
     assert len(entries) == workers * count
     assert not [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]
+
+
+def test_tf32_is_its_own_precision_in_the_key():
+    sizes = dict(variant="cudnn", batch=8, hidden=64, input_size=32)
+    fp32 = tuning_cache.entry_key("forward", dtype=torch.float32, **sizes)
+    assert tuning_cache.entry_key("forward", dtype=torch.float32, allow_tf32=True, **sizes) == fp32.replace(
+        "float32", "tf32"
+    )
+    bf16 = tuning_cache.entry_key("forward", dtype=torch.bfloat16, **sizes)
+    assert tuning_cache.entry_key("forward", dtype=torch.bfloat16, allow_tf32=True, **sizes) == bf16
