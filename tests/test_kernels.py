@@ -180,8 +180,9 @@ def test_cell_forward_and_gradients(variant, B, I, H, launch_mode, device):
         assert_close(actual, wanted, torch.float32, f"d {name}")
 
 
-def test_cell_launch_is_single(monkeypatch, device):
-    """GRUCell is one kernel launch per step, for both formulations."""
+@pytest.fixture
+def forward_launches(monkeypatch) -> list:
+    """The grid of every forward-kernel launch made while the test runs."""
     launches = []
     real = tritongru.launchers.gru_forward_kernel
 
@@ -191,33 +192,29 @@ def test_cell_launch_is_single(monkeypatch, device):
             return real[grid]
 
     monkeypatch.setattr(tritongru.launchers, "gru_forward_kernel", Counting())
+    return launches
+
+
+def test_cell_launch_is_single(forward_launches, device):
+    """GRUCell is one kernel launch per step, for both formulations."""
     for variant in VARIANTS:
         cell = tritongru.GRUCell(5, 40, variant=variant, device=device)
         with torch.no_grad():
             cell(torch.randn(3, 5, device=device))
-    assert len(launches) == 2
+    assert len(forward_launches) == 2
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_persistent_sequence_is_one_launch(variant, monkeypatch, device):
+def test_persistent_sequence_is_one_launch(variant, forward_launches, device):
     """A persistent config runs the whole time loop in one launch; per step runs T (cudnn) or 2T (classic)."""
-    launches = []
-    real = tritongru.launchers.gru_forward_kernel
-
-    class Counting:
-        def __getitem__(self, grid):
-            launches.append(grid)
-            return real[grid]
-
-    monkeypatch.setattr(tritongru.launchers, "gru_forward_kernel", Counting())
     gi = torch.randn(6, 2, 3 * 17, device=device)
     h0 = torch.zeros(2, 17, device=device)
     w_hh = torch.randn(3 * 17, 17, device=device)
     for config in SMALL_TILES.values():
         tritongru.launchers.forward_sequence(gi, h0, w_hh, None, variant=variant, config=config)
     per_step = 6 * (2 if variant == "classic" else 1)
-    assert len(launches) == 1 + per_step
-    assert launches[0] == (1, 1) and launches[1] == (1, 2)
+    assert len(forward_launches) == 1 + per_step
+    assert forward_launches[0] == (1, 1) and forward_launches[1] == (1, 2)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -23,14 +23,8 @@ def _check_input_size(input: object, input_size: int) -> None:
         )
 
 
-class GRU(nn.GRU):
-    """``torch.nn.GRU`` computed by tritongru's Triton kernels.
-
-    ``GRU(input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-    bidirectional=False, device=None, dtype=None, *, variant="cudnn", allow_tf32=False)``.
-    ``forward(input, hx=None)`` takes what ``torch.nn.GRU`` takes (batched or unbatched tensors, or a
-    ``PackedSequence``) and returns ``(output, h_n)`` the same way.
-    """
+class _TritonOptions:
+    """The keyword-only arguments tritongru's modules add to torch's: ``variant`` and ``allow_tf32``."""
 
     def __init__(self, *args, variant: str = "cudnn", allow_tf32: bool = False, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -39,6 +33,16 @@ class GRU(nn.GRU):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, variant={self.variant!r}"
+
+
+class GRU(_TritonOptions, nn.GRU):
+    """``torch.nn.GRU`` computed by tritongru's Triton kernels.
+
+    ``GRU(input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+    bidirectional=False, device=None, dtype=None, *, variant="cudnn", allow_tf32=False)``.
+    ``forward(input, hx=None)`` takes what ``torch.nn.GRU`` takes (batched or unbatched tensors, or a
+    ``PackedSequence``) and returns ``(output, h_n)`` the same way.
+    """
 
     def _weights(self) -> list[torch.Tensor | None]:
         """``weight_ih, weight_hh, bias_ih, bias_hh`` per layer and direction (None biases when bias=False)."""
@@ -76,20 +80,12 @@ class GRU(nn.GRU):
         return PackedSequence(data, input.batch_sizes, input.sorted_indices, input.unsorted_indices), h_n
 
 
-class GRUCell(nn.GRUCell):
+class GRUCell(_TritonOptions, nn.GRUCell):
     """``torch.nn.GRUCell`` computed by one fused Triton launch per step.
 
     ``GRUCell(input_size, hidden_size, bias=True, device=None, dtype=None, *, variant="cudnn",
     allow_tf32=False)``; ``forward(input, hx=None)`` as torch's: ``[B, I]`` or unbatched ``[I]``.
     """
-
-    def __init__(self, *args, variant: str = "cudnn", allow_tf32: bool = False, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.variant = check_variant(variant)
-        self.allow_tf32 = allow_tf32
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, variant={self.variant!r}"
 
     def forward(self, input: torch.Tensor, hx: torch.Tensor | None = None) -> torch.Tensor:
         _check_input_size(input, self.input_size)
