@@ -23,7 +23,7 @@ gate gradients. Every gradient is written by exactly one program: no atomics, bi
 
 import triton
 import triton.language as tl
-from tritongru.kernels.gru_math import dot
+from tritongru.kernels.gru_math import dot, hidden_tile
 
 
 @triton.jit
@@ -102,9 +102,7 @@ def gru_backward_kernel(
         if CLASSIC:
             if RUN_PHASE_1:
                 for i_tile in range(i_h, n_tiles, n_h_programs):
-                    o_j = i_tile * BLOCK_H + tl.arange(0, BLOCK_H)
-                    m_j = o_j < H
-                    m = m_b[:, None] & m_j[None, :]
+                    o_j, m_j, m = hidden_tile(i_tile, H, m_b, BLOCK_H)
                     # d(R h)[:, j] = sum_k dan[:, k] W_hn[k, j], dan = g Z (1 - H~^2) recomputed per chunk
                     d_rh = tl.zeros((BLOCK_B, BLOCK_H), dtype=ACC_DTYPE)
                     for k0 in range(0, H, BLOCK_K):
@@ -162,9 +160,7 @@ def gru_backward_kernel(
                 tl.debug_barrier()
             if RUN_PHASE_2:
                 for i_tile in range(i_h, n_tiles, n_h_programs):
-                    o_j = i_tile * BLOCK_H + tl.arange(0, BLOCK_H)
-                    m_j = o_j < H
-                    m = m_b[:, None] & m_j[None, :]
+                    o_j, m_j, m = hidden_tile(i_tile, H, m_b, BLOCK_H)
                     acc = tl.zeros((BLOCK_B, BLOCK_H), dtype=ACC_DTYPE)
                     for k0 in range(0, 2 * H, BLOCK_K):
                         # [dar, daz] @ [W_hr; W_hz]: k runs over the first 2H gate columns
@@ -185,9 +181,7 @@ def gru_backward_kernel(
                     tl.store(p_carry, tl.load(p_carry, mask=m, other=0.0) + acc, mask=m)
         else:
             for i_tile in range(i_h, n_tiles, n_h_programs):
-                o_j = i_tile * BLOCK_H + tl.arange(0, BLOCK_H)
-                m_j = o_j < H
-                m = m_b[:, None] & m_j[None, :]
+                o_j, m_j, m = hidden_tile(i_tile, H, m_b, BLOCK_H)
                 # sum_k dgates_h[:, k] W_hh[k, j] over the three gates, dgates_h recomputed per chunk
                 acc = tl.zeros((BLOCK_B, BLOCK_H), dtype=ACC_DTYPE)
                 for k0 in range(0, H, BLOCK_K):

@@ -28,7 +28,7 @@ Rows of ``[T, B, *]`` tensors at step ``t`` are ``t * B + b``; ``h_{t-1}`` is ro
 
 import triton
 import triton.language as tl
-from tritongru.kernels.gru_math import accumulate_product, sigmoid, tanh
+from tritongru.kernels.gru_math import accumulate_product, hidden_tile, sigmoid, tanh
 
 
 @triton.jit
@@ -217,9 +217,7 @@ def gru_forward_kernel(
         if CLASSIC:
             if RUN_PHASE_1:
                 for i_tile in range(i_h, n_tiles, n_h_programs):
-                    o_j = i_tile * BLOCK_H + tl.arange(0, BLOCK_H)
-                    m_j = o_j < H
-                    m = m_b[:, None] & m_j[None, :]
+                    o_j, m_j, m = hidden_tile(i_tile, H, m_b, BLOCK_H)
                     r = sigmoid(
                         _gate_preactivation(
                             0,
@@ -255,9 +253,7 @@ def gru_forward_kernel(
                 tl.debug_barrier()
             if RUN_PHASE_2:
                 for i_tile in range(i_h, n_tiles, n_h_programs):
-                    o_j = i_tile * BLOCK_H + tl.arange(0, BLOCK_H)
-                    m_j = o_j < H
-                    m = m_b[:, None] & m_j[None, :]
+                    o_j, m_j, m = hidden_tile(i_tile, H, m_b, BLOCK_H)
                     z = sigmoid(
                         _gate_preactivation(
                             1,
@@ -321,9 +317,7 @@ def gru_forward_kernel(
                         tl.store(p_gates + 2 * H, n, mask=m)
         else:
             for i_tile in range(i_h, n_tiles, n_h_programs):
-                o_j = i_tile * BLOCK_H + tl.arange(0, BLOCK_H)
-                m_j = o_j < H
-                m = m_b[:, None] & m_j[None, :]
+                o_j, m_j, m = hidden_tile(i_tile, H, m_b, BLOCK_H)
                 r = sigmoid(
                     _gate_preactivation(
                         0,

@@ -27,6 +27,15 @@ def tanh(x):
 
 
 @triton.jit
+def hidden_tile(i_tile, H, m_b, BLOCK_H: tl.constexpr):
+    """Hidden tile ``i_tile``: its column offsets ``o_j``, their mask ``m_j``, and the ``[BLOCK_B, BLOCK_H]`` mask
+    with the batch rows ``m_b``."""
+    o_j = i_tile * BLOCK_H + tl.arange(0, BLOCK_H)
+    m_j = o_j < H
+    return o_j, m_j, m_b[:, None] & m_j[None, :]
+
+
+@triton.jit
 def dot(a, w, acc, DOT_PRECISION: tl.constexpr):
     """``acc + a @ w`` with ``a`` cast to ``w``'s dtype (tensor cores for bf16/fp16/tf32), ``acc``'s precision."""
     a = a.to(w.dtype)
