@@ -1,13 +1,13 @@
 """Shared ``@triton.jit`` helpers: numerically stable activations and the tile product of a gate."""
 
-import os
-
 import triton
 import triton.language as tl
 
+from tritongru.environment import interpreting
+
 # Triton's interpreter multiplies bfloat16 ``tl.dot`` operands as raw bits (seen with triton 3.9); there the
 # operands are widened to float32 first, which is exact (a product of two bf16 values fits in float32).
-_WIDEN_BF16_DOT = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"))
+_WIDEN_BF16_DOT = tl.constexpr(interpreting())
 
 
 @triton.jit

@@ -30,7 +30,7 @@ from torch._functorch import config as functorch_config
 from tqdm.auto import tqdm
 
 from tritongru import results
-from tritongru.configs import interpreting
+from tritongru.environment import interpreting
 from tritongru.providers import PEERS, importable_peers
 from tritongru.reference import gru_layer_ref
 

@@ -7,13 +7,13 @@ Under Triton's interpreter (CPU) tuning collapses to the heuristic's single conf
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import asdict, dataclass
 
 import torch
 
 from tritongru import tuning_cache
+from tritongru.environment import interpreting
 
 KERNELS = ("forward", "backward", "cell")
 """Kernel names used as tuning keys: the sequence forward, the sequence backward (BPTT), the fused cell."""
@@ -55,11 +55,6 @@ class KernelConfig:
     @classmethod
     def from_dict(cls, data: dict) -> KernelConfig:
         return cls(**{key: data[key] for key in cls.__dataclass_fields__ if key in data})
-
-
-def interpreting() -> bool:
-    """True when Triton runs kernels through its CPU interpreter (``TRITON_INTERPRET=1``)."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 def _pow2_clamp(n: int, low: int, high: int) -> int:

@@ -32,7 +32,8 @@ from tqdm.auto import tqdm
 
 from tritongru import launchers, results, tuning_cache
 from tritongru.bench import PRECISIONS
-from tritongru.configs import KERNELS, KernelConfig, heuristic_config, interpreting
+from tritongru.configs import KERNELS, KernelConfig, heuristic_config
+from tritongru.environment import interpreting
 from tritongru.reference import gru_cell_ref, gru_layer_ref
 from tritongru.variants import check_variant
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from tritongru.configs import interpreting
+from tritongru.environment import interpreting
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
