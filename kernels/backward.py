@@ -1,61 +1,71 @@
-"""Backward kernel (BPTT) of both GRU formulations: the sequential ``dh`` recurrence.
+"""Backward kernel (BPTT) of both GRU formulations: the sequential ``dh`` recurrence, weight-stationary.
 
-Only ``dh`` is sequential; weight, bias and input gradients are large products over all steps done by the
-host afterwards. Step ``t`` (from ``T-1`` down to 0) takes the total gradient ``g = dL/dh_t`` (the output's
-gradient ``grad_hs[t+1]`` plus the carry from step ``t+1``), forms the gate gradients from the gates saved in
-the forward pass, stores them (``dgates_x``, and ``dgates_hn`` for cudnn), and writes ``dL/dh_{t-1}`` to the
-other slot of a two-slot carry buffer.
+Only ``dh`` is sequential; the weight, bias and input gradients are large products over all steps done by the
+host afterwards from the gate gradients this kernel stores. Program ``(i_slice, i_batch)`` owns hidden units
+``[i_slice*BLOCK_H, +BLOCK_H)`` of batch rows ``[i_batch*BLOCK_B, +BLOCK_B)``. It holds the columns
+``W_hh[:, slice]`` of every gate on chip for the whole launch and keeps its float32 slice of ``dh`` in
+registers. Step ``t`` runs from ``t_hi - 1`` down to ``t_lo``; ``g = dh + dL/d output_t`` is the total
+gradient of ``h_t`` (zero output gradient past a sequence's length, where ``g`` passes through unchanged).
 
-cudnn form (one phase): ``dL/dh_{t-1} = g * z + dgates_h @ W_hh`` with ``dgates_h = [dar, daz, dhn]``.
-A program's hidden tile needs ``dgates_h`` over the whole hidden width, so each tile recomputes those
-elementwise gate gradients chunk by chunk inside its reduction loop instead of waiting for other tiles:
-the elementwise work is repeated once per tile, the barrier it saves is not.
+cudnn form (phases 0 and 1, one barrier per step):
+  0. gate gradients of the slice, ``dn = g(1-z); dan = dn(1-n²); dar = dan·hn·r(1-r); daz = g(h-n)z(1-z);
+     dhn = dan·r``; store ``dgates_x[t] = [dar, daz, dan]`` and ``dgates_hn[t] = dhn``; barrier;
+  1. ``dh = g z + [dar, daz, dhn] @ W_hh[:, slice]``, the gate gradients read over the whole width.
+classic form (phases 0, 1 and 2, two barriers per step):
+  0. ``dan = g Z (1-H~²)``, ``daz = g (H~-h) Z(1-Z)``; store them; barrier;
+  1. ``d(Rh) = dan @ W_hn[:, slice]``; ``dar = d(Rh) h R(1-R)``; store it; ``dh = g(1-Z) + d(Rh) R``; barrier;
+  2. ``dh += [dar, daz] @ [W_hr; W_hz][:, slice]``.
+The stored gate gradients are the exchange between programs; every step has its own rows, so nothing is
+overwritten while another program may still read it. Every value is written by exactly one program: no
+atomics on data, bitwise reproducible.
 
-classic form (two phases): the candidate's product ran on ``R * h``, so ``d(R h) = dan @ W_hn`` (a full
-reduction) comes first; phase 1 forms it (``dan`` recomputed chunk by chunk as above), then ``dR``,
-``dar``, ``daz``, the gate gradients and the partial ``g * (1 - Z) + d(R h) * R``; phase 2 (after a barrier,
-or in the next launch) adds ``[dar, daz] @ [W_hr; W_hz]``, which needs ``dar`` over the whole width.
+Launch modes as in :mod:`tritongru.kernels.forward`: the whole sequence with ``GRID_SYNC`` (or one slice), or
+one launch per step and phase (``FIRST_PHASE == LAST_PHASE``), ``carry`` holding ``dh`` between launches (and,
+between a classic step's phases 1 and 2, the partial sum).
 
-Launch modes and layouts as in ``tritongru.kernels.forward``; ``carry`` is ``[2, B, H]``: step ``t`` reads slot
-``t % 2`` and writes slot ``(t + 1) % 2``. Rows past a sequence's length pass ``g`` through unchanged with zero
-gate gradients. Every gradient is written by exactly one program: no atomics, bitwise reproducible.
+Layouts (contiguous): ``grad_out`` ``[T, B, H]``; ``carry`` ``[B, H]`` compute dtype (``dL/dh_{T-1}`` from
+``h_n``'s gradient on the first entry; ``dL/dh0`` after step 0); ``hs`` ``[T+1, B, H]`` and ``gates``
+``[T, B, NG*H]`` as the forward stored them; ``dgates_x`` ``[T, B, 3H]`` and ``dgates_hn`` ``[T, B, H]``
+(cudnn only) in the storage dtype.
 """
 
 import triton
 import triton.language as tl
-from tritongru.kernels.gru_math import dot, hidden_tile
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+from tritongru.kernels.grid_sync import step_barrier
+from tritongru.kernels.gru_math import GATE_N, GATE_R, GATE_Z, accumulate, program_tile, resident_tiles
 
 
 @triton.jit
-def _load_step(
-    rows, o_b, m_b, active, cols, m_c, t, B, H, grad_hs_ptr, carry_in_ptr, hs_ptr, gates_ptr, NG: tl.constexpr
+def _step_inputs(
+    grad_out_ptr, hs_ptr, gates_ptr, t, t_lo, B, H, o_b, o_j, m, p_own, NG: tl.constexpr, ACC_DTYPE: tl.constexpr
 ):
-    """Load, for batch rows ``rows`` (of step ``t``) and hidden columns ``cols``: the total gradient ``g``
-    (zero on inactive rows), ``h_{t-1}``, and the saved gates ``(r, z, n)``; ``p_gates`` points at ``r``."""
-    m = m_b[:, None] & m_c[None, :]
-    g = tl.load(grad_hs_ptr + (rows + B)[:, None] * H + cols[None, :], mask=m, other=0.0)
-    g += tl.load(carry_in_ptr + o_b[:, None] * H + cols[None, :], mask=m, other=0.0)
-    h_prev = tl.load(hs_ptr + rows[:, None] * H + cols[None, :], mask=m, other=0.0)
-    p_gates = gates_ptr + rows[:, None] * (NG * H) + cols[None, :]
-    r = tl.load(p_gates, mask=m, other=0.0)
-    z = tl.load(p_gates + H, mask=m, other=0.0)
-    n = tl.load(p_gates + 2 * H, mask=m, other=0.0)
-    return g, tl.where(active[:, None], g, 0.0), h_prev, r, z, n, p_gates
+    """This tile's inputs of step ``t``: ``dL/d output_t``, ``h_{t-1}`` and the saved gates ``(r, z, n, hn)``
+    (``hn = W_hn h + b_hn``, cudnn only). A prefetch past the end (``t < t_lo``) reads step ``t_lo`` again, which
+    is never used."""
+    t = tl.maximum(t, t_lo)
+    grad_out = tl.load(grad_out_ptr + t * B * H + p_own, mask=m, other=0.0).to(ACC_DTYPE)
+    h_prev = tl.load(hs_ptr + t * B * H + p_own, mask=m, other=0.0).to(ACC_DTYPE)
+    p_gates = gates_ptr + (t * B + o_b)[:, None] * (NG * H) + o_j[None, :]
+    r = tl.load(p_gates + GATE_R * H, mask=m, other=0.0).to(ACC_DTYPE)
+    z = tl.load(p_gates + GATE_Z * H, mask=m, other=0.0).to(ACC_DTYPE)
+    n = tl.load(p_gates + GATE_N * H, mask=m, other=0.0).to(ACC_DTYPE)
+    if NG == 4:
+        hn = tl.load(p_gates + 3 * H, mask=m, other=0.0).to(ACC_DTYPE)
+    else:
+        hn = tl.zeros_like(n)
+    return grad_out, h_prev, r, z, n, hn
 
 
-@triton.jit
-def _cudnn_gate_grads(g, h_prev, r, z, n, hn):
-    """Gate gradients of ``h' = (1 - z) n + z h``, ``n = tanh(xn + r hn)``: (dar, daz, dan, dhn)."""
-    dn = g * (1.0 - z)
-    dan = dn * (1.0 - n * n)
-    dar = dan * hn * r * (1.0 - r)
-    daz = g * (h_prev - n) * z * (1.0 - z)
-    return dar, daz, dan, dan * r
-
-
-@triton.jit
+@triton.heuristics(
+    {
+        "HAS_LENGTHS": lambda args: args["lengths_ptr"] is not None,
+        "K_CHUNKS": lambda args: triton.cdiv(args["H"], args["BLOCK_K"]),
+    }
+)
+@triton.jit(do_not_specialize=["t_lo", "t_hi", "spin_limit"])
 def gru_backward_kernel(
-    grad_hs_ptr,
+    grad_out_ptr,
     carry_ptr,
     hs_ptr,
     gates_ptr,
@@ -63,180 +73,87 @@ def gru_backward_kernel(
     dgates_x_ptr,
     dgates_hn_ptr,
     lengths_ptr,
-    t_hi,
+    sync_ptr,
     t_lo,
+    t_hi,
     B,
     H,
+    spin_limit,
     CLASSIC: tl.constexpr,
-    RUN_PHASE_1: tl.constexpr,
-    RUN_PHASE_2: tl.constexpr,
-    HAS_LENGTHS: tl.constexpr,
+    FIRST_PHASE: tl.constexpr,
+    LAST_PHASE: tl.constexpr,
+    GRID_SYNC: tl.constexpr,
+    USE_PDL: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     BLOCK_B: tl.constexpr,
     BLOCK_H: tl.constexpr,
     BLOCK_K: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr,
+    K_CHUNKS: tl.constexpr,
 ):
-    """Runs steps ``t_hi - 1`` down to ``t_lo``."""
-    i_b = tl.program_id(0)
-    i_h = tl.program_id(1)
-    n_h_programs = tl.num_programs(1)
-    n_tiles = tl.cdiv(H, BLOCK_H)
+    """Steps ``t_hi - 1`` down to ``t_lo``, phases ``FIRST_PHASE .. LAST_PHASE`` of each; see the module docstring."""
     NG: tl.constexpr = 3 if CLASSIC else 4
+    BARRIERS_PER_STEP: tl.constexpr = 2 if CLASSIC else 1
+    n_slices = tl.num_programs(0)
+    o_b, m_b, o_j, m_j, m, p_own = program_tile(B, H, BLOCK_B, BLOCK_H)
+    if USE_PDL:
+        gdc_launch_dependents()
 
-    o_b = (i_b * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
-    m_b = o_b < B
+    # Loaded once, held for the whole launch: the columns W_hg[:, slice], one tuple of K chunks per gate.
+    w_r = resident_tiles(w_hh_ptr + GATE_R * H * H, H, 1, o_j, m_j, H, K_CHUNKS, BLOCK_K, BLOCK_H)
+    w_z = resident_tiles(w_hh_ptr + GATE_Z * H * H, H, 1, o_j, m_j, H, K_CHUNKS, BLOCK_K, BLOCK_H)
+    w_n = resident_tiles(w_hh_ptr + GATE_N * H * H, H, 1, o_j, m_j, H, K_CHUNKS, BLOCK_K, BLOCK_H)
     if HAS_LENGTHS:
-        lengths = tl.load(lengths_ptr + o_b, mask=m_b, other=0)
-    o_k = tl.arange(0, BLOCK_K)
+        length = tl.load(lengths_ptr + o_b, mask=m_b, other=0).to(tl.int32)
+    inputs = _step_inputs(grad_out_ptr, hs_ptr, gates_ptr, t_hi - 1, t_lo, B, H, o_b, o_j, m, p_own, NG, ACC_DTYPE)
+    if USE_PDL:
+        gdc_wait()
+    dh = tl.load(carry_ptr + p_own, mask=m, other=0.0)
 
-    for i_step in range(t_lo, t_hi):
-        t = t_hi - 1 - (i_step - t_lo)
-        rows = t * B + o_b
-        carry_in_ptr = carry_ptr + (t % 2) * B * H
-        carry_out_ptr = carry_ptr + ((t + 1) % 2) * B * H
+    for i in tl.range(0, t_hi - t_lo, num_stages=1):
+        t = t_hi - 1 - i
+        grad_out, h_prev, r, z, n, hn = inputs
+        # the previous step's own inputs do not depend on any barrier: load them before waiting
+        inputs = _step_inputs(grad_out_ptr, hs_ptr, gates_ptr, t - 1, t_lo, B, H, o_b, o_j, m, p_own, NG, ACC_DTYPE)
         if HAS_LENGTHS:
-            active = m_b & (t < lengths)
+            active = (t < length)[:, None]
         else:
-            active = m_b
+            active = m_b[:, None]
+        g = dh + tl.where(active, grad_out, 0.0)
+        g_active = tl.where(active, g, 0.0)
+        barrier = i * BARRIERS_PER_STEP
+        p_step = dgates_x_ptr + t * B * (3 * H)
+        p_dgates = p_step + o_b[:, None] * (3 * H) + o_j[None, :]
+        acc = tl.zeros((BLOCK_B, BLOCK_H), dtype=ACC_DTYPE)
         if CLASSIC:
-            if RUN_PHASE_1:
-                for i_tile in range(i_h, n_tiles, n_h_programs):
-                    o_j, m_j, m = hidden_tile(i_tile, H, m_b, BLOCK_H)
-                    # d(R h)[:, j] = sum_k dan[:, k] W_hn[k, j], dan = g Z (1 - H~^2) recomputed per chunk
-                    d_rh = tl.zeros((BLOCK_B, BLOCK_H), dtype=ACC_DTYPE)
-                    for k0 in range(0, H, BLOCK_K):
-                        k = k0 + o_k
-                        m_k = k < H
-                        _, g_k, _, _, z_k, n_k, _ = _load_step(
-                            rows,
-                            o_b,
-                            m_b,
-                            active,
-                            k,
-                            m_k,
-                            t,
-                            B,
-                            H,
-                            grad_hs_ptr,
-                            carry_in_ptr,
-                            hs_ptr,
-                            gates_ptr,
-                            NG,
-                        )
-                        dan_k = g_k * z_k * (1.0 - n_k * n_k)
-                        w = tl.load(
-                            w_hh_ptr + (2 * H + k[:, None]) * H + o_j[None, :],
-                            mask=m_k[:, None] & m_j[None, :],
-                            other=0.0,
-                        )
-                        d_rh = dot(dan_k, w, d_rh, DOT_PRECISION)
-                    g_raw, g, h_prev, r, z, n, _ = _load_step(
-                        rows,
-                        o_b,
-                        m_b,
-                        active,
-                        o_j,
-                        m_j,
-                        t,
-                        B,
-                        H,
-                        grad_hs_ptr,
-                        carry_in_ptr,
-                        hs_ptr,
-                        gates_ptr,
-                        NG,
-                    )
-                    dar = d_rh * h_prev * r * (1.0 - r)
-                    daz = g * (n - h_prev) * z * (1.0 - z)
-                    dan = g * z * (1.0 - n * n)
-                    p_dgates = dgates_x_ptr + rows[:, None] * (3 * H) + o_j[None, :]
-                    tl.store(p_dgates, dar, mask=m)
-                    tl.store(p_dgates + H, daz, mask=m)
-                    tl.store(p_dgates + 2 * H, dan, mask=m)
-                    dh_prev = tl.where(active[:, None], g * (1.0 - z) + d_rh * r, g_raw)
-                    tl.store(carry_out_ptr + o_b[:, None] * H + o_j[None, :], dh_prev, mask=m)
-                # dar, daz must be complete over the whole hidden width before phase 2 reduces over them
-                tl.debug_barrier()
-            if RUN_PHASE_2:
-                for i_tile in range(i_h, n_tiles, n_h_programs):
-                    o_j, m_j, m = hidden_tile(i_tile, H, m_b, BLOCK_H)
-                    acc = tl.zeros((BLOCK_B, BLOCK_H), dtype=ACC_DTYPE)
-                    for k0 in range(0, 2 * H, BLOCK_K):
-                        # [dar, daz] @ [W_hr; W_hz]: k runs over the first 2H gate columns
-                        k = k0 + o_k
-                        m_k = k < 2 * H
-                        d = tl.load(
-                            dgates_x_ptr + rows[:, None] * (3 * H) + k[None, :],
-                            mask=m_b[:, None] & m_k[None, :],
-                            other=0.0,
-                        )
-                        w = tl.load(
-                            w_hh_ptr + k[:, None] * H + o_j[None, :],
-                            mask=m_k[:, None] & m_j[None, :],
-                            other=0.0,
-                        )
-                        acc = dot(d, w, acc, DOT_PRECISION)
-                    p_carry = carry_out_ptr + o_b[:, None] * H + o_j[None, :]
-                    tl.store(p_carry, tl.load(p_carry, mask=m, other=0.0) + acc, mask=m)
+            if FIRST_PHASE <= 0:
+                dan = g_active * z * (1.0 - n * n)
+                daz = g_active * (n - h_prev) * z * (1.0 - z)
+                tl.store(p_dgates + GATE_Z * H, daz, mask=m)
+                tl.store(p_dgates + GATE_N * H, dan, mask=m)
+                step_barrier(sync_ptr, tl.program_id(1), n_slices * (barrier + 1), spin_limit, GRID_SYNC)
+            if FIRST_PHASE <= 1 and LAST_PHASE >= 1:
+                d_rh = accumulate(acc, p_step + GATE_N * H, 3 * H, o_b, m_b, H, w_n, DOT_PRECISION, BLOCK_K, K_CHUNKS)
+                tl.store(p_dgates + GATE_R * H, d_rh * h_prev * r * (1.0 - r), mask=m)
+                # the partial sum; [dar, daz] @ [W_hr; W_hz] is added once dar is complete (phase 2)
+                dh = tl.where(active, g * (1.0 - z) + d_rh * r, g)
+                step_barrier(sync_ptr, tl.program_id(1), n_slices * (barrier + 2), spin_limit, GRID_SYNC)
+            if LAST_PHASE >= 2:
+                acc = accumulate(acc, p_step + GATE_R * H, 3 * H, o_b, m_b, H, w_r, DOT_PRECISION, BLOCK_K, K_CHUNKS)
+                acc = accumulate(acc, p_step + GATE_Z * H, 3 * H, o_b, m_b, H, w_z, DOT_PRECISION, BLOCK_K, K_CHUNKS)
+                dh += acc
         else:
-            for i_tile in range(i_h, n_tiles, n_h_programs):
-                o_j, m_j, m = hidden_tile(i_tile, H, m_b, BLOCK_H)
-                # sum_k dgates_h[:, k] W_hh[k, j] over the three gates, dgates_h recomputed per chunk
-                acc = tl.zeros((BLOCK_B, BLOCK_H), dtype=ACC_DTYPE)
-                for k0 in range(0, H, BLOCK_K):
-                    k = k0 + o_k
-                    m_k = k < H
-                    _, g_k, h_k, r_k, z_k, n_k, p_gates_k = _load_step(
-                        rows,
-                        o_b,
-                        m_b,
-                        active,
-                        k,
-                        m_k,
-                        t,
-                        B,
-                        H,
-                        grad_hs_ptr,
-                        carry_in_ptr,
-                        hs_ptr,
-                        gates_ptr,
-                        NG,
-                    )
-                    hn_k = tl.load(p_gates_k + 3 * H, mask=m_b[:, None] & m_k[None, :], other=0.0)
-                    dar_k, daz_k, _, dhn_k = _cudnn_gate_grads(g_k, h_k, r_k, z_k, n_k, hn_k)
-                    p_w = w_hh_ptr + k[:, None] * H + o_j[None, :]
-                    m_w = m_k[:, None] & m_j[None, :]
-                    w = tl.load(p_w, mask=m_w, other=0.0)
-                    acc = dot(dar_k, w, acc, DOT_PRECISION)
-                    w = tl.load(p_w + H * H, mask=m_w, other=0.0)
-                    acc = dot(daz_k, w, acc, DOT_PRECISION)
-                    w = tl.load(p_w + 2 * H * H, mask=m_w, other=0.0)
-                    acc = dot(dhn_k, w, acc, DOT_PRECISION)
-                g_raw, g, h_prev, r, z, n, p_gates = _load_step(
-                    rows,
-                    o_b,
-                    m_b,
-                    active,
-                    o_j,
-                    m_j,
-                    t,
-                    B,
-                    H,
-                    grad_hs_ptr,
-                    carry_in_ptr,
-                    hs_ptr,
-                    gates_ptr,
-                    NG,
-                )
-                hn = tl.load(p_gates + 3 * H, mask=m, other=0.0)
-                dar, daz, dan, dhn = _cudnn_gate_grads(g, h_prev, r, z, n, hn)
-                p_dgates = dgates_x_ptr + rows[:, None] * (3 * H) + o_j[None, :]
-                tl.store(p_dgates, dar, mask=m)
-                tl.store(p_dgates + H, daz, mask=m)
-                tl.store(p_dgates + 2 * H, dan, mask=m)
-                tl.store(dgates_hn_ptr + rows[:, None] * H + o_j[None, :], dhn, mask=m)
-                dh_prev = tl.where(active[:, None], g * z + acc, g_raw)
-                tl.store(carry_out_ptr + o_b[:, None] * H + o_j[None, :], dh_prev, mask=m)
-        # dL/dh_{t-1} must be complete before step t - 1 reads it
-        tl.debug_barrier()
+            if FIRST_PHASE <= 0:
+                dan = g_active * (1.0 - z) * (1.0 - n * n)
+                tl.store(p_dgates + GATE_R * H, dan * hn * r * (1.0 - r), mask=m)
+                tl.store(p_dgates + GATE_Z * H, g_active * (h_prev - n) * z * (1.0 - z), mask=m)
+                tl.store(p_dgates + GATE_N * H, dan, mask=m)
+                tl.store(dgates_hn_ptr + t * B * H + p_own, dan * r, mask=m)
+                step_barrier(sync_ptr, tl.program_id(1), n_slices * (barrier + 1), spin_limit, GRID_SYNC)
+            if LAST_PHASE >= 1:
+                acc = accumulate(acc, p_step + GATE_R * H, 3 * H, o_b, m_b, H, w_r, DOT_PRECISION, BLOCK_K, K_CHUNKS)
+                acc = accumulate(acc, p_step + GATE_Z * H, 3 * H, o_b, m_b, H, w_z, DOT_PRECISION, BLOCK_K, K_CHUNKS)
+                acc = accumulate(acc, dgates_hn_ptr + t * B * H, H, o_b, m_b, H, w_n, DOT_PRECISION, BLOCK_K, K_CHUNKS)
+                dh = tl.where(active, g * z, g) + acc
+    tl.store(carry_ptr + p_own, dh, mask=m)

@@ -1,425 +1,211 @@
-"""Forward kernel of both GRU formulations: the fused recurrent step, run as a sequence or as a cell.
+"""Forward kernel of both GRU formulations: the weight-stationary recurrent step, as a sequence or a cell.
 
-One program owns ``BLOCK_B`` batch rows. For each time step it loops over the hidden tiles given to it
-(``range(i_h, n_tiles, n_h_programs)``) and, per tile, forms the hidden product ``h @ W_hh^T`` of the gates it
-needs, adds the input side and the biases, applies sigmoid/tanh and the Z interpolation, and stores ``h_t``.
-Gates never round-trip through memory unless ``STORE_GATES`` (training) saves them for backward.
+Program ``(i_slice, i_batch)`` owns hidden units ``[i_slice*BLOCK_H, +BLOCK_H)`` of batch rows
+``[i_batch*BLOCK_B, +BLOCK_B)``. It loads the three gate rows of ``W_hh`` for its units once and holds them on
+chip for the whole launch, keeps its float32 slice of ``h`` in registers across steps, and reads the full
+``h_{t-1}`` (written by every program of its batch block) from ``hs``, which is both the output and the
+exchange buffer: step ``t`` reads ``hs[t]`` and writes its slice of ``hs[t+1]``, so no slot is ever reused.
 
-Two launch modes share this code (the host picks one, see ``tritongru.launchers``):
-- persistent: grid ``(batch blocks, 1)``, ``t`` over the whole sequence in one launch. The program owns every
-  hidden tile of its rows, so a CTA barrier between steps (and between the classic form's phases) is all the
-  synchronisation needed; programs never read what another program writes.
-- per step: grid ``(batch blocks, hidden tiles)``, one step and one phase per launch; kernel boundaries order
-  the steps.
+cudnn form, one phase per step: one K loop over ``h_{t-1}`` feeds the three products (r, z, n), then
+``r = σ(gi_r + W_hr h + b_hr)``, ``z = σ(...)``, ``n = tanh(gi_n + r (W_hn h + b_hn))``,
+``h_t = (1 - z) n + z h``; store ``hs[t+1]``; barrier.
+classic form, two phases per step: phase 1 forms R and Z (one K loop, two products) and publishes ``R * h``
+to ``rh``; barrier; phase 2 forms ``H~ = tanh(gi_n + W_hn (R h) + b_hn)`` from the whole ``rh`` and
+``h_t = Z H~ + (1 - Z) h``; store ``hs[t+1]``; barrier.
 
-The cudnn form needs one phase per step: ``r * (W_hn h + b_hn)`` only needs the tile's own ``r``. The classic
-form needs ``R * h`` over the *whole* hidden width before the candidate's product ``W_hn (R * h)`` can start,
-so its step has two phases: phase 1 computes ``R`` and writes ``R * h`` to a ``[B, H]`` scratch buffer;
-phase 2 (after a barrier, or in the next launch) computes ``Z`` and the candidate from it.
+Launch modes (chosen by ``tritongru.launchers``):
+- ``GRID_SYNC``: the whole sequence in one cooperative launch, the programs of a batch block meeting at
+  :func:`~tritongru.kernels.grid_sync.step_barrier` after every phase;
+- one slice (``BLOCK_H >= H``): the whole sequence in one launch, CTA barriers only;
+- per step: ``t_hi = t_lo + 1`` and one launch per phase (``FIRST_PHASE == LAST_PHASE``; classic has two);
+  the exact state travels through ``state`` and, between the two phases, ``Z`` through ``z_scratch``. With
+  ``USE_PDL`` a launch loads its weights while the previous one finishes (programmatic dependent launch).
 
-The cell (``FUSE_INPUT``) is the notes' literal concat-matmul: each gate's tile accumulates ``h @ W_h^T`` and
-``x @ W_i^T`` in the kernel instead of reading a precomputed input projection ``gi``.
+The cell (``x_ptr`` given) is the notes' literal concat-matmul: the input side ``x @ W_ih^T + b_ih`` is a
+second set of products in the same kernel instead of a row of a precomputed ``gi``.
 
-Layouts (all contiguous): ``gi`` ``[T, B, 3H]``; ``x`` ``[B, I]`` (cell); ``hs`` ``[T+1, B, H]`` with
-``hs[0] = h0``; ``W_ih`` ``[3H, I]``; ``W_hh`` ``[3H, H]``; biases ``[3H]``; ``gates`` ``[T, B, NG*H]`` with
-``NG = 4`` (cudnn: r, z, n, W_hn h + b_hn) or ``3`` (classic: R, Z, H~); ``rh`` ``[B, H]``. Gate order r, z, n.
-Rows of ``[T, B, *]`` tensors at step ``t`` are ``t * B + b``; ``h_{t-1}`` is row ``t * B + b`` of ``hs``.
+Layouts (contiguous): ``gi`` ``[T, B, 3H]``; ``x`` ``[B, I]``; ``W_ih`` ``[3H, I]``; ``W_hh`` ``[3H, H]``;
+biases ``[3H]``; ``hs`` ``[T+1, B, H]`` storage dtype, ``hs[0] = h0``; ``state`` ``[B, H]`` compute dtype, the
+exact ``h`` at ``t_lo`` on entry and at ``t_hi`` on exit; ``gates`` ``[T, B, NG*H]`` storage dtype with
+``NG = 4`` (cudnn: r, z, n, W_hn h + b_hn) or ``3`` (classic: R, Z, H~); ``rh`` ``[B, H]`` storage dtype.
 """
 
 import triton
 import triton.language as tl
-from tritongru.kernels.gru_math import accumulate_product, hidden_tile, sigmoid, tanh
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+from tritongru.kernels.grid_sync import step_barrier
+from tritongru.kernels.gru_math import (
+    GATE_N,
+    GATE_R,
+    GATE_Z,
+    gate_row,
+    products,
+    program_tile,
+    resident_tiles,
+    sigmoid,
+    tanh,
+)
 
 
 @triton.jit
-def _hidden_product(
-    a_ptr,
-    rows,
-    m_b,
-    w_hh_ptr,
-    gate,
-    o_j,
-    m_j,
-    H,
-    ACC_DTYPE: tl.constexpr,
-    BLOCK_B: tl.constexpr,
-    BLOCK_H: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
-):
-    """Tile of ``a @ W_h{gate}^T``; ``a`` is ``[*, H]``: ``h_{t-1}``, or ``R * h`` for the classic candidate."""
-    acc = tl.zeros((BLOCK_B, BLOCK_H), dtype=ACC_DTYPE)
-    return accumulate_product(
-        acc, a_ptr, H, rows, m_b, w_hh_ptr + gate * H * H, 1, H, o_j, m_j, H, BLOCK_K, DOT_PRECISION
-    )
+def _input_side(gi_ptr, t, t_hi, B, H, o_b, o_j, m, ACC_DTYPE: tl.constexpr):
+    """``(gi_r, gi_z, gi_n)`` of step ``t`` for this tile; a prefetch past the end (``t >= t_hi``) reads the last
+    step again, which is never used."""
+    p = gi_ptr + (tl.minimum(t, t_hi - 1) * B + o_b)[:, None] * (3 * H) + o_j[None, :]
+    gi_r = tl.load(p + GATE_R * H, mask=m, other=0.0).to(ACC_DTYPE)
+    gi_z = tl.load(p + GATE_Z * H, mask=m, other=0.0).to(ACC_DTYPE)
+    gi_n = tl.load(p + GATE_N * H, mask=m, other=0.0).to(ACC_DTYPE)
+    return gi_r, gi_z, gi_n
 
 
-@triton.jit
-def _input_side(
-    gate,
-    o_b,
-    step_rows,
-    m_b,
-    o_j,
-    m_j,
-    gi_ptr,
-    x_ptr,
-    w_ih_ptr,
-    b_ih_ptr,
-    H,
-    I,
-    FUSE_INPUT: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
-    ACC_DTYPE: tl.constexpr,
-    BLOCK_B: tl.constexpr,
-    BLOCK_H: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
-):
-    """Tile of ``x @ W_i{gate}^T + b_i{gate}``: computed here for the cell, read from ``gi`` for a sequence."""
-    if FUSE_INPUT:
-        acc = tl.zeros((BLOCK_B, BLOCK_H), dtype=ACC_DTYPE)
-        acc = accumulate_product(
-            acc, x_ptr, I, o_b, m_b, w_ih_ptr + gate * H * I, 1, I, o_j, m_j, I, BLOCK_K, DOT_PRECISION
-        )
-        if HAS_BIAS:
-            acc += tl.load(b_ih_ptr + gate * H + o_j, mask=m_j, other=0.0).to(ACC_DTYPE)[None, :]
-    else:
-        m = m_b[:, None] & m_j[None, :]
-        acc = tl.load(gi_ptr + step_rows[:, None] * (3 * H) + gate * H + o_j[None, :], mask=m, other=0.0)
-        acc = acc.to(ACC_DTYPE)
-    return acc
-
-
-@triton.jit
-def _hidden_bias(b_hh_ptr, gate, o_j, m_j, H, HAS_BIAS: tl.constexpr, ACC_DTYPE: tl.constexpr, BLOCK_H: tl.constexpr):
-    """``b_h{gate}`` as a ``[1, BLOCK_H]`` row (zeros without bias)."""
-    if HAS_BIAS:
-        return tl.load(b_hh_ptr + gate * H + o_j, mask=m_j, other=0.0).to(ACC_DTYPE)[None, :]
-    return tl.zeros((1, BLOCK_H), dtype=ACC_DTYPE)
-
-
-@triton.jit
-def _gate_preactivation(
-    gate,
-    a_ptr,
-    a_rows,
-    o_b,
-    step_rows,
-    m_b,
-    o_j,
-    m_j,
-    gi_ptr,
-    x_ptr,
-    w_ih_ptr,
-    b_ih_ptr,
-    w_hh_ptr,
-    b_hh_ptr,
-    H,
-    I,
-    FUSE_INPUT: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
-    ACC_DTYPE: tl.constexpr,
-    BLOCK_B: tl.constexpr,
-    BLOCK_H: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
-):
-    """Tile of ``W_i{gate} x + b_i{gate} + W_h{gate} a + b_h{gate}``, the argument of a gate's activation."""
-    return (
-        _input_side(
-            gate,
-            o_b,
-            step_rows,
-            m_b,
-            o_j,
-            m_j,
-            gi_ptr,
-            x_ptr,
-            w_ih_ptr,
-            b_ih_ptr,
-            H,
-            I,
-            FUSE_INPUT,
-            HAS_BIAS,
-            ACC_DTYPE,
-            BLOCK_B,
-            BLOCK_H,
-            BLOCK_K,
-            DOT_PRECISION,
-        )
-        + _hidden_product(
-            a_ptr,
-            a_rows,
-            m_b,
-            w_hh_ptr,
-            gate,
-            o_j,
-            m_j,
-            H,
-            ACC_DTYPE,
-            BLOCK_B,
-            BLOCK_H,
-            BLOCK_K,
-            DOT_PRECISION,
-        )
-        + _hidden_bias(b_hh_ptr, gate, o_j, m_j, H, HAS_BIAS, ACC_DTYPE, BLOCK_H)
-    )
-
-
-@triton.jit
+@triton.heuristics(
+    {
+        "FUSE_INPUT": lambda args: args["x_ptr"] is not None,
+        "HAS_BIAS": lambda args: args["b_hh_ptr"] is not None,
+        "HAS_LENGTHS": lambda args: args["lengths_ptr"] is not None,
+        "STORE_GATES": lambda args: args["gates_ptr"] is not None,
+        "K_CHUNKS": lambda args: triton.cdiv(args["H"], args["BLOCK_K"]),
+        "I_CHUNKS": lambda args: triton.cdiv(args["I"], args["BLOCK_K"]),
+    }
+)
+@triton.jit(do_not_specialize=["t_lo", "t_hi", "spin_limit"])
 def gru_forward_kernel(
     gi_ptr,
     x_ptr,
     w_ih_ptr,
     b_ih_ptr,
-    hs_ptr,
     w_hh_ptr,
     b_hh_ptr,
+    hs_ptr,
+    state_ptr,
     gates_ptr,
     rh_ptr,
+    z_scratch_ptr,
     lengths_ptr,
-    t_begin,
-    t_end,
+    sync_ptr,
+    t_lo,
+    t_hi,
     B,
     H,
     I,
+    spin_limit,
     CLASSIC: tl.constexpr,
-    RUN_PHASE_1: tl.constexpr,
-    RUN_PHASE_2: tl.constexpr,
-    FUSE_INPUT: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
-    HAS_LENGTHS: tl.constexpr,
-    STORE_GATES: tl.constexpr,
+    FIRST_PHASE: tl.constexpr,
+    LAST_PHASE: tl.constexpr,
+    GRID_SYNC: tl.constexpr,
+    USE_PDL: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     BLOCK_B: tl.constexpr,
     BLOCK_H: tl.constexpr,
     BLOCK_K: tl.constexpr,
+    FUSE_INPUT: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr,
+    STORE_GATES: tl.constexpr,
+    K_CHUNKS: tl.constexpr,
+    I_CHUNKS: tl.constexpr,
 ):
-    i_b = tl.program_id(0)
-    i_h = tl.program_id(1)
-    n_h_programs = tl.num_programs(1)
-    n_tiles = tl.cdiv(H, BLOCK_H)
+    """Steps ``t_lo .. t_hi-1``, phases ``FIRST_PHASE .. LAST_PHASE`` of each; see the module docstring."""
     NG: tl.constexpr = 3 if CLASSIC else 4
+    BARRIERS_PER_STEP: tl.constexpr = 2 if CLASSIC else 1
+    RUN_PHASE_1: tl.constexpr = FIRST_PHASE == 0
+    RUN_PHASE_2: tl.constexpr = LAST_PHASE == BARRIERS_PER_STEP - 1
+    n_slices = tl.num_programs(0)
+    o_b, m_b, o_j, m_j, m, p_own = program_tile(B, H, BLOCK_B, BLOCK_H)
+    if USE_PDL:
+        gdc_launch_dependents()
 
-    o_b = (i_b * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
-    m_b = o_b < B
+    # Loaded once, held for the whole launch: W_hg^T for this slice, one tuple of K chunks per gate (only
+    # the gates of the phases this launch runs: classic phase 1 multiplies by W_hr, W_hz, phase 2 by W_hn).
+    if RUN_PHASE_1 or not CLASSIC:
+        w_r = resident_tiles(w_hh_ptr + GATE_R * H * H, 1, H, o_j, m_j, H, K_CHUNKS, BLOCK_K, BLOCK_H)
+        w_z = resident_tiles(w_hh_ptr + GATE_Z * H * H, 1, H, o_j, m_j, H, K_CHUNKS, BLOCK_K, BLOCK_H)
+    if RUN_PHASE_2 or not CLASSIC:
+        w_n = resident_tiles(w_hh_ptr + GATE_N * H * H, 1, H, o_j, m_j, H, K_CHUNKS, BLOCK_K, BLOCK_H)
+    b_hr = tl.zeros((1, BLOCK_H), dtype=ACC_DTYPE)
+    b_hz = tl.zeros((1, BLOCK_H), dtype=ACC_DTYPE)
+    b_hn = tl.zeros((1, BLOCK_H), dtype=ACC_DTYPE)
+    if HAS_BIAS:
+        b_hr = gate_row(b_hh_ptr, GATE_R, o_j, m_j, H, ACC_DTYPE)
+        b_hz = gate_row(b_hh_ptr, GATE_Z, o_j, m_j, H, ACC_DTYPE)
+        b_hn = gate_row(b_hh_ptr, GATE_N, o_j, m_j, H, ACC_DTYPE)
+    if FUSE_INPUT:
+        # the cell: [h, x] @ [W_hh | W_ih]^T, the input half here (its one step needs no residency)
+        w_ir = resident_tiles(w_ih_ptr + GATE_R * H * I, 1, I, o_j, m_j, I, I_CHUNKS, BLOCK_K, BLOCK_H)
+        w_iz = resident_tiles(w_ih_ptr + GATE_Z * H * I, 1, I, o_j, m_j, I, I_CHUNKS, BLOCK_K, BLOCK_H)
+        w_in = resident_tiles(w_ih_ptr + GATE_N * H * I, 1, I, o_j, m_j, I, I_CHUNKS, BLOCK_K, BLOCK_H)
+        gx_r, gx_z, gx_n = products(
+            x_ptr, I, o_b, m_b, I, (w_ir, w_iz, w_in), ACC_DTYPE, DOT_PRECISION, BLOCK_B, BLOCK_H, BLOCK_K, I_CHUNKS
+        )
+        if HAS_BIAS:
+            gx_r += gate_row(b_ih_ptr, GATE_R, o_j, m_j, H, ACC_DTYPE)
+            gx_z += gate_row(b_ih_ptr, GATE_Z, o_j, m_j, H, ACC_DTYPE)
+            gx_n += gate_row(b_ih_ptr, GATE_N, o_j, m_j, H, ACC_DTYPE)
+    else:
+        gx_r, gx_z, gx_n = _input_side(gi_ptr, t_lo, t_hi, B, H, o_b, o_j, m, ACC_DTYPE)
     if HAS_LENGTHS:
-        lengths = tl.load(lengths_ptr + o_b, mask=m_b, other=0)
+        length = tl.load(lengths_ptr + o_b, mask=m_b, other=0).to(tl.int32)
+    if USE_PDL:
+        # everything above is independent of the previous launch; the state and hs are not
+        gdc_wait()
+    h = tl.load(state_ptr + p_own, mask=m, other=0.0)
 
-    for t in range(t_begin, t_end):
-        step_rows = t * B + o_b
+    for t in tl.range(t_lo, t_hi, num_stages=1):
         if HAS_LENGTHS:
-            active = m_b & (t < lengths)
+            active = (t < length)[:, None]
         else:
-            active = m_b
+            active = m_b[:, None]
+        p_prev = hs_ptr + t * B * H
+        barrier = (t - t_lo) * BARRIERS_PER_STEP
+        if STORE_GATES:
+            p_gates = gates_ptr + (t * B + o_b)[:, None] * (NG * H) + o_j[None, :]
         if CLASSIC:
             if RUN_PHASE_1:
-                for i_tile in range(i_h, n_tiles, n_h_programs):
-                    o_j, m_j, m = hidden_tile(i_tile, H, m_b, BLOCK_H)
-                    r = sigmoid(
-                        _gate_preactivation(
-                            0,
-                            hs_ptr,
-                            step_rows,
-                            o_b,
-                            step_rows,
-                            m_b,
-                            o_j,
-                            m_j,
-                            gi_ptr,
-                            x_ptr,
-                            w_ih_ptr,
-                            b_ih_ptr,
-                            w_hh_ptr,
-                            b_hh_ptr,
-                            H,
-                            I,
-                            FUSE_INPUT,
-                            HAS_BIAS,
-                            ACC_DTYPE,
-                            BLOCK_B,
-                            BLOCK_H,
-                            BLOCK_K,
-                            DOT_PRECISION,
-                        )
-                    )
-                    h_prev = tl.load(hs_ptr + step_rows[:, None] * H + o_j[None, :], mask=m, other=0.0)
-                    tl.store(rh_ptr + o_b[:, None] * H + o_j[None, :], r * h_prev, mask=m)
-                    if STORE_GATES:
-                        tl.store(gates_ptr + step_rows[:, None] * (NG * H) + o_j[None, :], r, mask=m)
-                # R * h must be complete over the whole hidden width before phase 2 reads it
-                tl.debug_barrier()
-            if RUN_PHASE_2:
-                for i_tile in range(i_h, n_tiles, n_h_programs):
-                    o_j, m_j, m = hidden_tile(i_tile, H, m_b, BLOCK_H)
-                    z = sigmoid(
-                        _gate_preactivation(
-                            1,
-                            hs_ptr,
-                            step_rows,
-                            o_b,
-                            step_rows,
-                            m_b,
-                            o_j,
-                            m_j,
-                            gi_ptr,
-                            x_ptr,
-                            w_ih_ptr,
-                            b_ih_ptr,
-                            w_hh_ptr,
-                            b_hh_ptr,
-                            H,
-                            I,
-                            FUSE_INPUT,
-                            HAS_BIAS,
-                            ACC_DTYPE,
-                            BLOCK_B,
-                            BLOCK_H,
-                            BLOCK_K,
-                            DOT_PRECISION,
-                        )
-                    )
-                    n = tanh(
-                        _gate_preactivation(
-                            2,
-                            rh_ptr,
-                            o_b,
-                            o_b,
-                            step_rows,
-                            m_b,
-                            o_j,
-                            m_j,
-                            gi_ptr,
-                            x_ptr,
-                            w_ih_ptr,
-                            b_ih_ptr,
-                            w_hh_ptr,
-                            b_hh_ptr,
-                            H,
-                            I,
-                            FUSE_INPUT,
-                            HAS_BIAS,
-                            ACC_DTYPE,
-                            BLOCK_B,
-                            BLOCK_H,
-                            BLOCK_K,
-                            DOT_PRECISION,
-                        )
-                    )
-                    h_prev = tl.load(hs_ptr + step_rows[:, None] * H + o_j[None, :], mask=m, other=0.0)
-                    h_new = tl.where(active[:, None], z * n + (1.0 - z) * h_prev, h_prev)
-                    tl.store(hs_ptr + (step_rows + B)[:, None] * H + o_j[None, :], h_new, mask=m)
-                    if STORE_GATES:
-                        p_gates = gates_ptr + step_rows[:, None] * (NG * H) + o_j[None, :]
-                        tl.store(p_gates + H, z, mask=m)
-                        tl.store(p_gates + 2 * H, n, mask=m)
-        else:
-            for i_tile in range(i_h, n_tiles, n_h_programs):
-                o_j, m_j, m = hidden_tile(i_tile, H, m_b, BLOCK_H)
-                r = sigmoid(
-                    _gate_preactivation(
-                        0,
-                        hs_ptr,
-                        step_rows,
-                        o_b,
-                        step_rows,
-                        m_b,
-                        o_j,
-                        m_j,
-                        gi_ptr,
-                        x_ptr,
-                        w_ih_ptr,
-                        b_ih_ptr,
-                        w_hh_ptr,
-                        b_hh_ptr,
-                        H,
-                        I,
-                        FUSE_INPUT,
-                        HAS_BIAS,
-                        ACC_DTYPE,
-                        BLOCK_B,
-                        BLOCK_H,
-                        BLOCK_K,
-                        DOT_PRECISION,
-                    )
+                acc_r, acc_z = products(
+                    p_prev, H, o_b, m_b, H, (w_r, w_z), ACC_DTYPE, DOT_PRECISION, BLOCK_B, BLOCK_H, BLOCK_K, K_CHUNKS
                 )
-                z = sigmoid(
-                    _gate_preactivation(
-                        1,
-                        hs_ptr,
-                        step_rows,
-                        o_b,
-                        step_rows,
-                        m_b,
-                        o_j,
-                        m_j,
-                        gi_ptr,
-                        x_ptr,
-                        w_ih_ptr,
-                        b_ih_ptr,
-                        w_hh_ptr,
-                        b_hh_ptr,
-                        H,
-                        I,
-                        FUSE_INPUT,
-                        HAS_BIAS,
-                        ACC_DTYPE,
-                        BLOCK_B,
-                        BLOCK_H,
-                        BLOCK_K,
-                        DOT_PRECISION,
-                    )
-                )
-                # r scales only the hidden half of the candidate: that is what makes this one phase
-                hn = _hidden_product(
-                    hs_ptr,
-                    step_rows,
-                    m_b,
-                    w_hh_ptr,
-                    2,
-                    o_j,
-                    m_j,
-                    H,
-                    ACC_DTYPE,
-                    BLOCK_B,
-                    BLOCK_H,
-                    BLOCK_K,
-                    DOT_PRECISION,
-                ) + _hidden_bias(b_hh_ptr, 2, o_j, m_j, H, HAS_BIAS, ACC_DTYPE, BLOCK_H)
-                n = tanh(
-                    _input_side(
-                        2,
-                        o_b,
-                        step_rows,
-                        m_b,
-                        o_j,
-                        m_j,
-                        gi_ptr,
-                        x_ptr,
-                        w_ih_ptr,
-                        b_ih_ptr,
-                        H,
-                        I,
-                        FUSE_INPUT,
-                        HAS_BIAS,
-                        ACC_DTYPE,
-                        BLOCK_B,
-                        BLOCK_H,
-                        BLOCK_K,
-                        DOT_PRECISION,
-                    )
-                    + r * hn
-                )
-                h_prev = tl.load(hs_ptr + step_rows[:, None] * H + o_j[None, :], mask=m, other=0.0)
-                h_new = tl.where(active[:, None], (1.0 - z) * n + z * h_prev, h_prev)
-                tl.store(hs_ptr + (step_rows + B)[:, None] * H + o_j[None, :], h_new, mask=m)
+                r = sigmoid(gx_r + acc_r + b_hr)
+                z = sigmoid(gx_z + acc_z + b_hz)
+                tl.store(rh_ptr + p_own, r * h, mask=m)
                 if STORE_GATES:
-                    p_gates = gates_ptr + step_rows[:, None] * (NG * H) + o_j[None, :]
-                    tl.store(p_gates, r, mask=m)
-                    tl.store(p_gates + H, z, mask=m)
-                    tl.store(p_gates + 2 * H, n, mask=m)
-                    tl.store(p_gates + 3 * H, hn, mask=m)
-        # h_t must be complete, across every thread of the program, before step t + 1 reads it
-        tl.debug_barrier()
+                    tl.store(p_gates + GATE_R * H, r, mask=m)
+                if not RUN_PHASE_2:
+                    tl.store(z_scratch_ptr + p_own, z, mask=m)
+                # R * h must be complete over the whole hidden width before phase 2 reads it
+                step_barrier(sync_ptr, tl.program_id(1), n_slices * (barrier + 1), spin_limit, GRID_SYNC)
+            if RUN_PHASE_2:
+                if not RUN_PHASE_1:
+                    z = tl.load(z_scratch_ptr + p_own, mask=m, other=0.0)
+                (acc_n,) = products(
+                    rh_ptr, H, o_b, m_b, H, (w_n,), ACC_DTYPE, DOT_PRECISION, BLOCK_B, BLOCK_H, BLOCK_K, K_CHUNKS
+                )
+                n = tanh(gx_n + acc_n + b_hn)
+                h = tl.where(active, z * n + (1.0 - z) * h, h)
+                if STORE_GATES:
+                    tl.store(p_gates + GATE_Z * H, z, mask=m)
+                    tl.store(p_gates + GATE_N * H, n, mask=m)
+        else:
+            acc_r, acc_z, acc_n = products(
+                p_prev, H, o_b, m_b, H, (w_r, w_z, w_n), ACC_DTYPE, DOT_PRECISION, BLOCK_B, BLOCK_H, BLOCK_K, K_CHUNKS
+            )
+            r = sigmoid(gx_r + acc_r + b_hr)
+            z = sigmoid(gx_z + acc_z + b_hz)
+            # r scales only the hidden half of the candidate: that is what makes this one phase
+            hn = acc_n + b_hn
+            n = tanh(gx_n + r * hn)
+            h = tl.where(active, (1.0 - z) * n + z * h, h)
+            if STORE_GATES:
+                tl.store(p_gates + GATE_R * H, r, mask=m)
+                tl.store(p_gates + GATE_Z * H, z, mask=m)
+                tl.store(p_gates + GATE_N * H, n, mask=m)
+                tl.store(p_gates + 3 * H, hn, mask=m)
+        if RUN_PHASE_2:
+            tl.store(p_prev + B * H + p_own, h, mask=m)
+            if not FUSE_INPUT:
+                # the next step's input side does not depend on the barrier: load it before waiting
+                gx_r, gx_z, gx_n = _input_side(gi_ptr, t + 1, t_hi, B, H, o_b, o_j, m, ACC_DTYPE)
+            # h_t must be complete over the whole hidden width before step t + 1 reads it
+            step_barrier(sync_ptr, tl.program_id(1), n_slices * (barrier + BARRIERS_PER_STEP), spin_limit, GRID_SYNC)
+    if RUN_PHASE_2:
+        tl.store(state_ptr + p_own, h, mask=m)

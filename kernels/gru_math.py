@@ -1,9 +1,21 @@
-"""Shared ``@triton.jit`` helpers: numerically stable activations and the tile product of a gate."""
+"""Shared ``@triton.jit`` helpers: gate names, activations, tiles of a program, and the products of a step.
+
+Every recurrent program owns one tile of ``BLOCK_B`` batch rows x ``BLOCK_H`` hidden units (its *slice*). The
+weights it multiplies by are loaded once per launch as tuples of ``[BLOCK_K, BLOCK_H]`` tiles
+(:func:`resident_tiles`), one tuple per gate, and stay on chip while the time loop runs; a step's products
+(:func:`products`, :func:`accumulate`) stream the full-width operand (``h_{t-1}``, ``R * h``, gate gradients)
+from global memory chunk by chunk against them.
+"""
 
 import triton
 import triton.language as tl
 
 from tritongru.environment import interpreting
+
+GATE_R: tl.constexpr = tl.constexpr(0)
+GATE_Z: tl.constexpr = tl.constexpr(1)
+GATE_N: tl.constexpr = tl.constexpr(2)
+"""Gate order everywhere, as torch stores it: ``W = [W_r; W_z; W_n]``, gate ``g`` in rows ``g*H .. g*H+H-1``."""
 
 # Triton's interpreter multiplies bfloat16 ``tl.dot`` operands as raw bits (seen with triton 3.9); there the
 # operands are widened to float32 first, which is exact (a product of two bf16 values fits in float32).
@@ -27,12 +39,21 @@ def tanh(x):
 
 
 @triton.jit
-def hidden_tile(i_tile, H, m_b, BLOCK_H: tl.constexpr):
-    """Hidden tile ``i_tile``: its column offsets ``o_j``, their mask ``m_j``, and the ``[BLOCK_B, BLOCK_H]`` mask
-    with the batch rows ``m_b``."""
-    o_j = i_tile * BLOCK_H + tl.arange(0, BLOCK_H)
+def program_tile(B, H, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
+    """This program's tile: batch rows ``o_b`` (int64) and their mask ``m_b``, hidden units ``o_j`` and their
+    mask ``m_j``, the ``[BLOCK_B, BLOCK_H]`` mask ``m`` and the tile's offsets ``p_own`` in a ``[B, H]`` array.
+    Grid axis 0 runs over hidden slices, axis 1 over batch blocks."""
+    o_j = tl.program_id(0) * BLOCK_H + tl.arange(0, BLOCK_H)
+    o_b = (tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
+    m_b = o_b < B
     m_j = o_j < H
-    return o_j, m_j, m_b[:, None] & m_j[None, :]
+    return o_b, m_b, o_j, m_j, m_b[:, None] & m_j[None, :], o_b[:, None] * H + o_j[None, :]
+
+
+@triton.jit
+def gate_row(p, gate, o_j, m_j, H, ACC_DTYPE: tl.constexpr):
+    """``p[gate*H + j]`` for this slice's units, as a ``[1, BLOCK_H]`` row in ``ACC_DTYPE`` (a bias)."""
+    return tl.load(p + gate * H + o_j, mask=m_j, other=0.0).to(ACC_DTYPE)[None, :]
 
 
 @triton.jit
@@ -47,36 +68,72 @@ def dot(a, w, acc, DOT_PRECISION: tl.constexpr):
 
 
 @triton.jit
-def accumulate_product(
-    acc,
-    a_ptr,
-    a_row_stride,
-    rows,
-    m_b,
-    w_ptr,
-    w_stride_k,
-    w_stride_j,
-    o_j,
-    m_j,
-    K,
-    BLOCK_K: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+def resident_tiles(
+    p_w, stride_k, stride_j, o_j, m_j, K, K_CHUNKS: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_H: tl.constexpr
 ):
-    """``acc[b, j] += sum_k a[rows[b], k] * w[k, j]`` over ``k < K``, for one ``[BLOCK_B, BLOCK_H]`` tile.
-
-    ``a`` is row-major with row stride ``a_row_stride``, ``rows`` its (int64) row indices; element ``w[k, j]`` lives at
-    ``w_ptr + k * w_stride_k + j * w_stride_j``, so the same helper reads ``W`` (backward, ``w[k, j] = W[k, j]``)
-    and ``W^T`` (forward, ``w[k, j] = W[j, k]``); see :func:`dot` for precision.
-    """
+    """One gate's weights for this slice, held for the whole launch: a tuple of ``K_CHUNKS`` tiles
+    ``[BLOCK_K, BLOCK_H]``, tile ``c`` holding ``w[c*BLOCK_K + k, j]`` at ``p_w + k*stride_k + j*stride_j``
+    (zero past ``K``). The forward reads ``W_g^T`` (``stride_k=1``), the backward ``W_g`` (``stride_j=1``)."""
     o_k = tl.arange(0, BLOCK_K)
-    for k0 in range(0, K, BLOCK_K):
-        k = k0 + o_k
-        m_k = k < K
-        a = tl.load(a_ptr + rows[:, None] * a_row_stride + k[None, :], mask=m_b[:, None] & m_k[None, :], other=0.0)
-        w = tl.load(
-            w_ptr + k[:, None] * w_stride_k + o_j[None, :] * w_stride_j,
-            mask=m_k[:, None] & m_j[None, :],
-            other=0.0,
-        )
-        acc = dot(a, w, acc, DOT_PRECISION)
+    tiles = ()
+    for c in tl.static_range(K_CHUNKS):
+        k = c * BLOCK_K + o_k
+        m_w = (k < K)[:, None] & m_j[None, :]
+        tiles = tiles + (tl.load(p_w + k[:, None] * stride_k + o_j[None, :] * stride_j, mask=m_w, other=0.0),)
+    return tiles
+
+
+@triton.jit
+def products(
+    p_a,
+    stride_a,
+    o_b,
+    m_b,
+    K,
+    weights,
+    ACC_DTYPE: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    K_CHUNKS: tl.constexpr,
+):
+    """``tuple(a @ w for w in weights)``, ``a[b, k]`` at ``p_a + o_b*stride_a + k`` (``k < K``), ``weights`` a
+    tuple of gates from :func:`resident_tiles`. One K loop: each chunk of ``a`` is loaded once, bypassing L1
+    (other programs wrote it), and feeds every gate's product."""
+    o_k = tl.arange(0, BLOCK_K)
+    accs = ()
+    for _ in tl.static_range(len(weights)):
+        accs = accs + (tl.zeros((BLOCK_B, BLOCK_H), dtype=ACC_DTYPE),)
+    for c in tl.static_range(K_CHUNKS):
+        k = c * BLOCK_K + o_k
+        m_a = m_b[:, None] & (k < K)[None, :]
+        a = tl.load(p_a + o_b[:, None] * stride_a + k[None, :], mask=m_a, other=0.0, cache_modifier=".cg")
+        updated = ()
+        for g in tl.static_range(len(weights)):
+            updated = updated + (dot(a, weights[g][c], accs[g], DOT_PRECISION),)
+        accs = updated
+    return accs
+
+
+@triton.jit
+def accumulate(
+    acc,
+    p_a,
+    stride_a,
+    o_b,
+    m_b,
+    K,
+    tiles,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    K_CHUNKS: tl.constexpr,
+):
+    """``acc + a @ w`` for one gate's ``tiles`` (see :func:`products` for ``a``)."""
+    o_k = tl.arange(0, BLOCK_K)
+    for c in tl.static_range(K_CHUNKS):
+        k = c * BLOCK_K + o_k
+        m_a = m_b[:, None] & (k < K)[None, :]
+        a = tl.load(p_a + o_b[:, None] * stride_a + k[None, :], mask=m_a, other=0.0, cache_modifier=".cg")
+        acc = dot(a, tiles[c], acc, DOT_PRECISION)
     return acc

@@ -1,19 +1,21 @@
-"""The kernels against their oracles: forward and every gradient, both formulations, both launch modes,
-odd sizes, several hidden tiles and batch blocks, every dtype, variable lengths, NaN-poisoned outputs and
-bitwise reproducibility. Oracles: ``torch.nn.GRU``/``GRUCell`` (cudnn) and ``tritongru.reference`` (classic)."""
+"""The kernels against their oracles: forward and every gradient, both formulations, every launch mode, odd
+sizes, ragged slices and batch blocks, every dtype, variable lengths, NaN-poisoned outputs and bitwise
+reproducibility. Oracles: ``torch.nn.GRU``/``GRUCell`` (cudnn) and ``tritongru.reference`` (classic)."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
+from concurrent_interpreter import concurrent_programs
 from helpers import ON_GPU, assert_close, grads
 
 import tritongru
 import tritongru.launchers
 from tritongru import reference
 from tritongru.configs import KernelConfig
-
-VARIANTS = ["cudnn", "classic"]
+from tritongru.variants import VARIANTS
 
 SHAPES = [
     pytest.param(1, 1, 7, 17, id="T1-B1-I7-H17"),
@@ -23,23 +25,28 @@ SHAPES = [
     pytest.param(6, 1, 1, 3, id="T6-B1-I1-H3"),
 ]
 
-# Small tiles so that H=33 spans three hidden tiles, B=17 two batch blocks, and K several chunks.
-SMALL_TILES = {
-    "persistent": KernelConfig(block_b=16, block_h=16, block_k=16, persistent=True),
+LAUNCH_MODES = {
+    # one program owns the whole hidden width of its rows (every H here is <= 64): CTA barriers only
+    "one-slice": KernelConfig(block_b=16, block_h=64, block_k=16, persistent=True),
+    # slices of 16 units (H=33: three, the last ragged) meeting at a grid barrier every phase; on the CPU the
+    # interpreter's programs run in threads for it
+    "grid-sync": KernelConfig(block_b=16, block_h=16, block_k=16, persistent=True),
+    # the same slices, one launch per step and phase
     "per-step": KernelConfig(block_b=16, block_h=16, block_k=16, persistent=False),
 }
+"""Small tiles: B=17 spans two batch blocks, H=33 three slices, and every reduction several K chunks."""
 
 
-@pytest.fixture(params=list(SMALL_TILES), ids=list(SMALL_TILES))
-def launch_mode(request, monkeypatch) -> str:
-    """Force every launcher onto one config of the given launch mode (the cell is always persistent)."""
-    config = SMALL_TILES[request.param]
-
-    def forced(kernel, **_):
-        return SMALL_TILES["persistent"] if kernel == "cell" else config
-
-    monkeypatch.setattr(tritongru.launchers, "select_config", forced)
-    return request.param
+@pytest.fixture(params=list(LAUNCH_MODES))
+def launch_mode(request, monkeypatch):
+    """Force every launcher onto one config of the given launch mode."""
+    config = LAUNCH_MODES[request.param]
+    monkeypatch.setattr(tritongru.launchers, "select_config", lambda kernel, **_: config)
+    if request.param == "grid-sync" and not ON_GPU:
+        with concurrent_programs(monkeypatch):
+            yield request.param
+    else:
+        yield request.param
 
 
 def random_layer(T, B, I, H, device, dtype=torch.float32, bias=True):
@@ -78,18 +85,26 @@ def _maybe_pack(x, lengths):
     return torch.nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), enforce_sorted=False)
 
 
-def check_layer(variant, T, B, I, H, device, dtype=torch.float32, bias=True, lengths=None, oracle_dtype=None):
+LAYER_ARGUMENTS = ["input", "h0", "weight_ih", "weight_hh", "bias_ih", "bias_hh"]
+
+
+def check_layer(
+    variant, T, B, I, H, device, dtype=torch.float32, bias=True, lengths=None, oracle_dtype=None, with_h0=True
+):
+    """tritongru.gru_layer against the oracle: output, h_n and the gradient of every tensor argument."""
     tensors = random_layer(T, B, I, H, device, dtype, bias)
+    oracle_tensors = [t.detach().to(oracle_dtype or dtype).requires_grad_() if t is not None else None for t in tensors]
+    if not with_h0:
+        tensors[1] = None
+        oracle_tensors[1] = torch.zeros(B, H, device=device, dtype=oracle_dtype or dtype)
+    names = [f"d {name}" for name, t in zip(LAYER_ARGUMENTS, tensors, strict=True) if t is not None]
     leaves = [t for t in tensors if t is not None]
     output, h_n = tritongru.gru_layer(*tensors, variant=variant, lengths=lengths)
     ours = [output, h_n, *grads([output, h_n], leaves)]
-    oracle_dtype = oracle_dtype or dtype
-    oracle_tensors = [t.detach().to(oracle_dtype).requires_grad_() if t is not None else None for t in tensors]
-    oracle_leaves = [t for t in oracle_tensors if t is not None]
+    oracle_leaves = [o for t, o in zip(tensors, oracle_tensors, strict=True) if t is not None]
     expected_out, expected_h = oracle_layer(variant, *oracle_tensors, lengths=lengths)
     expected = [expected_out, expected_h, *grads([expected_out, expected_h], oracle_leaves)]
-    names = ["output", "h_n", "d input", "d h0", "d weight_ih", "d weight_hh", "d bias_ih", "d bias_hh"]
-    for name, actual, wanted in zip(names, ours, expected, strict=False):
+    for name, actual, wanted in zip(["output", "h_n", *names], ours, expected, strict=True):
         assert actual.dtype == dtype, name
         assert_close(actual, wanted, dtype, name)
 
@@ -103,6 +118,12 @@ def test_layer_forward_and_gradients(variant, T, B, I, H, launch_mode, device):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_layer_without_bias(variant, launch_mode, device):
     check_layer(variant, 4, 3, 5, 33, device, bias=False)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_layer_without_h0(variant, launch_mode, device):
+    """``h0=None`` starts from zeros."""
+    check_layer(variant, 4, 3, 5, 33, device, with_h0=False)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -127,7 +148,7 @@ def test_reverse_direction_within_lengths(variant, device):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64], ids=str)
-def test_layer_dtypes(variant, dtype, device):
+def test_layer_dtypes(variant, dtype, launch_mode, device):
     """Storage dtypes with fp32 accumulation: compared with a float64 oracle on the same (rounded) values."""
     check_layer(variant, 5, 3, 7, 33, device, dtype=dtype, oracle_dtype=torch.float64)
 
@@ -175,7 +196,7 @@ def test_cell_forward_and_gradients(variant, B, I, H, launch_mode, device):
         expected = reference.gru_cell_ref(x, h, w_ih, w_hh, b_ih, b_hh, variant="classic")
     assert_close(ours, expected, torch.float32, "h'")
     for name, actual, wanted in zip(
-        ["x", "h", "w_ih", "w_hh", "b_ih", "b_hh"], grads([ours], leaves), grads([expected], leaves), strict=False
+        ["x", "h", "w_ih", "w_hh", "b_ih", "b_hh"], grads([ours], leaves), grads([expected], leaves), strict=True
     ):
         assert_close(actual, wanted, torch.float32, f"d {name}")
 
@@ -205,16 +226,21 @@ def test_cell_launch_is_single(forward_launches, device):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_persistent_sequence_is_one_launch(variant, forward_launches, device):
-    """A persistent config runs the whole time loop in one launch; per step runs T (cudnn) or 2T (classic)."""
-    gi = torch.randn(6, 2, 3 * 17, device=device)
-    h0 = torch.zeros(2, 17, device=device)
-    w_hh = torch.randn(3 * 17, 17, device=device)
-    for config in SMALL_TILES.values():
-        tritongru.launchers.forward_sequence(gi, h0, w_hh, None, variant=variant, config=config)
+def test_launches_per_mode(variant, forward_launches, monkeypatch, device):
+    """One slice or a grid barrier: the whole time loop in one launch of ``slices x batch blocks`` programs;
+    per step: T launches (cudnn) or 2T (classic, one per phase)."""
+    gi = torch.randn(6, 17, 3 * 33, device=device)
+    h0 = torch.zeros(17, 33, device=device)
+    w_hh = torch.randn(3 * 33, 33, device=device)
     per_step = 6 * (2 if variant == "classic" else 1)
-    assert len(forward_launches) == 1 + per_step
-    assert forward_launches[0] == (1, 1) and forward_launches[1] == (1, 2)
+    expected = {"one-slice": [(1, 2)], "grid-sync": [(3, 2)], "per-step": [(3, 2)] * per_step}
+    for mode, config in LAUNCH_MODES.items():
+        forward_launches.clear()
+        with contextlib.ExitStack() as stack:
+            if mode == "grid-sync" and not ON_GPU:
+                stack.enter_context(concurrent_programs(monkeypatch))
+            tritongru.launchers.forward_sequence(gi, h0, w_hh, None, variant=variant, config=config)
+        assert forward_launches == expected[mode], mode
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -234,7 +260,7 @@ def test_two_runs_bitwise_equal(variant, launch_mode, device):
     for _ in range(2):
         output, h_n = tritongru.gru_layer(*tensors, variant=variant)
         runs.append([output, h_n, *grads([output, h_n], tensors)])
-    for first, second in zip(*runs, strict=False):
+    for first, second in zip(*runs, strict=True):
         assert torch.equal(first, second)
 
 
@@ -274,7 +300,7 @@ def test_gradcheck_bidirectional_stack(variant, device):
     names = [n for n, _ in module.named_parameters()]
 
     def run(x, h0, *params):
-        output, h_n = torch.func.functional_call(module, dict(zip(names, params, strict=False)), (x, h0))
+        output, h_n = torch.func.functional_call(module, dict(zip(names, params, strict=True)), (x, h0))
         return output, h_n
 
     assert torch.autograd.gradcheck(run, (x, h0, *weights), eps=1e-6, atol=1e-7, fast_mode=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from tritongru.launchers import backward_sequence, cell_forward, compute_dtype, forward_sequence
+from tritongru.launchers import backward_sequence, cell_forward, forward_sequence
 
 
 def input_projection(input: torch.Tensor, weight_ih: torch.Tensor, bias_ih: torch.Tensor | None) -> torch.Tensor:
@@ -31,14 +31,15 @@ def sequence_mask(lengths: torch.Tensor, steps: int) -> torch.Tensor:
 
 
 def layer_outputs(
-    hs: torch.Tensor, lengths: torch.Tensor | None, dtype: torch.dtype
+    hs: torch.Tensor, h_last: torch.Tensor, lengths: torch.Tensor | None, dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(output [T, B, H], h_n [B, H])`` in ``dtype`` from ``hs`` ``[T+1, B, H]``; output is zero past a
-    sequence's length (``h_n`` already holds each sequence's last valid state: rows stop updating there)."""
+    """``(output [T, B, H], h_n [B, H])`` in ``dtype`` from ``hs`` ``[T+1, B, H]`` and the exact last state
+    ``h_last`` (each sequence's last valid state: rows stop updating there); output is zero past a sequence's
+    length."""
     output = hs[1:]
     if lengths is not None:
         output = torch.where(sequence_mask(lengths, output.shape[0]), output, 0)
-    return output.to(dtype), hs[-1].to(dtype, copy=True)
+    return output.to(dtype), h_last.to(dtype)
 
 
 def parameter_grads(
@@ -55,13 +56,13 @@ def parameter_grads(
 
     ``input`` ``[N, I]``, ``hs_prev`` ``[N, H]`` (``h_{t-1}`` of every row), ``gates`` ``[N, NG*H]``,
     ``dgates_x`` ``[N, 3H]``, ``dgates_hn`` ``[N, H]`` or None (classic). ``ctx_needs``: which of the five are
-    wanted (the rest come back None). ``W_hn``'s input is ``h`` for cudnn and ``R * h`` for classic.
+    wanted (the rest come back None). ``W_hn``'s input is ``h`` for cudnn and ``R * h`` for classic. Every
+    product runs in the storage dtype (bf16 in, bf16 GEMMs with float32 accumulation), as cuDNN's do.
     """
     need_input, need_w_ih, need_w_hh, need_b_ih, need_b_hh = ctx_needs
-    dtype = dgates_x.dtype
     H = hs_prev.shape[1]
-    grad_input = (dgates_x @ weight_ih.to(dtype)).to(input.dtype) if need_input else None
-    grad_w_ih = (dgates_x.t() @ input.to(dtype)).to(weight_ih.dtype) if need_w_ih else None
+    grad_input = (dgates_x @ weight_ih).to(input.dtype) if need_input else None
+    grad_w_ih = (dgates_x.t() @ input.to(dgates_x.dtype)).to(weight_ih.dtype) if need_w_ih else None
     grad_w_hh = grad_b_hh = None
     if need_w_hh or (need_b_hh and has_bias):
         d_gates_rz = dgates_x[:, : 2 * H]
@@ -87,7 +88,7 @@ class GRULayerFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, variant, allow_tf32):
         gi = input_projection(input, weight_ih, bias_ih)
-        hs, gates = forward_sequence(
+        hs, h_last, gates = forward_sequence(
             gi,
             h0,
             weight_hh,
@@ -100,19 +101,21 @@ class GRULayerFunction(torch.autograd.Function):
         ctx.save_for_backward(input, weight_ih, weight_hh, hs, gates, lengths)
         ctx.variant, ctx.allow_tf32, ctx.has_bias = variant, allow_tf32, bias_ih is not None
         ctx.h0_dtype = h0.dtype
-        return layer_outputs(hs, lengths, input.dtype)
+        return layer_outputs(hs, h_last, lengths, input.dtype)
 
     @staticmethod
     def backward(ctx, grad_output, grad_h_n):
         input, weight_ih, weight_hh, hs, gates, lengths = ctx.saved_tensors
         T, B, H = gates.shape[0], hs.shape[1], hs.shape[2]
-        grad_hs = torch.empty_like(hs)
-        grad_hs[1:] = grad_output
-        if lengths is not None:
-            grad_hs[1:].masked_fill_(~sequence_mask(lengths, T), 0)
-        grad_hs[T] += grad_h_n
         dgates_x, dgates_hn, dh0 = backward_sequence(
-            grad_hs, hs, gates, weight_hh, variant=ctx.variant, lengths=lengths, allow_tf32=ctx.allow_tf32
+            grad_output.contiguous(),
+            grad_h_n,
+            hs,
+            gates,
+            weight_hh,
+            variant=ctx.variant,
+            lengths=lengths,
+            allow_tf32=ctx.allow_tf32,
         )
         n = T * B
         grad_input, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh = parameter_grads(
@@ -158,13 +161,10 @@ class GRUCellFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_h_new):
         input, hx, weight_ih, weight_hh, gates = ctx.saved_tensors
-        dtype = compute_dtype(weight_hh.dtype)
-        # the backward kernel reads h_{t-1} from hs[0] and dL/dh_t from grad_hs[1]
-        hs = hx.to(dtype)[None]
-        grad_hs = torch.zeros((2, *hx.shape), dtype=dtype, device=hx.device)
-        grad_hs[1] = grad_h_new
+        # a sequence of one step: h_{t-1} is hs[0] = hx, and h' is that step's output
+        hs = hx.to(weight_hh.dtype)[None]
         dgates_x, dgates_hn, dh = backward_sequence(
-            grad_hs, hs, gates, weight_hh, variant=ctx.variant, allow_tf32=ctx.allow_tf32
+            grad_h_new.contiguous()[None], None, hs, gates, weight_hh, variant=ctx.variant, allow_tf32=ctx.allow_tf32
         )
         grad_input, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh = parameter_grads(
             (ctx.needs_input_grad[0], *ctx.needs_input_grad[2:6]),

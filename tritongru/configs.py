@@ -7,6 +7,7 @@ Under Triton's interpreter (CPU) tuning collapses to the heuristic's single conf
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import asdict, dataclass
 
@@ -26,10 +27,11 @@ MIN_BLOCK = 16
 class KernelConfig:
     """Block sizes and launch parameters of one recurrent kernel launch.
 
-    ``block_b`` batch rows and ``block_h`` hidden units per tile, ``block_k`` the reduction chunk of the
-    hidden (and, for the cell, input) product. ``persistent=True`` keeps the whole time loop inside one launch
-    (one program per batch block, looping over every hidden tile); ``False`` launches once per step (and phase)
-    with one program per (batch block, hidden tile).
+    A program owns ``block_b`` batch rows x ``block_h`` hidden units (its slice; the grid is ``slices x batch
+    blocks``); ``block_k`` is the chunk of the reductions (the K loop over the hidden and, for the cell, input
+    width). ``persistent=True`` runs the whole time loop in one launch: one slice needs only CTA barriers,
+    several meet at a grid barrier (a cooperative launch; see :mod:`tritongru.launchers`); ``False`` launches
+    once per step and phase.
     """
 
     block_b: int
@@ -61,26 +63,54 @@ def _pow2_clamp(n: int, low: int, high: int) -> int:
     return max(low, min(high, 1 << max(0, n - 1).bit_length()))
 
 
-PERSISTENT_MAX_HIDDEN = 256
-"""Widest hidden size the heuristic runs persistently: one program per batch block then owns few enough
-hidden tiles that the sequential loop over them costs less than a launch per step."""
+ONE_SLICE_MAX_HIDDEN = 64
+"""Up to this hidden size one program owns the whole width of its rows: no grid barrier at all."""
+
+RESIDENT_BYTES_MAX = 48 * 1024
+"""Most ``W_hh`` bytes one program holds on chip for a persistent launch (``3 x H x block_h`` elements): the
+largest slice that compiles for sm_90 without spilling registers (``python -m tritongru.compile_check``)."""
 
 
-def heuristic_config(kernel: str, batch: int, hidden: int) -> KernelConfig:
-    """A config that is correct for every shape and reasonable without tuning."""
+@functools.cache
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def heuristic_config(
+    kernel: str, batch: int, hidden: int, *, dtype: torch.dtype = torch.float32, sm_count: int = 132
+) -> KernelConfig:
+    """A config that is correct for every shape and reasonable without tuning.
+
+    On a GPU: batch blocks of 16 to 64 rows; the narrowest hidden slice (16, 32 or 64 units) whose
+    ``slices x batch blocks`` programs fit on ``sm_count`` SMs at once; persistent (the whole sequence in one
+    launch, a grid barrier per phase) when that slice's share of ``W_hh`` fits :data:`RESIDENT_BYTES_MAX`,
+    else one launch per step. The cell (one step) is persistent only when one slice covers the hidden width.
+    Under the interpreter: few, large tiles (its cost is per program and per tile, not per element).
+    """
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {KERNELS}; got {kernel!r}")
     if interpreting():
-        # Few, large tiles: the interpreter's cost is per program and per tile, not per element.
         block = _pow2_clamp(hidden, MIN_BLOCK, 64)
         return KernelConfig(block_b=_pow2_clamp(batch, MIN_BLOCK, 64), block_h=block, block_k=block)
+    block_b = _pow2_clamp(batch, MIN_BLOCK, 64)
+    block_k = _pow2_clamp(hidden, MIN_BLOCK, 64)
+    batch_blocks = -(-batch // block_b)
+    block_h = next(
+        (width for width in (16, 32, 64) if -(-hidden // width) * batch_blocks <= sm_count),
+        64,
+    )
+    if hidden <= ONE_SLICE_MAX_HIDDEN:
+        block_h = _pow2_clamp(hidden, MIN_BLOCK, ONE_SLICE_MAX_HIDDEN)
+    one_slice = block_h >= hidden
+    resident_bytes = 3 * (-(-hidden // block_k) * block_k) * block_h * torch.empty((), dtype=dtype).element_size()
+    if kernel == "cell":
+        persistent = one_slice
+    else:
+        persistent = one_slice or (
+            -(-hidden // block_h) * batch_blocks <= sm_count and resident_bytes <= RESIDENT_BYTES_MAX
+        )
     return KernelConfig(
-        block_b=16 if batch <= 16 else 32,
-        block_h=_pow2_clamp(hidden, MIN_BLOCK, 64),
-        block_k=_pow2_clamp(hidden, MIN_BLOCK, 32),
-        num_warps=4,
-        num_stages=2,
-        persistent=kernel == "cell" or hidden <= PERSISTENT_MAX_HIDDEN,
+        block_b=block_b, block_h=block_h, block_k=block_k, num_warps=4, num_stages=1, persistent=persistent
     )
 
 
@@ -94,12 +124,18 @@ def select_config(
     input_size: int,
     device: torch.device,
     allow_tf32: bool = False,
+    store_gates: bool = False,
 ) -> KernelConfig:
     """The config a launcher uses: the tuned winner for this key if one is cached, else the heuristic.
 
-    The cell kernel always runs as one launch (both phases of the classic form inside it), so a cached
-    config for it is only used when it is persistent.
+    Memoised in memory per key: the tuning cache's files are read once per process (and again after this
+    process writes to them, see :func:`clear_memo`), never per launch.
     """
+    return _select_config(kernel, variant, dtype, batch, hidden, input_size, device, allow_tf32, store_gates)
+
+
+@functools.lru_cache(maxsize=4096)
+def _select_config(kernel, variant, dtype, batch, hidden, input_size, device, allow_tf32, store_gates):
     if not interpreting() and device.type == "cuda":
         tuned = tuning_cache.lookup(
             kernel,
@@ -113,10 +149,14 @@ def select_config(
         )
         if tuned is not None:
             try:
-                config = KernelConfig.from_dict(tuned)
+                return KernelConfig.from_dict(tuned)
             except (TypeError, ValueError) as error:
-                warnings.warn(f"ignoring an invalid tuned config for {kernel!r}: {error}", stacklevel=2)
-            else:
-                if kernel != "cell" or config.persistent:
-                    return config
-    return heuristic_config(kernel, batch, hidden)
+                warnings.warn(f"ignoring an invalid tuned config for {kernel!r}: {error}", stacklevel=3)
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return heuristic_config(kernel, batch, hidden, dtype=dtype, sm_count=_sm_count(index))
+    return heuristic_config(kernel, batch, hidden, dtype=dtype)
+
+
+def clear_memo() -> None:
+    """Forget every memoised :func:`select_config` answer (after the tuning cache was written)."""
+    _select_config.cache_clear()

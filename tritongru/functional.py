@@ -51,8 +51,10 @@ def _layer(input, h0, weight_ih, weight_hh, bias_ih, bias_hh, variant, lengths, 
     if _needs_grad(input, h0, weight_ih, weight_hh, bias_ih, bias_hh):
         return GRULayerFunction.apply(input, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, variant, allow_tf32)
     gi = input_projection(input, weight_ih, bias_ih)
-    hs, _ = forward_sequence(gi, h0, weight_hh, bias_hh, variant=variant, lengths=lengths, allow_tf32=allow_tf32)
-    return layer_outputs(hs, lengths, input.dtype)
+    hs, h_last, _ = forward_sequence(
+        gi, h0, weight_hh, bias_hh, variant=variant, lengths=lengths, allow_tf32=allow_tf32
+    )
+    return layer_outputs(hs, h_last, lengths, input.dtype)
 
 
 def _check_input(input: object) -> torch.Tensor:

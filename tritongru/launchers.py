@@ -1,39 +1,87 @@
-"""Host launchers of the recurrent kernels: check shapes, allocate outputs, choose a config, launch.
+"""Host launchers of the recurrent kernels: allocate outputs, plan the launches, launch, check the barrier.
 
-Every tensor handed in must be contiguous and on one device (the autograd layer above makes it so). Values
-that cross time steps (the hidden states ``hs``, the saved gates, gate gradients) are kept in the *compute
-dtype*: float32, or float64 for float64 inputs, whatever the storage dtype of inputs and weights.
+Every tensor handed in must be contiguous and on one device (the layer above makes it so). Tensors that other
+programs read across a barrier (``hs``, gate gradients) and the saved gates are kept in the *storage dtype*;
+the exact recurrent state (``h``, ``dh``) is kept in the *compute dtype* (float32, or float64 for float64).
+
+How a sequence runs (:func:`plan_launch`, from the :class:`~tritongru.configs.KernelConfig`):
+
+- **persistent**, one slice (``block_h >= H``): the whole sequence in one launch, one program per batch block
+  owning the whole hidden width; CTA barriers only.
+- **persistent**, several slices: the whole sequence in one *cooperative* launch of ``slices x batch blocks``
+  programs that meet at a grid barrier after every phase. Used where programs run concurrently: on CUDA when
+  the compiled kernel's resources let the whole grid be resident at once (checked before launching; the
+  driver refuses a cooperative grid that cannot be), under the interpreter only when its programs run in
+  threads (the test suite's barrier tests). After the launch the barrier counters are checked: a timed-out
+  barrier raises ``RuntimeError`` (results invalid), except while a CUDA graph is being captured.
+- **per step**: one launch per step and phase (cudnn forward 1, classic forward 2, cudnn backward 2, classic
+  backward 3), ``slices x batch blocks`` programs; on Hopper and newer each launch after the first starts its
+  weight loads while the previous one finishes (programmatic dependent launch).
+
+``TRITONGRU_GRID_SYNC=0`` in the environment turns the grid barrier off: several slices then run per step.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 
 from tritongru.configs import KernelConfig, select_config
+from tritongru.environment import interpreting
 from tritongru.kernels.backward import gru_backward_kernel
 from tritongru.kernels.forward import gru_forward_kernel
+from tritongru.kernels.grid_sync import POISON
+from tritongru.precisions import compute_dtype, precision_of
 
 SAVED_GATES = {"cudnn": 4, "classic": 3}
 """Gate activations saved per hidden unit for backward: cudnn r, z, n, W_hn h + b_hn; classic R, Z, H~."""
 
+PHASES = {("forward", "cudnn"): 1, ("forward", "classic"): 2, ("backward", "cudnn"): 2, ("backward", "classic"): 3}
+"""Phases of one step; a grid barrier separates them (and, in the forward, ends each step)."""
 
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Dtype of accumulation, activations and the hidden state between steps for a storage ``dtype``."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
+BARRIER_TIMEOUT_S = 2.0
+"""How long one program waits at a grid barrier before it gives up and marks the launch failed."""
+
+INTERPRETER_POLLS_PER_S = 20_000
+"""Under the interpreter the barrier's budget is counted in polls: about this many per second of waiting."""
 
 
-def _acc_dtype(dtype: torch.dtype) -> tl.dtype:
-    return tl.float64 if dtype == torch.float64 else tl.float32
+@dataclass(frozen=True)
+class LaunchPlan:
+    """How one sequence runs: ``grid`` ``(hidden slices, batch blocks)``; ``persistent`` (whole sequence in one
+    launch); ``grid_sync`` (programs meet at a grid barrier); ``use_pdl`` (programmatic dependent launch)."""
+
+    grid: tuple[int, int]
+    persistent: bool
+    grid_sync: bool
+    use_pdl: bool
 
 
-def _dot_precision(dtype: torch.dtype, allow_tf32: bool) -> str:
-    """``tf32`` only where asked for and meaningful (float32 operands); exact products otherwise."""
-    return "tf32" if allow_tf32 and dtype == torch.float32 else "ieee"
+def grid_sync_available(device: torch.device) -> bool:
+    """Whether programs of one launch can wait for each other: on CUDA (unless ``TRITONGRU_GRID_SYNC=0``); not
+    under the interpreter, which runs programs one after another."""
+    return device.type == "cuda" and not interpreting() and os.environ.get("TRITONGRU_GRID_SYNC", "1") != "0"
+
+
+def _pdl_available(device: torch.device) -> bool:
+    return device.type == "cuda" and not interpreting() and torch.cuda.get_device_capability(device)[0] >= 9
+
+
+def plan_launch(config: KernelConfig, batch: int, hidden: int, device: torch.device) -> LaunchPlan:
+    """The launch plan of ``config`` for a ``[batch, hidden]`` state on ``device`` (see the module docstring)."""
+    grid = (triton.cdiv(hidden, config.block_h), triton.cdiv(batch, config.block_b))
+    if config.persistent and grid[0] == 1:
+        return LaunchPlan(grid, persistent=True, grid_sync=False, use_pdl=False)
+    if config.persistent and grid_sync_available(device):
+        return LaunchPlan(grid, persistent=True, grid_sync=True, use_pdl=False)
+    return LaunchPlan(grid, persistent=False, grid_sync=False, use_pdl=_pdl_available(device))
 
 
 @contextlib.contextmanager
@@ -46,99 +94,208 @@ def _on_device(device: torch.device) -> Iterator[None]:
         yield
 
 
-def _resolve_config(
-    config: KernelConfig | None,
-    kernel: str,
-    variant: str,
-    weight: torch.Tensor,
-    batch: int,
-    hidden: int,
-    input_size: int,
-    allow_tf32: bool,
-) -> KernelConfig:
-    if config is not None:
-        return config
-    return select_config(
-        kernel,
-        variant=variant,
-        dtype=weight.dtype,
-        batch=batch,
-        hidden=hidden,
-        input_size=input_size,
-        device=weight.device,
-        allow_tf32=allow_tf32,
+def _kernel_constants(dtype: torch.dtype, allow_tf32: bool, config: KernelConfig) -> dict:
+    precision = precision_of(dtype, allow_tf32)
+    return dict(
+        ACC_DTYPE=tl.float64 if precision.compute_dtype == torch.float64 else tl.float32,
+        DOT_PRECISION=precision.dot_precision,
+        BLOCK_B=config.block_b,
+        BLOCK_H=config.block_h,
+        BLOCK_K=config.block_k,
+        num_warps=config.num_warps,
+        num_stages=config.num_stages,
     )
 
 
-def _phases(variant: str, persistent: bool) -> list[tuple[bool, bool]]:
-    """``(RUN_PHASE_1, RUN_PHASE_2)`` per launch of one step: both in one launch unless the classic form is
-    run per step, where the launch boundary is the barrier between its phases."""
-    if variant == "classic" and not persistent:
-        return [(True, False), (False, True)]
-    return [(True, True)]
+def _spin_limit() -> int:
+    """The barrier's budget as the kernel counts it: nanoseconds on a GPU, polls under the interpreter."""
+    return int(BARRIER_TIMEOUT_S * (INTERPRETER_POLLS_PER_S if interpreting() else 1e9))
 
 
-def _grid(config: KernelConfig, batch: int, hidden: int) -> tuple[int, int]:
-    n_h_programs = 1 if config.persistent else triton.cdiv(hidden, config.block_h)
-    return (triton.cdiv(batch, config.block_b), n_h_programs)
+@functools.cache
+def _resident_programs(compiled, device_index: int) -> int:
+    """How many programs of ``compiled`` the GPU can hold at once, from its registers, shared memory and
+    threads per program (the limits of CUDA's occupancy calculation)."""
+    props = torch.cuda.get_device_properties(device_index)
+    warps = compiled.metadata.num_warps
+    registers_per_warp = -(-compiled.n_regs * 32 // 256) * 256  # allocated per warp in units of 256
+    per_sm = min(
+        props.regs_per_multiprocessor // registers_per_warp // warps,
+        props.max_threads_per_multi_processor // (warps * 32),
+        props.shared_memory_per_multiprocessor // (compiled.metadata.shared + 1024),  # 1 KB reserved per block
+        32,
+    )
+    return per_sm * props.multi_processor_count
 
 
-def _launch_forward(
+def _fits_at_once(kernel, grid: tuple[int, int], kwargs: dict, device: torch.device) -> bool:
+    """Whether every program of ``grid`` can be resident at once (always, for threaded interpreter programs)."""
+    if device.type != "cuda":
+        return True
+    compiled = kernel.warmup(grid=grid, **kwargs)
+    compiled._init_handles()
+    return grid[0] * grid[1] <= _resident_programs(compiled, device.index or 0)
+
+
+def _check_barriers(sync: torch.Tensor, expected: int) -> None:
+    """Raise if a grid barrier timed out (a counter at :data:`POISON` or above) or counted wrong."""
+    if sync.is_cuda and torch.cuda.is_current_stream_capturing():
+        return  # reading the counters would end the capture; a timeout there is not reported
+    counts = sync.tolist()
+    if any(count >= POISON for count in counts):
+        raise RuntimeError(
+            f"tritongru: a grid barrier of the persistent kernel timed out after {BARRIER_TIMEOUT_S} s: not every "
+            "program of the launch was running at once (another kernel, process or MIG slice may hold part of "
+            "the GPU). The results of this call are invalid. Set TRITONGRU_GRID_SYNC=0 to run per step instead."
+        )
+    if any(count != expected for count in counts):
+        raise RuntimeError(f"tritongru: grid barrier counters {counts}, expected {expected} each (internal error)")
+
+
+def kernel_calls(kind: str, variant: str, plan: LaunchPlan, steps: int, args: dict) -> list[dict]:
+    """The keyword arguments (launch options included) of every call of the ``kind`` kernel (``"forward"``:
+    steps ascending, ``"backward"``: descending) that runs ``steps`` steps as ``plan`` says; ``args`` holds
+    every kernel argument but the step range, the phases and the barrier's."""
+    phases = PHASES[kind, variant]
+    whole = dict(args, t_lo=0, t_hi=steps, spin_limit=_spin_limit(), FIRST_PHASE=0, LAST_PHASE=phases - 1)
+    if plan.grid_sync:
+        sync = torch.zeros(plan.grid[1], dtype=torch.int32, device=args["hs_ptr"].device)
+        return [dict(whole, sync_ptr=sync, GRID_SYNC=True, USE_PDL=False, launch_cooperative_grid=True)]
+    if plan.persistent:
+        return [dict(whole, sync_ptr=None, GRID_SYNC=False, USE_PDL=False)]
+    order = range(steps) if kind == "forward" else reversed(range(steps))
+    return [
+        dict(
+            whole,
+            t_lo=t,
+            t_hi=t + 1,
+            FIRST_PHASE=phase,
+            LAST_PHASE=phase,
+            sync_ptr=None,
+            GRID_SYNC=False,
+            USE_PDL=plan.use_pdl,
+            launch_pdl=plan.use_pdl and (i, phase) != (0, 0),
+        )
+        for i, t in enumerate(order)
+        for phase in range(phases)
+    ]
+
+
+def _launch(kernel, kind: str, variant: str, plan: LaunchPlan, steps: int, args: dict) -> None:
+    """Make the calls of :func:`kernel_calls`; a grid-synchronised launch is checked afterwards, and falls
+    back to per-step launches where its grid cannot be resident at once."""
+    device = args["hs_ptr"].device
+    with _on_device(device):
+        if plan.grid_sync:
+            (call,) = kernel_calls(kind, variant, plan, steps, args)
+            if _fits_at_once(kernel, plan.grid, call, device):
+                kernel[plan.grid](**call)
+                barriers_per_step = PHASES[kind, variant] - (kind == "backward")
+                _check_barriers(call["sync_ptr"], plan.grid[0] * barriers_per_step * steps)
+                return
+            plan = LaunchPlan(plan.grid, persistent=False, grid_sync=False, use_pdl=_pdl_available(device))
+        for call in kernel_calls(kind, variant, plan, steps, args):
+            kernel[plan.grid](**call)
+
+
+def forward_arguments(
     *,
     gi,
     x,
     w_ih,
     b_ih,
-    hs,
+    h0,
     w_hh,
     b_hh,
-    gates,
-    rh,
+    steps,
     lengths,
     variant,
+    store_gates,
     allow_tf32,
     config,
-    input_size,
-) -> None:
-    T, B, H = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
-    placeholder = hs  # pointer arguments that the constexpr flags leave unread
-    fused_input = x is not None
-    grid = _grid(config, B, H)
-    steps = [(0, T)] if config.persistent else [(t, t + 1) for t in range(T)]
-    with _on_device(hs.device):
-        for t_begin, t_end in steps:
-            for run_phase_1, run_phase_2 in _phases(variant, config.persistent):
-                gru_forward_kernel[grid](
-                    gi if gi is not None else placeholder,
-                    x if fused_input else placeholder,
-                    w_ih if fused_input else placeholder,
-                    b_ih if b_ih is not None else placeholder,
-                    hs,
-                    w_hh,
-                    b_hh if b_hh is not None else placeholder,
-                    gates if gates is not None else placeholder,
-                    rh if rh is not None else placeholder,
-                    lengths if lengths is not None else placeholder,
-                    t_begin,
-                    t_end,
-                    B,
-                    H,
-                    input_size,
-                    CLASSIC=variant == "classic",
-                    RUN_PHASE_1=run_phase_1,
-                    RUN_PHASE_2=run_phase_2,
-                    FUSE_INPUT=fused_input,
-                    HAS_BIAS=b_hh is not None,
-                    HAS_LENGTHS=lengths is not None,
-                    STORE_GATES=gates is not None,
-                    ACC_DTYPE=_acc_dtype(hs.dtype),
-                    DOT_PRECISION=_dot_precision(w_hh.dtype, allow_tf32),
-                    BLOCK_B=config.block_b,
-                    BLOCK_H=config.block_h,
-                    BLOCK_K=config.block_k,
-                    num_warps=config.num_warps,
-                    num_stages=config.num_stages,
-                )
+) -> tuple[dict, KernelConfig]:
+    """The forward kernel's arguments, its outputs allocated (``hs_ptr``, ``state_ptr``, ``gates_ptr``; see
+    :func:`forward_sequence`), and the config: ``config``, or the one :func:`select_config` gives."""
+    B, H = h0.shape
+    input_size = 0 if x is None else x.shape[1]
+    storage, device = w_hh.dtype, w_hh.device
+    hs = torch.empty((steps + 1, B, H), dtype=storage, device=device)
+    hs[0].copy_(h0)
+    state = h0.to(compute_dtype(storage), copy=True)
+    classic = variant == "classic"
+    if config is None:
+        config = select_config(
+            "forward" if x is None else "cell",
+            variant=variant,
+            dtype=storage,
+            batch=B,
+            hidden=H,
+            input_size=input_size,
+            device=device,
+            allow_tf32=allow_tf32,
+            store_gates=store_gates,
+        )
+    args = dict(
+        gi_ptr=gi,
+        x_ptr=x,
+        w_ih_ptr=w_ih,
+        b_ih_ptr=b_ih,
+        w_hh_ptr=w_hh,
+        b_hh_ptr=b_hh,
+        hs_ptr=hs,
+        state_ptr=state,
+        gates_ptr=torch.empty((steps, B, SAVED_GATES[variant] * H), dtype=storage, device=device)
+        if store_gates
+        else None,
+        rh_ptr=torch.empty((B, H), dtype=storage, device=device) if classic else None,
+        z_scratch_ptr=torch.empty_like(state) if classic else None,
+        lengths_ptr=lengths,
+        B=B,
+        H=H,
+        I=input_size,
+        CLASSIC=classic,
+        **_kernel_constants(storage, allow_tf32, config),
+    )
+    return args, config
+
+
+def backward_arguments(
+    *, grad_output, grad_h_n, hs, gates, w_hh, variant, lengths, allow_tf32, config
+) -> tuple[dict, KernelConfig]:
+    """The backward kernel's arguments, its outputs allocated (``dgates_x_ptr``, ``dgates_hn_ptr``,
+    ``carry_ptr``; see :func:`backward_sequence`), and the config."""
+    T, B, H = gates.shape[0], hs.shape[1], hs.shape[2]
+    storage, device = w_hh.dtype, w_hh.device
+    if grad_h_n is None:
+        carry = torch.zeros((B, H), dtype=compute_dtype(storage), device=device)
+    else:
+        carry = grad_h_n.to(compute_dtype(storage), copy=True)
+    if config is None:
+        config = select_config(
+            "backward",
+            variant=variant,
+            dtype=storage,
+            batch=B,
+            hidden=H,
+            input_size=0,
+            device=device,
+            allow_tf32=allow_tf32,
+        )
+    args = dict(
+        grad_out_ptr=grad_output,
+        carry_ptr=carry,
+        hs_ptr=hs,
+        gates_ptr=gates,
+        w_hh_ptr=w_hh,
+        dgates_x_ptr=torch.empty((T, B, 3 * H), dtype=storage, device=device),
+        dgates_hn_ptr=torch.empty((T, B, H), dtype=storage, device=device) if variant == "cudnn" else None,
+        lengths_ptr=lengths,
+        B=B,
+        H=H,
+        CLASSIC=variant == "classic",
+        **_kernel_constants(storage, allow_tf32, config),
+    )
+    return args, config
 
 
 def forward_sequence(
@@ -152,38 +309,33 @@ def forward_sequence(
     store_gates: bool = False,
     allow_tf32: bool = False,
     config: KernelConfig | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Run the recurrence of one layer and direction over a whole sequence.
 
     ``gi`` ``[T, B, 3H]``: the input projection ``x @ W_ih^T + b_ih`` (storage dtype); ``h0`` ``[B, H]``;
     ``w_hh`` ``[3H, H]``; ``b_hh`` ``[3H]`` or None; ``lengths`` int64 ``[B]`` (rows stop updating at their
-    length) or None. Returns ``hs`` ``[T+1, B, H]`` in the compute dtype (``hs[0] = h0``, ``hs[t+1] = h_t``)
-    and, when ``store_gates``, the gates saved for :func:`backward_sequence` (else None).
+    length) or None. Returns ``hs`` ``[T+1, B, H]`` in the storage dtype (``hs[0] = h0``, ``hs[t+1] = h_t``),
+    ``h_last`` ``[B, H]`` in the compute dtype (each row's last state, exact), and, when ``store_gates``, the
+    gates ``[T, B, NG*H]`` (storage dtype) saved for :func:`backward_sequence` (else None).
     """
-    T, B, H = gi.shape[0], gi.shape[1], w_hh.shape[1]
-    dtype = compute_dtype(w_hh.dtype)
-    hs = torch.empty((T + 1, B, H), dtype=dtype, device=gi.device)
-    hs[0].copy_(h0)
-    gates = torch.empty((T, B, SAVED_GATES[variant] * H), dtype=dtype, device=gi.device) if store_gates else None
-    rh = torch.empty((B, H), dtype=dtype, device=gi.device) if variant == "classic" else None
-    config = _resolve_config(config, "forward", variant, w_hh, B, H, 0, allow_tf32)
-    _launch_forward(
+    args, config = forward_arguments(
         gi=gi,
         x=None,
         w_ih=None,
         b_ih=None,
-        hs=hs,
+        h0=h0,
         w_hh=w_hh,
         b_hh=b_hh,
-        gates=gates,
-        rh=rh,
+        steps=gi.shape[0],
         lengths=lengths,
         variant=variant,
+        store_gates=store_gates,
         allow_tf32=allow_tf32,
         config=config,
-        input_size=0,
     )
-    return hs, gates
+    B, H = h0.shape
+    _launch(gru_forward_kernel, "forward", variant, plan_launch(config, B, H, h0.device), gi.shape[0], args)
+    return args["hs_ptr"], args["state_ptr"], args["gates_ptr"]
 
 
 def cell_forward(
@@ -199,43 +351,35 @@ def cell_forward(
     allow_tf32: bool = False,
     config: KernelConfig | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One GRU step as one launch: the concat-matmul ``[h, x] @ [W_hh | W_ih]^T``, gates and interpolation.
+    """One GRU step, the concat-matmul ``[h, x] @ [W_hh | W_ih]^T``, gates and interpolation in one kernel.
 
     ``x`` ``[B, I]``, ``h`` ``[B, H]``, ``w_ih`` ``[3H, I]``, ``w_hh`` ``[3H, H]``, biases ``[3H]`` or None
     (both or neither). Returns ``h'`` ``[B, H]`` in the compute dtype and, when ``store_gates``, the gates
-    ``[1, B, NG*H]`` for :func:`backward_sequence` with ``T = 1``. The classic form's two phases run inside the
-    launch, so the cell always uses a persistent config.
+    ``[1, B, NG*H]`` for :func:`backward_sequence` with ``T = 1``. One launch, or, for the classic form run per
+    step (several slices without a grid barrier), one per phase.
     """
-    B, H, input_size = x.shape[0], w_hh.shape[1], x.shape[1]
-    dtype = compute_dtype(w_hh.dtype)
-    hs = torch.empty((2, B, H), dtype=dtype, device=x.device)
-    hs[0].copy_(h)
-    gates = torch.empty((1, B, SAVED_GATES[variant] * H), dtype=dtype, device=x.device) if store_gates else None
-    rh = torch.empty((B, H), dtype=dtype, device=x.device) if variant == "classic" else None
-    config = _resolve_config(config, "cell", variant, w_hh, B, H, input_size, allow_tf32)
-    if not config.persistent:
-        raise ValueError("the cell kernel runs as one launch: its config must be persistent")
-    _launch_forward(
+    args, config = forward_arguments(
         gi=None,
         x=x,
         w_ih=w_ih,
         b_ih=b_ih,
-        hs=hs,
+        h0=h,
         w_hh=w_hh,
         b_hh=b_hh,
-        gates=gates,
-        rh=rh,
+        steps=1,
         lengths=None,
         variant=variant,
+        store_gates=store_gates,
         allow_tf32=allow_tf32,
         config=config,
-        input_size=input_size,
     )
-    return hs[1], gates
+    _launch(gru_forward_kernel, "forward", variant, plan_launch(config, *h.shape, h.device), 1, args)
+    return args["state_ptr"], args["gates_ptr"]
 
 
 def backward_sequence(
-    grad_hs: torch.Tensor,
+    grad_output: torch.Tensor,
+    grad_h_n: torch.Tensor | None,
     hs: torch.Tensor,
     gates: torch.Tensor,
     w_hh: torch.Tensor,
@@ -247,47 +391,23 @@ def backward_sequence(
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """The ``dh`` recurrence (BPTT) of one layer and direction.
 
-    ``grad_hs`` ``[T+1, B, H]`` compute dtype: row ``t+1`` is ``dL/dh_t`` from outside the recurrence (the
-    output's gradient, plus ``h_n``'s in row ``T``); row 0 is not read. ``hs`` and ``gates`` as returned by
-    :func:`forward_sequence`. Returns ``dgates_x`` ``[T, B, 3H]`` (the gradient of the input projection ``gi``:
-    ``[dar, daz, dan]``), ``dgates_hn`` ``[T, B, H]`` (cudnn: the gradient of ``W_hn h + b_hn``; None for
-    classic, whose hidden-side gate gradients equal ``dgates_x``) and ``dh0`` ``[B, H]``, all compute dtype.
+    ``grad_output`` ``[T, B, H]`` (any float dtype): ``dL/d output_t``, ignored past a sequence's length;
+    ``grad_h_n`` ``[B, H]`` or None; ``hs`` and ``gates`` as :func:`forward_sequence` returned them. Returns
+    ``dgates_x`` ``[T, B, 3H]`` (the gradient of the input projection ``gi``: ``[dar, daz, dan]``),
+    ``dgates_hn`` ``[T, B, H]`` (cudnn: the gradient of ``W_hn h + b_hn``; None for classic, whose hidden-side
+    gate gradients equal ``dgates_x``), both in the storage dtype, and ``dh0`` ``[B, H]`` in the compute dtype.
     """
+    args, config = backward_arguments(
+        grad_output=grad_output,
+        grad_h_n=grad_h_n,
+        hs=hs,
+        gates=gates,
+        w_hh=w_hh,
+        variant=variant,
+        lengths=lengths,
+        allow_tf32=allow_tf32,
+        config=config,
+    )
     T, B, H = gates.shape[0], hs.shape[1], hs.shape[2]
-    dtype = hs.dtype
-    carry = torch.zeros((2, B, H), dtype=dtype, device=hs.device)
-    dgates_x = torch.empty((T, B, 3 * H), dtype=dtype, device=hs.device)
-    dgates_hn = torch.empty((T, B, H), dtype=dtype, device=hs.device) if variant == "cudnn" else None
-    config = _resolve_config(config, "backward", variant, w_hh, B, H, 0, allow_tf32)
-    grid = _grid(config, B, H)
-    steps = [(T, 0)] if config.persistent else [(t + 1, t) for t in reversed(range(T))]
-    with _on_device(hs.device):
-        for t_hi, t_lo in steps:
-            for run_phase_1, run_phase_2 in _phases(variant, config.persistent):
-                gru_backward_kernel[grid](
-                    grad_hs,
-                    carry,
-                    hs,
-                    gates,
-                    w_hh,
-                    dgates_x,
-                    dgates_hn if dgates_hn is not None else dgates_x,
-                    lengths if lengths is not None else carry,
-                    t_hi,
-                    t_lo,
-                    B,
-                    H,
-                    CLASSIC=variant == "classic",
-                    RUN_PHASE_1=run_phase_1,
-                    RUN_PHASE_2=run_phase_2,
-                    HAS_LENGTHS=lengths is not None,
-                    ACC_DTYPE=_acc_dtype(dtype),
-                    DOT_PRECISION=_dot_precision(w_hh.dtype, allow_tf32),
-                    BLOCK_B=config.block_b,
-                    BLOCK_H=config.block_h,
-                    BLOCK_K=config.block_k,
-                    num_warps=config.num_warps,
-                    num_stages=config.num_stages,
-                )
-    # step 0 wrote dL/dh_{-1} = dL/dh0 to slot (0 + 1) % 2
-    return dgates_x, dgates_hn, carry[1]
+    _launch(gru_backward_kernel, "backward", variant, plan_launch(config, B, H, hs.device), T, args)
+    return args["dgates_x_ptr"], args["dgates_hn_ptr"], args["carry_ptr"]

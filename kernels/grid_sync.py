@@ -1,0 +1,65 @@
+"""The step barrier of the persistent kernels: every program of a batch block meets here between phases.
+
+Protocol (one ``int32`` counter per batch block, zeroed by the host before the launch, only ever growing):
+
+- **arrive**: a CTA barrier (every thread's stores of the phase are issued and visible to the CTA), then one
+  ``atomic_add(counter, 1)`` with *release* semantics at GPU scope, which publishes those stores;
+- **wait**: poll the counter with *acquire* loads until it reaches ``programs x barriers passed``, then a CTA
+  barrier. The target grows with every barrier, so there is no reset and no reset race;
+- **never hang**: the wait is bounded (``spin_limit``: nanoseconds of ``%globaltimer`` on a GPU, polls under
+  Triton's interpreter). On expiry the program raises the counter to at least :data:`POISON` with an atomic
+  max: every later wait of every program then passes at once, the kernel runs to its end, and the host sees
+  the poisoned counter and raises.
+
+Data exchanged through a barrier must be read with loads that bypass L1 (``cache_modifier=".cg"``): L1 is not
+coherent across SMs. The time loops run as ``tl.range(..., num_stages=1)`` so that no load of a later step is
+pipelined above a wait.
+
+With ``GRID_SYNC=False`` only the CTA barrier remains: correct when one program owns the whole hidden width of
+its rows, or when a launch runs a single phase (kernel boundaries then order the phases).
+"""
+
+import triton
+import triton.language as tl
+
+from tritongru.environment import interpreting
+
+POISON: tl.constexpr = tl.constexpr(1 << 30)
+"""Counter value that marks a timed-out barrier; healthy counts stay below it (checked by the host)."""
+
+_INTERPRETING = tl.constexpr(interpreting())
+
+
+@triton.jit
+def _clock():
+    """Where the spin budget is counted from: ``%globaltimer`` (ns) on a GPU; 0 under the interpreter, whose
+    budget is a number of polls."""
+    if _INTERPRETING:
+        return 0
+    else:
+        return tl.extra.cuda.globaltimer()
+
+
+@triton.jit
+def step_barrier(sync_ptr, i_group, arrivals, spin_limit, GRID_SYNC: tl.constexpr):
+    """Wait until ``arrivals`` programs have arrived at this group's counter ``sync_ptr[i_group]``.
+
+    ``arrivals`` is ``programs in the group x barriers passed in this launch, this one included``.
+    """
+    tl.debug_barrier()
+    if GRID_SYNC:
+        counter = sync_ptr + i_group
+        tl.atomic_add(counter, 1, sem="release", scope="gpu")
+        seen = tl.atomic_add(counter, 0, sem="acquire", scope="gpu")
+        start = _clock()
+        polls = 0
+        while seen < arrivals:
+            polls += 1
+            if _INTERPRETING:
+                spent = polls
+            else:
+                spent = _clock() - start
+            if spent > spin_limit:
+                tl.atomic_max(counter, POISON, sem="relaxed", scope="gpu")
+            seen = tl.atomic_add(counter, 0, sem="acquire", scope="gpu")
+        tl.debug_barrier()

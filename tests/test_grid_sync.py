@@ -1,0 +1,123 @@
+"""The grid barrier of the persistent kernels, exercised for real: on the CPU the interpreter's programs run in
+threads (``concurrent_interpreter``), on a GPU as one cooperative launch.
+
+What is checked: with the barrier, results equal the oracles even when programs are delayed at random at every
+atomic; without it (a barrier broken on purpose, programs of the other slices slowed down) they do not, so the
+first check has teeth; the counters end at ``programs x barriers``; a program that never arrives makes the
+launch fail with a RuntimeError that says what happened, instead of hanging.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from concurrent_interpreter import concurrent_programs, interpreter
+from helpers import ON_GPU, assert_close, grads
+from tritongru.kernels.grid_sync import POISON
+
+import tritongru
+import tritongru.launchers
+from tritongru import reference
+from tritongru.configs import KernelConfig
+from tritongru.variants import VARIANTS
+
+# H=40 in slices of 16: three programs per batch block, the last owning 8 units; B=20: two batch blocks.
+T, B, I, H = 6, 20, 5, 40
+SLICES = 3
+GRID_SYNC = KernelConfig(block_b=16, block_h=16, block_k=16, persistent=True)
+
+
+@pytest.fixture
+def grid_sync_config(monkeypatch) -> list[tuple[list[int], int]]:
+    """Force the grid-synchronised config; return the ``(counters, expected)`` of every barrier check."""
+    checks = []
+    real_check = tritongru.launchers._check_barriers
+
+    def recording_check(sync, expected):
+        checks.append((sync.tolist(), expected))
+        real_check(sync, expected)
+
+    monkeypatch.setattr(tritongru.launchers, "select_config", lambda kernel, **_: GRID_SYNC)
+    monkeypatch.setattr(tritongru.launchers, "_check_barriers", recording_check)
+    return checks
+
+
+def layer_and_oracle(variant: str, device: torch.device):
+    """``(ours, expected)``: output, h_n and every gradient of one layer, through tritongru and the oracle."""
+    scale = H**-0.5
+    tensors = [
+        torch.randn(T, B, I, device=device),
+        torch.randn(B, H, device=device) * 0.5,
+        torch.empty(3 * H, I, device=device).uniform_(-scale, scale),
+        torch.empty(3 * H, H, device=device).uniform_(-scale, scale),
+        torch.empty(3 * H, device=device).uniform_(-scale, scale),
+        torch.empty(3 * H, device=device).uniform_(-scale, scale),
+    ]
+    tensors = [t.requires_grad_() for t in tensors]
+    lengths = torch.randint(1, T + 1, (B,), device=device)
+    output, h_n = tritongru.gru_layer(*tensors, variant=variant, lengths=lengths)
+    expected_out, expected_h = reference.gru_layer_ref(*tensors, variant=variant, lengths=lengths)
+    ours = [output, h_n, *grads([output, h_n], tensors)]
+    expected = [expected_out, expected_h, *grads([expected_out, expected_h], tensors)]
+    return ours, expected
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_barrier_holds_under_random_delays(variant, grid_sync_config, monkeypatch, device):
+    """Forward and backward through grid barriers, programs delayed at random at every atomic operation."""
+    with concurrent_programs(monkeypatch, delay=2e-3, store_delay=0 if ON_GPU else 1e-3):
+        ours, expected = layer_and_oracle(variant, device)
+    names = ["output", "h_n", "d input", "d h0", "d weight_ih", "d weight_hh", "d bias_ih", "d bias_hh"]
+    for name, actual, wanted in zip(names, ours, expected, strict=True):
+        assert_close(actual, wanted, torch.float32, name)
+    barriers_per_step = 2 if variant == "classic" else 1
+    # one forward and one backward launch, each with a counter per batch block
+    assert [expected for _, expected in grid_sync_config] == [SLICES * barriers_per_step * T] * 2
+    assert all(counts == [expected, expected] for counts, expected in grid_sync_config)
+
+
+@pytest.mark.skipif(ON_GPU, reason="breaks the barrier through the CPU interpreter's atomics")
+def test_broken_barrier_gives_wrong_results(grid_sync_config, monkeypatch, device):
+    """The check above has teeth: with every poll answered 'everyone has arrived' and the programs of the other
+    slices slowed down, the first slice reads ``h`` before it is written and the output is wrong."""
+    builder_type = type(interpreter.interpreter_builder)
+    real_rmw = builder_type.create_atomic_rmw
+
+    def no_wait(self, op, ptr, val, *args):
+        result = real_rmw(self, op, ptr, val, *args)
+        if (val.data == 0).all():  # a poll of the counter
+            result.data[:] = POISON - 1
+        return result
+
+    monkeypatch.setattr(builder_type, "create_atomic_rmw", no_wait)
+    with concurrent_programs(monkeypatch, store_delay=5e-3):
+        (output, *_), (expected, *_) = layer_and_oracle("cudnn", device)
+    assert not torch.allclose(output.nan_to_num(1e9), expected, atol=1e-3)
+
+
+@pytest.mark.skipif(ON_GPU, reason="leaves a program out of the launch through the CPU interpreter")
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_missing_program_times_out_with_an_error(variant, grid_sync_config, monkeypatch, device):
+    """A program that never runs (a grid not all resident) makes the others time out, not hang: the launch
+    ends and the host raises, saying what happened and how to fall back."""
+    monkeypatch.setattr(tritongru.launchers, "BARRIER_TIMEOUT_S", 0.02)
+    gi = torch.randn(T, B, 3 * H, device=device)
+    h0 = torch.randn(B, H, device=device)
+    w_hh = torch.randn(3 * H, H, device=device) * 0.1
+    with (
+        concurrent_programs(monkeypatch, absent=((2, 1, 0),)),
+        pytest.raises(RuntimeError, match=r"timed out.*TRITONGRU_GRID_SYNC=0"),
+    ):
+        tritongru.launchers.forward_sequence(gi, h0, w_hh, None, variant=variant)
+    ((counters, expected),) = grid_sync_config
+    assert counters[0] == expected and counters[1] >= POISON, "only the incomplete batch block times out"
+
+
+def test_counters_are_checked():
+    """The host check itself: a poisoned counter is a timeout, a miscount an internal error, and exactly the
+    expected count passes."""
+    tritongru.launchers._check_barriers(torch.tensor([12, 12], dtype=torch.int32), 12)
+    with pytest.raises(RuntimeError, match="timed out"):
+        tritongru.launchers._check_barriers(torch.tensor([12, POISON + 3], dtype=torch.int32), 12)
+    with pytest.raises(RuntimeError, match="internal error"):
+        tritongru.launchers._check_barriers(torch.tensor([12, 11], dtype=torch.int32), 12)
