@@ -18,8 +18,16 @@ def test_info_reports_device_versions_caches_and_peers(capsys, tmp_path, monkeyp
     monkeypatch.setenv("TRITONGRU_CACHE_DIR", str(tmp_path / "cache"))
     assert cli.main(["info"]) == 0
     out = capsys.readouterr().out
-    for needle in ("torch", "triton", "user tuning cache", str(tmp_path / "cache"), "shipped tuning cache",
-                   "peer torchrl", "peer flag_gems", "peer flashrnn"):
+    for needle in (
+        "torch",
+        "triton",
+        "user tuning cache",
+        str(tmp_path / "cache"),
+        "shipped tuning cache",
+        "peer torchrl",
+        "peer flag_gems",
+        "peer flashrnn",
+    ):
         assert needle in out
 
 
@@ -36,8 +44,25 @@ def test_bench_without_cuda_says_its_times_mean_nothing(capsys, tmp_path):
 
 
 def test_tune_then_plot(capsys, tmp_path):
-    args = ["tune", "--kernels", "cell", "--variants", "classic", "--batch", "2", "--hidden", "16", "--quiet",
-            "--space", "tiny", "--out", str(tmp_path / "res"), "--cache-dir", str(tmp_path / "cache"), "--no-plots"]
+    args = [
+        "tune",
+        "--kernels",
+        "cell",
+        "--variants",
+        "classic",
+        "--batch",
+        "2",
+        "--hidden",
+        "16",
+        "--quiet",
+        "--space",
+        "tiny",
+        "--out",
+        str(tmp_path / "res"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--no-plots",
+    ]
     assert cli.main(args) == 0
     [path] = results.find(tmp_path / "res", "tune")
     winners = results.load(path)["meta"]["winners"]
@@ -62,7 +87,10 @@ def test_console_run_without_the_interpreter_variable_switches_it_on(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     done = subprocess.run(
         [sys.executable, "-m", "tritongru.cli", "bench", *TINY_BENCH, "--no-plots", "--out", str(tmp_path)],
-        env=env, capture_output=True, text=True, timeout=300,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
     assert "mean nothing" in done.stdout
