@@ -11,6 +11,7 @@ from tritongru.environment import device_name
 from tritongru.harness import problems, results, search_space, timing, tuning
 from tritongru.harness.search_space import NOMINAL_LIMITS, DeviceLimits, ProblemSpec, Resources
 from tritongru.precisions import PRECISIONS
+from tritongru.variants import VARIANTS
 
 FP32 = PRECISIONS["fp32"]
 
@@ -99,7 +100,7 @@ def test_the_gate_holds_kernels_to_the_precision_table():
 
 
 @pytest.mark.parametrize("kernel", ["forward", "backward", "cell"])
-@pytest.mark.parametrize("variant", ["cudnn", "classic"])
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_a_correct_config_passes_the_gate(kernel, variant, device):
     problem = small_problem(device, kernel, variant)
     outputs = problem.compare(problem.run(config(block_h=32, block_k=32)))

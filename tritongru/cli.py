@@ -27,7 +27,7 @@ import torch
 
 from tritongru.configs import KERNELS
 from tritongru.environment import interpreting
-from tritongru.harness.grids import MEASURED_PRECISIONS, MODES
+from tritongru.harness.grids import GRIDS, MEASURED_PRECISIONS, MODES
 from tritongru.variants import VARIANTS
 
 CPU_BANNER = (
@@ -65,7 +65,6 @@ def _bench(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from tritongru.harness import bench, results
-    from tritongru.harness.grids import GRIDS
 
     device = _device()
     grid = GRIDS[args.grid or ("quick" if device.type == "cuda" else "cpu")]
@@ -201,9 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--quiet", action="store_true", help="no progress bars")
 
     bench = commands.add_parser("bench", help="compare tritongru with cuDNN and other contenders")
-    bench.add_argument(
-        "--grid", choices=("quick", "full", "cpu"), help="preset grid (default: quick with CUDA, cpu without)"
-    )
+    bench.add_argument("--grid", choices=tuple(GRIDS), help="preset grid (default: quick with CUDA, cpu without)")
     sizes(bench)
     bench.add_argument("--seq-len", type=int, nargs="+", help="sequence lengths (default: the grid's)")
     bench.add_argument("--modes", nargs="+", choices=MODES)

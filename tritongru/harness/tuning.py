@@ -196,13 +196,15 @@ def sweep(
     device: torch.device,
     tiny: bool = False,
     store_gates: bool = False,
+    resources: ResourceModel = estimate_resources,
     progress: bool = True,
     write_cache: bool | None = None,
     cache_dir: Path | str | None = None,
 ) -> dict:
     """Tune every (kernel, variant, precision, batch, hidden) and return the whole sweep as a results document
     (``kind="tune"``); winners go to the cache as :func:`tune` decides. ``input_size=None`` means ``hidden``;
-    ``store_gates`` tunes the forward and cell kernels as training runs them (saving gates for backward)."""
+    ``store_gates`` tunes the forward and cell kernels as training runs them (saving gates for backward);
+    ``resources`` is the resource model pruning uses (:mod:`tritongru.harness.search_space`)."""
     rows, winners = [], []
     jobs = list(itertools.product(kernels, variants, precisions, batches, hiddens))
     for kernel, variant, precision, batch, hidden in tqdm(jobs, desc="tune", disable=not progress):
@@ -219,6 +221,7 @@ def sweep(
         outcome = tune(
             problem,
             space=search_space(kernel, tiny=tiny),
+            resources=resources,
             progress=progress,
             write_cache=write_cache,
             cache_dir=cache_dir,
