@@ -10,7 +10,7 @@ measured matmul peak and copy bandwidth it reached. Reads results only; runs no 
 import argparse
 from pathlib import Path
 
-from tritongru import plots, results
+from tritongru.harness import plots, results
 
 
 def main() -> None:

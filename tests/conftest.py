@@ -14,9 +14,10 @@ if not torch.cuda.is_available():
 import pytest
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def device() -> torch.device:
-    """Where the kernels run: CUDA when present, else the CPU (interpreter)."""
+    """Where the kernels run: CUDA when present, else the CPU (interpreter). Session-wide, so that module-scoped
+    fixtures (a results file written once for several tests) follow it too."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 

@@ -1,26 +1,21 @@
-"""Shared test helpers: tolerances written down once per dtype, module pairs with copied weights, and
-comparisons of forward and every gradient."""
+"""Shared test helpers: tolerances (from the one table in :mod:`tritongru.precisions`), module pairs with
+copied weights, and comparisons of forward and every gradient."""
 
 from __future__ import annotations
 
 import torch
 
 import tritongru
-
-TOLERANCES = {
-    # (atol, rtol) of tritongru against a float64 reference of the same weights and inputs
-    torch.float64: (1e-10, 1e-8),
-    torch.float32: (2e-5, 1e-4),
-    torch.float16: (5e-3, 5e-3),
-    torch.bfloat16: (3e-2, 3e-2),
-}
+from tritongru.precisions import precision_of
 
 ON_GPU = torch.cuda.is_available()
 
 
 def tolerance(dtype: torch.dtype) -> dict:
-    atol, rtol = TOLERANCES[dtype]
-    return {"atol": atol, "rtol": rtol}
+    """``{"atol": ..., "rtol": ...}`` of tritongru in storage ``dtype`` (IEEE products) against a float64
+    reference of the same weights and inputs."""
+    precision = precision_of(dtype)
+    return {"atol": precision.atol, "rtol": precision.rtol}
 
 
 def gru_pair(variant: str, *args, device, dtype=torch.float32, **kwargs):

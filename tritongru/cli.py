@@ -23,14 +23,17 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
+from tritongru.configs import KERNELS
+from tritongru.environment import interpreting
+from tritongru.harness.grids import GRIDS, MEASURED_PRECISIONS, MODES
+from tritongru.variants import VARIANTS
+
 CPU_BANNER = (
     "No CUDA device: tritongru ran through Triton's CPU interpreter and was compared with torch's CPU GRU.\n"
     "This is a functional check (see max_abs_err); the timings below mean nothing about speed."
 )
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 def _rerun_with_interpreter(argv: Sequence[str]) -> int | None:
@@ -39,9 +42,7 @@ def _rerun_with_interpreter(argv: Sequence[str]) -> int | None:
     Returns None when this process can go on (CUDA present, the interpreter already on, or the kernels not
     imported yet, in which case it is switched on); else reruns the command with it on and returns its exit
     status."""
-    import torch
-
-    if torch.cuda.is_available() or _interpreting():
+    if torch.cuda.is_available() or interpreting():
         return None
     if not any(name == "tritongru.kernels" or name.startswith("tritongru.kernels.") for name in sys.modules):
         os.environ["TRITON_INTERPRET"] = "1"
@@ -50,14 +51,12 @@ def _rerun_with_interpreter(argv: Sequence[str]) -> int | None:
     return subprocess.call([sys.executable, "-m", "tritongru.cli", *argv], env=env)
 
 
-def _device():
-    import torch
-
-    return torch.device("cuda" if torch.cuda.is_available() and not _interpreting() else "cpu")
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() and not interpreting() else "cpu")
 
 
 def _draw(document: dict, path: Path, out: Path | None) -> list[Path]:
-    from tritongru import plots
+    from tritongru.harness import plots
 
     return plots.draw_all([document], out if out is not None else path.with_suffix(""))
 
@@ -65,10 +64,10 @@ def _draw(document: dict, path: Path, out: Path | None) -> list[Path]:
 def _bench(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from tritongru import bench, results
+    from tritongru.harness import bench, results
 
     device = _device()
-    grid = bench.GRIDS[args.grid or ("quick" if device.type == "cuda" else "cpu")]
+    grid = GRIDS[args.grid or ("quick" if device.type == "cuda" else "cpu")]
     overrides = {
         "batch": args.batch,
         "hidden": args.hidden,
@@ -102,7 +101,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _tune(args: argparse.Namespace) -> int:
-    from tritongru import results, tuning
+    from tritongru.harness import results, tuning
 
     device = _device()
     cuda = device.type == "cuda"
@@ -116,6 +115,7 @@ def _tune(args: argparse.Namespace) -> int:
         seq_len=args.seq_len or (64 if cuda else 3),
         device=device,
         tiny=args.space == "tiny" if args.space else not cuda,
+        store_gates=args.store_gates,
         progress=not args.quiet,
         write_cache=args.write_cache,
         cache_dir=args.cache_dir,
@@ -139,7 +139,7 @@ def _tune(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from tritongru import results
+    from tritongru.harness import results
 
     files = []
     for target in map(Path, args.paths):
@@ -156,20 +156,20 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    import torch
-
-    from tritongru import __version__, results, tuning_cache
-    from tritongru.providers import importable_peers
+    from tritongru import __version__, tuning_cache
+    from tritongru.environment import device_name, triton_version
+    from tritongru.harness import results
+    from tritongru.harness.providers import importable_peers
 
     cuda = torch.cuda.is_available()
     device = torch.device("cuda") if cuda else torch.device("cpu")
     commit, dirty = results.git_state()
     lines = {
         "tritongru": __version__,
-        "device": torch.cuda.get_device_name(device) if cuda else "cpu (no CUDA)",
-        "kernels run": "on the GPU" if cuda and not _interpreting() else "through Triton's CPU interpreter",
+        "device": device_name(device) if cuda else "cpu (no CUDA)",
+        "kernels run": "on the GPU" if cuda and not interpreting() else "through Triton's CPU interpreter",
         "torch": torch.__version__,
-        "triton": tuning_cache.triton_version(),
+        "triton": triton_version(),
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if cuda else None,
         "git commit": f"{commit}{' (dirty)' if dirty else ''}" if commit else None,
@@ -179,8 +179,7 @@ def _info(args: argparse.Namespace) -> int:
     }
     for key, value in lines.items():
         print(f"{key:<22} {value}")
-    name = tuning_cache.device_name(device)
-    for path in tuning_cache.search_paths(name):
+    for path in tuning_cache.search_paths(device_name(device)):
         print(f"{'cache file':<22} {path} ({'present' if path.exists() else 'absent'})")
     for peer, present in importable_peers().items():
         print(f"{'peer ' + peer:<22} {'importable' if present else 'not installed'}")
@@ -195,20 +194,16 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--batch", type=int, nargs="+", help="batch sizes")
         sub.add_argument("--hidden", type=int, nargs="+", help="hidden sizes")
         sub.add_argument("--input-size", type=int, default=None, help="input size (default: the hidden size)")
-        sub.add_argument(
-            "--seq-len", type=int, nargs="+" if sub.prog.endswith("bench") else None, help="sequence lengths"
-        )
-        sub.add_argument("--precisions", nargs="+", choices=("fp32", "tf32", "bf16", "fp16"))
+        sub.add_argument("--precisions", nargs="+", choices=MEASURED_PRECISIONS)
         sub.add_argument("--out", default="profiling/results", help="results root (default: %(default)s)")
         sub.add_argument("--no-plots", action="store_true", help="write the results file only")
         sub.add_argument("--quiet", action="store_true", help="no progress bars")
 
     bench = commands.add_parser("bench", help="compare tritongru with cuDNN and other contenders")
-    bench.add_argument(
-        "--grid", choices=("quick", "full", "cpu"), help="preset grid (default: quick with CUDA, cpu without)"
-    )
+    bench.add_argument("--grid", choices=tuple(GRIDS), help="preset grid (default: quick with CUDA, cpu without)")
     sizes(bench)
-    bench.add_argument("--modes", nargs="+", choices=("forward", "train", "backward"))
+    bench.add_argument("--seq-len", type=int, nargs="+", help="sequence lengths (default: the grid's)")
+    bench.add_argument("--modes", nargs="+", choices=MODES)
     bench.add_argument(
         "--providers",
         nargs="+",
@@ -219,12 +214,21 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(handler=_bench)
 
     tune = commands.add_parser("tune", help="autotune block sizes and write winners to the tuning cache")
-    tune.add_argument(
-        "--kernels", nargs="+", default=["forward", "backward", "cell"], choices=("forward", "backward", "cell")
-    )
-    tune.add_argument("--variants", nargs="+", default=["cudnn", "classic"], choices=("cudnn", "classic"))
+    tune.add_argument("--kernels", nargs="+", default=list(KERNELS), choices=KERNELS)
+    tune.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     sizes(tune)
+    tune.add_argument(
+        "--seq-len",
+        type=int,
+        help="the one sequence length the sequence kernels are tuned at (default: 64 with "
+        "CUDA, 3 without); winners hold for every length",
+    )
     tune.add_argument("--space", choices=("full", "tiny"), help="search space (default: full with CUDA)")
+    tune.add_argument(
+        "--store-gates",
+        action="store_true",
+        help="tune the forward and cell kernels as training runs them, saving gates for backward",
+    )
     tune.add_argument(
         "--write-cache",
         action=argparse.BooleanOptionalAction,

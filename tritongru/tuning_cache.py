@@ -1,20 +1,27 @@
 """The tuning cache: JSON files of tuned launch configs, looked up on every launch.
 
+It lives in the library, not in the harness, because the library reads it: ``configs.select_config`` asks it
+for every launch, and a model that imports tritongru must not import the measuring harness. The harness only
+writes to it (:mod:`tritongru.harness.tuning`).
+
 One file per (device name, Triton version), so that a file tuned on one GPU or with one compiler is never
-read for another. Inside a file, entries are keyed by kernel, formulation, storage dtype, hidden size, input
-size and a coarse batch bucket; never the sequence length (a config that is fast for T=64 is fast for T=1024:
-the time loop only repeats the same step).
+read for another. Inside a file, entries are keyed by kernel, formulation, precision (``tf32`` apart from
+``fp32``), hidden size, input size, a coarse batch bucket and whether the forward kernel saves its gates;
+never the sequence length (a config that is fast for T=64 is fast for T=1024: the time loop only repeats the
+same step).
 
 Two places are searched, the user cache first:
 
 - the user cache, ``$TRITONGRU_CACHE_DIR`` or ``$XDG_CACHE_HOME/tritongru`` or ``~/.cache/tritongru``, where
-  :mod:`tritongru.tuning` writes its winners;
+  :mod:`tritongru.harness.tuning` writes its winners;
 - the files shipped with the package in ``tritongru/tuned/``, tuned on known GPUs.
 
-A file that is corrupt, truncated, written for another device or Triton version, or of an unknown format
-gives a warning and is ignored (the launcher falls back to its heuristic). Writes take a lock, merge with what
-is on disk and replace the file atomically, so two processes tuning at once lose nothing and never leave half
-a file. Parsed files are kept in memory and reread only when they are replaced or their time or size changes.
+A file that cannot be read, is corrupt or truncated, was written for another device or Triton version, or is
+of an unknown format gives a warning and is ignored (the launcher falls back to its heuristic); so does an
+entry whose config is not a valid launch config, with the file and key named. Writes take a lock, merge with
+what is on disk and replace the file atomically, so two processes tuning at once lose nothing and never leave
+half a file. Parsed files are kept in memory and reread only when they are replaced or their time or size
+changes.
 
 This module must not import :mod:`tritongru.configs` or anything that imports kernels: ``configs`` imports it.
 """
@@ -25,20 +32,28 @@ import contextlib
 import functools
 import json
 import os
-import re
-import tempfile
 import warnings
 from collections.abc import Iterator
-from importlib import metadata
 from pathlib import Path
 
 import torch
 
+from tritongru.environment import device_name, slug, triton_version, write_atomic
+from tritongru.precisions import precision_of
+
 FORMAT = "tritongru-tuning-cache"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""Version 2 names precisions as :data:`tritongru.precisions.PRECISIONS` does (``fp32``, ``tf32``, ``bf16``,
+...) and keys on ``store_gates``; a version-1 file is ignored with a warning."""
 
 CONFIG_KEYS = ("block_b", "block_h", "block_k", "num_warps", "num_stages", "persistent")
 """The keys of a config dict as :func:`lookup` returns it (the fields of ``configs.KernelConfig``)."""
+
+NUM_WARPS = (1, 2, 4, 8, 16)
+"""The warp counts a launch config may ask for."""
+
+MIN_BLOCK = 16
+"""The smallest block size: ``tl.dot`` needs every tile dimension to be at least 16 on the GPU."""
 
 BATCH_BUCKETS = (1, 8, 32, 128, 512)
 """Upper bounds of the batch buckets; a batch above the last falls in the open bucket ``"b>512"``."""
@@ -58,32 +73,6 @@ def user_cache_dir() -> Path:
 
 
 @functools.cache
-def triton_version() -> str:
-    """Triton's installed version, read from the package metadata (no ``import triton``)."""
-    try:
-        return metadata.version("triton")
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
-@functools.cache
-def _cuda_name(index: int) -> str:
-    return torch.cuda.get_device_name(index)
-
-
-def device_name(device: torch.device) -> str:
-    """The name tuned configs are filed under: the GPU's marketing name, or the device type (``"cpu"``)."""
-    if device.type == "cuda":
-        return _cuda_name(device.index if device.index is not None else torch.cuda.current_device())
-    return device.type
-
-
-def slug(text: str) -> str:
-    """A file-name-safe lower-case form of ``text`` (``"NVIDIA H100 80GB"`` -> ``"nvidia-h100-80gb"``)."""
-    return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-") or "unknown"
-
-
-@functools.cache
 def cache_file_name(device: str, triton: str | None = None) -> str:
     """The file holding the configs tuned on ``device`` with Triton ``triton`` (default: installed)."""
     return f"{slug(device)}__triton-{slug(triton or triton_version())}.json"
@@ -97,10 +86,6 @@ def batch_bucket(batch: int) -> str:
     return f"b>{BATCH_BUCKETS[-1]}"
 
 
-def dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
-
-
 def entry_key(
     kernel: str,
     *,
@@ -110,10 +95,14 @@ def entry_key(
     hidden: int,
     input_size: int,
     allow_tf32: bool = False,
+    store_gates: bool = False,
 ) -> str:
-    """The key of one entry inside a device's cache file; float32 with TF32 products is its own precision."""
-    precision = "tf32" if allow_tf32 and dtype == torch.float32 else dtype_name(dtype)
-    return f"{kernel}|{variant}|{precision}|H={hidden}|I={input_size}|{batch_bucket(batch)}"
+    """The key of one entry inside a device's cache file, e.g. ``forward|cudnn|bf16|H=768|I=0|b<=32|gates=0``.
+
+    The precision is named by :func:`tritongru.precisions.precision_of` (float32 with TF32 products is ``tf32``);
+    ``store_gates`` (the forward kernels saving their gates for backward) compiles a different kernel."""
+    precision = precision_of(dtype, allow_tf32).name
+    return f"{kernel}|{variant}|{precision}|H={hidden}|I={input_size}|{batch_bucket(batch)}|gates={int(store_gates)}"
 
 
 def search_paths(device: str) -> list[Path]:
@@ -122,19 +111,40 @@ def search_paths(device: str) -> list[Path]:
     return [user_cache_dir() / name, SHIPPED_DIR / name]
 
 
-# path -> ((inode, mtime_ns, size), entries or None when the file was rejected). Writers replace the file,
-# so a rewrite gets a new inode even where the clock is too coarse to change the modification time.
-_parsed: dict[Path, tuple[tuple[int, int, int], dict[str, dict] | None]] = {}
+def config_problem(config: object) -> str | None:
+    """What makes ``config`` unusable as a launch config, or ``None`` when it is one: a dict with every key of
+    :data:`CONFIG_KEYS`, block sizes powers of two >= 16, ``num_warps`` in :data:`NUM_WARPS`, ``num_stages``
+    a positive int, ``persistent`` a bool."""
+    if not isinstance(config, dict):
+        return "no 'config' table"
+    missing = [key for key in CONFIG_KEYS if key not in config]
+    if missing:
+        return f"config lacks {missing}"
+    is_int = lambda value: isinstance(value, int) and not isinstance(value, bool)
+    for key in ("block_b", "block_h", "block_k"):
+        value = config[key]
+        if not is_int(value) or value < MIN_BLOCK or value & (value - 1):
+            return f"{key} {value!r} is not a power of two >= {MIN_BLOCK}"
+    if not is_int(config["num_warps"]) or config["num_warps"] not in NUM_WARPS:
+        return f"num_warps {config['num_warps']!r} is not one of {NUM_WARPS}"
+    if not is_int(config["num_stages"]) or config["num_stages"] < 1:
+        return f"num_stages {config['num_stages']!r} is not a positive int"
+    if not isinstance(config["persistent"], bool):
+        return f"persistent {config['persistent']!r} is not a bool"
+    return None
 
 
-def _valid_config(value: object) -> bool:
-    return isinstance(value, dict) and all(key in value for key in CONFIG_KEYS)
+# path -> (stamp, entries or None when the file was rejected). The stamp is (inode, mtime_ns, size) of a file
+# that could be stat'ed (writers replace the file, so a rewrite gets a new inode even where the clock is too
+# coarse to change the modification time), or the error that stat raised.
+_parsed: dict[Path, tuple[tuple, dict[str, dict] | None]] = {}
 
 
 def read_file(path: Path, *, device: str | None = None) -> dict[str, dict] | None:
-    """Parse one cache file and return its entries, or warn and return ``None`` when it is unusable.
+    """Parse one cache file and return its valid entries, or warn and return ``None`` when it is unusable.
 
-    ``device`` (when given) must match the device the file was written for; so must the Triton version.
+    ``device`` (when given) must match the device the file was written for; so must the Triton version. An
+    entry whose config fails :func:`config_problem` is left out with a warning naming the file and the key.
     """
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
@@ -155,13 +165,28 @@ def read_file(path: Path, *, device: str | None = None) -> dict[str, dict] | Non
     if problem is not None:
         warnings.warn(f"ignoring tuning cache {path}: {problem}", stacklevel=3)
         return None
-    return {key: value for key, value in document["entries"].items() if isinstance(value, dict)}
+    entries = {}
+    for key, entry in document["entries"].items():
+        reason = config_problem(entry.get("config") if isinstance(entry, dict) else None)
+        if reason is None:
+            entries[key] = entry
+        else:
+            warnings.warn(f"ignoring malformed tuning cache entry {key!r} in {path}: {reason}", stacklevel=3)
+    return entries
 
 
 def _entries(path: Path, device: str) -> dict[str, dict] | None:
+    """The entries of ``path``, parsed once per version of the file; ``None`` when it is absent or unusable
+    (a file that exists but cannot be reached warns once)."""
     try:
         stat = path.stat()
-    except OSError:
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        stamp: tuple = ("unreachable", str(error))
+        if _parsed.get(path, (None,))[0] != stamp:
+            warnings.warn(f"ignoring unreadable tuning cache {path}: {error}", stacklevel=3)
+            _parsed[path] = (stamp, None)
         return None
     stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
     cached = _parsed.get(path)
@@ -182,23 +207,26 @@ def lookup(
     input_size: int,
     device: torch.device,
     allow_tf32: bool = False,
+    store_gates: bool = False,
 ) -> dict | None:
-    """The cached config for this key as a plain dict with :data:`CONFIG_KEYS`, or ``None`` if none is.
-
-    An entry that lacks any config key is skipped with a warning; the caller validates the values.
-    """
+    """The cached config for this key as a plain dict with :data:`CONFIG_KEYS` (already validated), or
+    ``None`` if no file holds one."""
     name = device_name(device)
     key = entry_key(
-        kernel, variant=variant, dtype=dtype, batch=batch, hidden=hidden, input_size=input_size, allow_tf32=allow_tf32
+        kernel,
+        variant=variant,
+        dtype=dtype,
+        batch=batch,
+        hidden=hidden,
+        input_size=input_size,
+        allow_tf32=allow_tf32,
+        store_gates=store_gates,
     )
     for path in search_paths(name):
         entries = _entries(path, name)
-        if entries is None or key not in entries:
-            continue
-        config = entries[key].get("config")
-        if _valid_config(config):
+        if entries is not None and key in entries:
+            config = entries[key]["config"]
             return {field: config[field] for field in CONFIG_KEYS}
-        warnings.warn(f"ignoring malformed tuning cache entry {key!r} in {path}", stacklevel=2)
     return None
 
 
@@ -219,22 +247,6 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def store(
     entries: dict[str, dict],
     *,
@@ -244,11 +256,13 @@ def store(
     """Merge ``entries`` (key -> ``{"config": {...}, ...}``) into ``device``'s cache file; return its path.
 
     The file is read, merged and replaced under a lock, so concurrent writers keep each other's entries. A
-    file on disk that is unusable is replaced (with a warning from the read).
+    file on disk that is unusable is replaced (with a warning from the read). Raises ``ValueError`` for an
+    entry whose config is not valid, ``OSError`` when the directory or file cannot be written.
     """
     for key, value in entries.items():
-        if not _valid_config(value.get("config")):
-            raise ValueError(f"entry {key!r} needs a 'config' with keys {CONFIG_KEYS}")
+        reason = config_problem(value.get("config"))
+        if reason is not None:
+            raise ValueError(f"entry {key!r} needs a valid 'config' with keys {CONFIG_KEYS}: {reason}")
     path = (directory if directory is not None else user_cache_dir()) / cache_file_name(device)
     path.parent.mkdir(parents=True, exist_ok=True)
     with _locked(path):

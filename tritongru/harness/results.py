@@ -18,6 +18,7 @@ Results measured on a commit older than the latest change to ``kernels/`` are st
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import shutil
@@ -28,7 +29,7 @@ from pathlib import Path
 import torch
 
 import tritongru
-from tritongru.tuning_cache import slug, triton_version, write_atomic
+from tritongru.environment import device_name, slug, triton_version, write_atomic
 
 SCHEMA = "tritongru-results"
 SCHEMA_VERSION = 1
@@ -101,7 +102,7 @@ TUNE_FIELDS = (
 )
 ROW_FIELDS = {"bench": BENCH_FIELDS, "tune": TUNE_FIELDS}
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 """The checkout this package was installed from (editable install); git metadata is read here."""
 
 
@@ -138,6 +139,13 @@ def is_stale(document: dict, repo: Path = REPO_ROOT) -> bool | None:
     latest = kernels_last_commit(repo)
     if not measured or latest is None:
         return None
+    return _lacks(repo, measured, latest)
+
+
+@functools.cache
+def _lacks(repo: Path, measured: str, latest: str) -> bool | None:
+    """Whether commit ``measured`` lacks commit ``latest`` (``None``: ``repo`` does not know ``measured``).
+    Memoised: the history between two commits never changes, and every figure's title asks again."""
     known = _git(repo, "cat-file", "-e", f"{measured}^{{commit}}")
     if known is None or known.returncode != 0:
         return None
@@ -160,7 +168,7 @@ def _driver_version() -> str | None:
 def gpu_label(device: torch.device, *, interpreter: bool) -> str:
     """The name results are filed under: the GPU's name, or ``"cpu-interpreter"`` / ``"cpu"``."""
     if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
+        return device_name(device)
     return "cpu-interpreter" if interpreter else device.type
 
 

@@ -1,8 +1,8 @@
 """Figures drawn from results files only (never from numbers typed in).
 
-Every function takes a results document (:func:`tritongru.results.load`) and returns a matplotlib
+Every function takes a results document (:func:`tritongru.harness.results.load`) and returns a matplotlib
 ``Figure`` built without pyplot, so nothing here touches a global backend: figures render with Agg when
-saved, and display inline in notebooks. Colours and labels come from :mod:`tritongru.providers`.
+saved, and display inline in notebooks. Colours and labels come from :mod:`tritongru.harness.providers`.
 
 Each title carries the device and, for a CPU run, the reminder that interpreter times mean nothing; results
 measured before the latest change to ``kernels/`` are marked STALE.
@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
 from matplotlib.ticker import ScalarFormatter
 
-from tritongru import results
-from tritongru.providers import PROVIDERS
+from tritongru.harness import results
+from tritongru.harness.providers import PROVIDERS
 
 _VARIANT_PROVIDERS = ("tritongru-cudnn", "tritongru-classic")
 
@@ -81,7 +82,7 @@ def speedup_heatmap(
         fig.colorbar(image, ax=ax, label="speed-up (baseline time / time)")
         for (i, j), value in np.ndenumerate(grid):
             if not math.isnan(value):
-                ax.text(j, i, f"{value:.3g}", ha="center", va="center", fontsize=8)
+                ax.text(j, i, f"{value:.3g}", ha="center", va="center", fontsize=8, color=_ink(image, value))
     ax.set_xticks(range(len(hiddens)), [str(h) for h in hiddens])
     ax.set_yticks(range(len(batches)), [str(b) for b in batches])
     ax.set_xlabel("hidden size")
@@ -222,18 +223,32 @@ def tuning_landscape(
         document,
         f"tuning landscape: {kernel} ({variant}), {precision}, batch {batch}, hidden {hidden}",
     )
+    image = None
     if not np.isnan(grid).all():
         image = ax.imshow(grid, cmap="viridis_r", origin="lower", aspect="auto")
         fig.colorbar(image, ax=ax, label="best median ms in cell")
     for (i, j), value in np.ndenumerate(grid):
         mark = marks.get((i, j), "")
-        text = mark if math.isnan(value) else f"{value:.3g}{'*' if mark == '*' else ''}"
-        ax.text(j, i, text, ha="center", va="center", fontsize=8)
+        if math.isnan(value):
+            ax.text(j, i, mark, ha="center", va="center", fontsize=8, color="black")
+        else:
+            text = f"{value:.3g}{'*' if mark == '*' else ''}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=8, color=_ink(image, value))
     ax.set_xticks(range(len(block_h)), [str(b) for b in block_h])
     ax.set_yticks(range(len(block_k)), [str(b) for b in block_k])
     ax.set_xlabel("block_h")
     ax.set_ylabel("block_k")
     return fig
+
+
+def _ink(image: AxesImage, value: float) -> str:
+    """The annotation colour that reads on the cell ``value`` is drawn in: white on dark cells, black on light.
+
+    Lightness is the relative luminance of the cell's colour (sRGB weights on linearised channels)."""
+    red, green, blue, _ = image.cmap(image.norm(value))
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in (red, green, blue)]
+    luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+    return "white" if luminance < 0.18 else "black"
 
 
 def _providers(rows: Iterable[dict]) -> list[str]:
