@@ -1,6 +1,6 @@
 """Launch configurations: one place where every launcher gets its block sizes, warps and stages.
 
-A :class:`KernelConfig` is what the autotuning harness (:mod:`tritongru.tuning`) searches over and stores.
+A :class:`KernelConfig` is what the autotuning harness (:mod:`tritongru.harness.tuning`) searches over and stores.
 :func:`select_config` is the lookup every launcher calls: the tuning cache first, then :func:`heuristic_config`.
 Under Triton's interpreter (CPU) tuning collapses to the heuristic's single config.
 """
@@ -15,12 +15,10 @@ import torch
 
 from tritongru import tuning_cache
 from tritongru.environment import interpreting
+from tritongru.tuning_cache import MIN_BLOCK
 
 KERNELS = ("forward", "backward", "cell")
 """Kernel names used as tuning keys: the sequence forward, the sequence backward (BPTT), the fused cell."""
-
-MIN_BLOCK = 16
-"""``tl.dot`` needs every tile dimension to be at least 16 on the GPU."""
 
 
 @dataclass(frozen=True)
@@ -42,14 +40,9 @@ class KernelConfig:
     persistent: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("block_b", "block_h", "block_k"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < MIN_BLOCK or value & (value - 1):
-                raise ValueError(f"{name} must be a power of two >= {MIN_BLOCK}; got {value!r}")
-        if self.num_warps not in (1, 2, 4, 8, 16):
-            raise ValueError(f"num_warps must be one of 1, 2, 4, 8, 16; got {self.num_warps!r}")
-        if not isinstance(self.num_stages, int) or self.num_stages < 1:
-            raise ValueError(f"num_stages must be a positive int; got {self.num_stages!r}")
+        problem = tuning_cache.config_problem(asdict(self))
+        if problem is not None:
+            raise ValueError(f"invalid KernelConfig: {problem}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -146,6 +139,7 @@ def _select_config(kernel, variant, dtype, batch, hidden, input_size, device, al
             input_size=input_size,
             device=device,
             allow_tf32=allow_tf32,
+            store_gates=store_gates,
         )
         if tuned is not None:
             try:

@@ -104,9 +104,16 @@ def _launch_backward(
     saved: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     config: KernelConfig | None,
 ) -> tuple:
-    grad_hs, hs, gates = saved
+    grad_output, hs, gates = saved
     return launchers.backward_sequence(
-        grad_hs, hs, gates, layer.w_hh, variant=spec.variant, allow_tf32=spec.precision.allow_tf32, config=config
+        grad_output,
+        None,
+        hs,
+        gates,
+        layer.w_hh,
+        variant=spec.variant,
+        allow_tf32=spec.precision.allow_tf32,
+        config=config,
     )
 
 
@@ -162,11 +169,10 @@ def backward_problem(spec: ProblemSpec, *, seq_len: int, device: torch.device, s
     draws = _Draws(seed, device, spec.precision.dtype)
     layer = draws.layer(spec)
     gi = _projected_input(draws, layer, spec, seq_len)
-    forward_config = heuristic_config("forward", spec.batch, spec.hidden)
-    hs, gates = _launch_forward(spec, layer, gi, forward_config, store_gates=True)
+    forward_config = heuristic_config("forward", spec.batch, spec.hidden, dtype=spec.precision.dtype)
+    hs, _, gates = _launch_forward(spec, layer, gi, forward_config, store_gates=True)
     grad_out = draws.normal(seq_len, spec.batch, spec.hidden, dtype=torch.float64)
-    grad_hs = torch.zeros((seq_len + 1, spec.batch, spec.hidden), dtype=hs.dtype, device=device)
-    grad_hs[1:] = grad_out.to(hs.dtype)
+    grad_output = grad_out.to(hs.dtype)
 
     def compare(outputs: tuple) -> tuple[torch.Tensor, ...]:
         dgates_x, dgates_hn, dh0 = outputs
@@ -183,7 +189,7 @@ def backward_problem(spec: ProblemSpec, *, seq_len: int, device: torch.device, s
         spec=spec,
         seq_len=seq_len,
         device=device,
-        run=lambda config: _launch_backward(spec, layer, (grad_hs, hs, gates), config),
+        run=lambda config: _launch_backward(spec, layer, (grad_output, hs, gates), config),
         compare=compare,
         expected=expected,
     )

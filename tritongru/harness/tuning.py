@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from tritongru import tuning_cache
+from tritongru import configs, tuning_cache
 from tritongru.configs import KernelConfig
 from tritongru.environment import device_name
 from tritongru.harness import results, timing
@@ -181,6 +181,7 @@ def _cache_winner(problem: Problem, winner: KernelConfig, median: float, cache_d
             stacklevel=3,
         )
         return None
+    configs.clear_memo()  # this process's launchers see the new winner from their next call
     return str(path)
 
 
