@@ -63,3 +63,31 @@ def step_barrier(sync_ptr, i_group, arrivals, spin_limit, GRID_SYNC: tl.constexp
                 tl.atomic_max(counter, POISON, sem="relaxed", scope="gpu")
             seen = tl.atomic_add(counter, 0, sem="acquire", scope="gpu")
         tl.debug_barrier()
+
+
+@triton.jit
+def barrier_stress_kernel(tags_ptr, errors_ptr, sync_ptr, steps, max_delay, spin_limit, BLOCK: tl.constexpr):
+    """The barrier alone, stressed: at every step each program waits a pseudo-random time (up to ``max_delay``
+    ns of ``%globaltimer``, or polls under the interpreter), writes the step number into its slot of a
+    double-buffered tag row, meets the others at :func:`step_barrier`, then reads every program's tag: any tag
+    that is not this step's is counted into ``errors``. ``tags`` ``[2, programs]`` int32, ``errors`` and
+    ``sync`` one int32 each; ``BLOCK`` a power of two >= the number of programs."""
+    pid = tl.program_id(0)
+    programs = tl.num_programs(0)
+    o = tl.arange(0, BLOCK)
+    for step in tl.range(0, steps, num_stages=1):
+        delay = ((pid + 1).to(tl.int64) * 1103515245 + step * 12345 + 7) % 2147483647 % (max_delay + 1)
+        start = _clock()
+        now = start
+        while now - start < delay:
+            if _INTERPRETING:
+                now += 1
+            else:
+                now = _clock()
+        slot = tags_ptr + (step % 2) * programs
+        tl.store(slot + pid, step)
+        step_barrier(sync_ptr, 0, programs * (step + 1), spin_limit, True)
+        seen = tl.load(slot + o, mask=o < programs, other=0, cache_modifier=".cg")
+        wrong = tl.sum(((seen != step) & (o < programs)).to(tl.int32))
+        if wrong > 0:
+            tl.atomic_add(errors_ptr, wrong)

@@ -121,3 +121,28 @@ def test_counters_are_checked():
         tritongru.launchers._check_barriers(torch.tensor([12, POISON + 3], dtype=torch.int32), 12)
     with pytest.raises(RuntimeError, match="internal error"):
         tritongru.launchers._check_barriers(torch.tensor([12, 11], dtype=torch.int32), 12)
+
+
+@pytest.mark.parametrize("programs", [2, 5])
+def test_barrier_stress_kernel_sees_no_stale_tag(programs, monkeypatch, device):
+    """The barrier alone: programs delayed at random at every step never read another's stale step tag."""
+    with concurrent_programs(monkeypatch):
+        assert tritongru.launchers.stress_barrier(programs, steps=12, max_delay_ns=40, device=device) == 0
+
+
+@pytest.mark.skipif(ON_GPU, reason="breaks the barrier through the CPU interpreter's atomics")
+def test_barrier_stress_kernel_counts_stale_tags_without_a_barrier(monkeypatch, device):
+    """The stress kernel has teeth: with every poll answered 'everyone has arrived', programs run ahead and
+    see tags of other steps."""
+    builder_type = type(interpreter.interpreter_builder)
+    real_rmw = builder_type.create_atomic_rmw
+
+    def no_wait(self, op, ptr, val, *args):
+        result = real_rmw(self, op, ptr, val, *args)
+        if (val.data == 0).all():  # a poll of the counter
+            result.data[:] = POISON - 1
+        return result
+
+    monkeypatch.setattr(builder_type, "create_atomic_rmw", no_wait)
+    with concurrent_programs(monkeypatch):
+        assert tritongru.launchers.stress_barrier(4, steps=12, max_delay_ns=200, device=device) > 0

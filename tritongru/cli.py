@@ -7,6 +7,8 @@
   a results file (with its tuning-landscape plots).
 - ``tritongru plot [FILE_OR_DIR ...]``: draw the figures of existing results files.
 - ``tritongru info``: device, versions, cache paths and which optional peers are importable.
+- ``tritongru selftest``: the proof on a GPU: the CUDA tests, the grid barrier under stress, the benchmark
+  against cuDNN over the target region with a table of speed-ups.
 
 Triton decides whether a kernel runs through its interpreter when the kernel is defined, so that must be
 settled before ``tritongru.kernels`` is imported. Importing this module imports the package (and with it the
@@ -186,6 +188,12 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _selftest(args: argparse.Namespace) -> int:
+    from tritongru.harness.selftest import run_selftest
+
+    return run_selftest(Path(args.repo), Path(args.out))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tritongru", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -250,6 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = commands.add_parser("info", help="device, versions, cache paths, optional peers")
     info.set_defaults(handler=_info)
+
+    selftest = commands.add_parser(
+        "selftest", help="prove the kernels on a GPU: CUDA tests, barrier stress, benchmark against cuDNN"
+    )
+    selftest.add_argument("--out", default="profiling/results", help="results root (default: %(default)s)")
+    selftest.add_argument("--repo", default=".", help="the repository whose tests run (default: %(default)s)")
+    selftest.set_defaults(handler=_selftest)
     return parser
 
 

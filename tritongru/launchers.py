@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from tritongru.configs import KernelConfig, select_config
 from tritongru.environment import interpreting
 from tritongru.kernels.backward import gru_backward_kernel
 from tritongru.kernels.forward import gru_forward_kernel
-from tritongru.kernels.grid_sync import POISON
+from tritongru.kernels.grid_sync import POISON, barrier_stress_kernel
 from tritongru.precisions import compute_dtype, precision_of
 
 SAVED_GATES = {"cudnn": 4, "classic": 3}
@@ -128,13 +129,13 @@ def _resident_programs(compiled, device_index: int) -> int:
     return per_sm * props.multi_processor_count
 
 
-def _fits_at_once(kernel, grid: tuple[int, int], kwargs: dict, device: torch.device) -> bool:
+def _fits_at_once(kernel, grid: tuple[int, ...], kwargs: dict, device: torch.device) -> bool:
     """Whether every program of ``grid`` can be resident at once (always, for threaded interpreter programs)."""
     if device.type != "cuda":
         return True
     compiled = kernel.warmup(grid=grid, **kwargs)
     compiled._init_handles()
-    return grid[0] * grid[1] <= _resident_programs(compiled, device.index or 0)
+    return math.prod(grid) <= _resident_programs(compiled, device.index or 0)
 
 
 def _check_barriers(sync: torch.Tensor, expected: int) -> None:
@@ -411,3 +412,30 @@ def backward_sequence(
     T, B, H = gates.shape[0], hs.shape[1], hs.shape[2]
     _launch(gru_backward_kernel, "backward", variant, plan_launch(config, B, H, hs.device), T, args)
     return args["dgates_x_ptr"], args["dgates_hn_ptr"], args["carry_ptr"]
+
+
+def stress_barrier(programs: int, steps: int, max_delay_ns: int, device: torch.device) -> int:
+    """Run the grid barrier alone (:func:`~tritongru.kernels.grid_sync.barrier_stress_kernel`) with ``programs``
+    programs for ``steps`` steps, each program waiting up to ``max_delay_ns`` at random before it arrives;
+    return how many stale tags the programs saw after a barrier (0 when the barrier holds). Raises like every
+    grid-synchronised launch when a barrier times out."""
+    tags = torch.full((2, programs), -1, dtype=torch.int32, device=device)
+    errors = torch.zeros(1, dtype=torch.int32, device=device)
+    sync = torch.zeros(1, dtype=torch.int32, device=device)
+    call = dict(
+        tags_ptr=tags,
+        errors_ptr=errors,
+        sync_ptr=sync,
+        steps=steps,
+        max_delay=max_delay_ns,
+        spin_limit=_spin_limit(),
+        BLOCK=triton.next_power_of_2(programs),
+        num_warps=1,
+        launch_cooperative_grid=True,
+    )
+    with _on_device(device):
+        if not _fits_at_once(barrier_stress_kernel, (programs,), call, device):
+            raise ValueError(f"{programs} programs cannot all be resident on {device} at once")
+        barrier_stress_kernel[(programs,)](**call)
+    _check_barriers(sync, programs * steps)
+    return int(errors.item())
