@@ -1,19 +1,37 @@
-"""The kernels through Triton's real compiler (to a cubin for sm_90), on any machine: the interpreter that
-runs the other tests on the CPU forgives what the code generator rejects."""
+"""The kernels through Triton's real compiler (to a cubin for sm_90), on any machine: the interpreter that runs
+the other tests on the CPU forgives what the code generator rejects. Registers, spills and shared memory come
+from the compiled kernels, and every grid-synchronised kernel's barrier is read back from its PTX."""
 
 import os
 import subprocess
 import sys
 
+from tritongru.compile_check import barrier_problems
 
-def test_kernels_compile_for_hopper():
+
+def test_kernels_compile_for_hopper_without_spills_and_with_their_barrier():
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
     result = subprocess.run(
         [sys.executable, "-m", "tritongru.compile_check", "--arch", "90", "--quick"],
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "0 failed" in result.stdout
+    assert ", 0 failed" in result.stdout
+    assert "grid-sync" in result.stdout and "stress" in result.stdout, "the barrier's kernels were compiled"
+
+
+def test_barrier_check_reads_ptx():
+    """The PTX check has teeth: each missing or unsafe piece of a barrier is named."""
+    arrive = "@%p8 red.global.gpu.release.add.u32 [ %rd62 + 0 ], %r178;"
+    poll = "@%p8 ld.global.gpu.acquire.b32 %r179, [ %rd62 + 0 ];"
+    assert barrier_problems(f"{arrive}\n{poll}") == []
+    assert barrier_problems(poll) == ["no release atomic add (arrival)"]
+    assert barrier_problems(arrive) == ["no acquire load (poll)"]
+    relaxed = arrive.replace("release", "relaxed")
+    assert barrier_problems(f"{relaxed}\n{poll}") == ["no release atomic add (arrival)"]
+    assert barrier_problems(f"{arrive}\n{poll}\ncp.async.cg.shared.global [%r1], [%rd2], 16;") == [
+        "an asynchronous copy (cp.async) could cross the barrier"
+    ]

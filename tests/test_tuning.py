@@ -1,6 +1,10 @@
 """The tuning harness on a tiny search space: pruning, the correctness gate, winners in the cache, the sweep."""
 
+import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -32,19 +36,22 @@ def reason(cfg, *, limits=NOMINAL_LIMITS, **overrides):
 def test_candidates_cover_the_declared_space():
     for kernel, space in search_space.SEARCH_SPACE.items():
         assert len(search_space.candidates(kernel)) == math.prod(len(values) for values in space.values())
-    assert all(c.persistent for c in search_space.candidates("cell"))
     assert len(search_space.candidates("forward", search_space.search_space("forward", tiny=True))) == 8
 
 
 def test_pruning_reasons():
     assert reason(config()) is None
-    assert "persistent" in reason(config(persistent=False), kernel="cell")
+    assert reason(config(persistent=False), kernel="cell") is None, "the classic cell may run per phase"
     assert "block_b" in reason(config(block_b=32), batch=3)
     assert reason(config(block_b=32), batch=17) is None
     assert "block_h" in reason(config(block_h=64), hidden=20)
     assert "block_k" in reason(config(block_k=64), hidden=20)
     assert reason(config(block_k=64), kernel="cell", hidden=20, input_size=40) is None, "cell reduces over I"
     assert "threads" in reason(config(num_warps=16), batch=3)
+    assert "unrolled chunks" in reason(config(block_k=16), hidden=2048)
+    small_gpu = DeviceLimits(shared_memory=1 << 20, registers=65_536, sm_count=4)
+    assert "resident" in reason(config(), batch=40, hidden=40, limits=small_gpu), "3 slices x 3 batch blocks > 4"
+    assert reason(config(persistent=False), batch=40, hidden=40, limits=small_gpu) is None
     tight = DeviceLimits(shared_memory=4096, registers=65_536)
     assert "shared memory" in reason(config(block_h=32, block_k=32), hidden=64, limits=tight)
     few = DeviceLimits(shared_memory=1 << 20, registers=65_536, registers_per_thread=40)
@@ -67,8 +74,35 @@ def test_compiled_resources_replace_the_estimates():
     assert kept == [fits] and [c for c, _ in pruned] == [spills]
     assert seen[0] == (fits, spec()), "the model sees the config and the whole problem spec"
     estimated = search_space.estimate_resources(config(block_h=32, block_k=32), spec())
-    assert estimated.shared_memory == (16 * 32 + 3 * 32 * 32) * 4 * 2
+    assert estimated.shared_memory == (3 * 32 * 32 + 16 * 32) * 4, "resident weights of 3 gates + one chunk"
     assert estimated.spill_bytes == 0
+
+
+COMPILED_RESOURCES = """
+import json
+from tritongru.configs import KernelConfig
+from tritongru.harness.search_space import ProblemSpec, compiled_resources
+from tritongru.precisions import PRECISIONS
+problem = ProblemSpec("forward", "cudnn", PRECISIONS["fp32"], batch=3, hidden=40, input_size=12)
+used = compiled_resources(KernelConfig(block_b=16, block_h=16, block_k=32), problem, arch=90)
+print(json.dumps([used.registers_per_thread, used.shared_memory, used.spill_bytes]))
+"""
+
+
+def test_resources_read_from_the_sm90_compile():
+    """Without a GPU: every kernel a grid-synchronised config compiles to (the persistent launch and its
+    per-step fallback) goes through ptxas for sm_90 (in a process without the interpreter); the most any of
+    them needs is reported."""
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    done = subprocess.run(
+        [sys.executable, "-c", COMPILED_RESOURCES], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr
+    registers, shared, spills = json.loads(done.stdout.splitlines()[-1])
+    assert 0 < registers <= 255
+    assert spills == 0
+    weights = 3 * 64 * 16 * 4  # three gates x K=40 in two chunks of 32 x a 16-unit slice, fp32
+    assert weights <= shared <= 2 * weights
 
 
 def test_prune_splits_the_candidates():

@@ -30,11 +30,13 @@ import torch
 import triton
 from triton.backends.compiler import BaseBackend, GPUTarget
 from triton.compiler import ASTSource
+from triton.runtime.autotuner import Heuristics
 
 from tritongru.configs import KernelConfig, heuristic_config
 from tritongru.environment import interpreting
 from tritongru.kernels.backward import gru_backward_kernel
 from tritongru.kernels.forward import gru_forward_kernel
+from tritongru.kernels.grid_sync import barrier_stress_kernel
 from tritongru.launchers import LaunchPlan, backward_arguments, forward_arguments, kernel_calls
 from tritongru.precisions import PRECISIONS
 
@@ -69,6 +71,8 @@ class Specialisation:
     call: dict
 
     def describe(self) -> str:
+        if self.kernel == "stress":
+            return f"stress   barrier alone, {self.call['tags_ptr'].shape[1]} programs"
         c, call = self.config, self.call
         phases = f"phase {call['FIRST_PHASE']}" + (
             f"-{call['LAST_PHASE']}" if call["LAST_PHASE"] > call["FIRST_PHASE"] else ""
@@ -107,7 +111,16 @@ def _plans(config: KernelConfig, batch: int, hidden: int, arch: int) -> dict[str
     return {"grid-sync": LaunchPlan(grid, persistent=True, grid_sync=True, use_pdl=False), "per-step": per_step}
 
 
-def _calls(kernel: str, variant: str, precision: str, batch: int, hidden: int, flags: dict, config: KernelConfig):
+def _calls(
+    kernel: str,
+    variant: str,
+    precision: str,
+    batch: int,
+    hidden: int,
+    flags: dict,
+    config: KernelConfig,
+    input_size: int = INPUT_SIZE,
+):
     """``(kind, args)``: the launcher's kernel arguments for one problem, on meta tensors."""
     p = PRECISIONS[precision]
     dtype, H, T = p.dtype, hidden, 2
@@ -130,8 +143,8 @@ def _calls(kernel: str, variant: str, precision: str, batch: int, hidden: int, f
     cell = kernel == "cell"
     args, _ = forward_arguments(
         gi=None if cell else _meta(T, batch, 3 * H, dtype=dtype),
-        x=_meta(batch, INPUT_SIZE, dtype=dtype) if cell else None,
-        w_ih=_meta(3 * H, INPUT_SIZE, dtype=dtype) if cell else None,
+        x=_meta(batch, input_size, dtype=dtype) if cell else None,
+        w_ih=_meta(3 * H, input_size, dtype=dtype) if cell else None,
         b_ih=_meta(3 * H, dtype=dtype) if cell and flags["bias"] else None,
         h0=_meta(batch, H, dtype=dtype),
         steps=1 if cell else T,
@@ -143,6 +156,32 @@ def _calls(kernel: str, variant: str, precision: str, batch: int, hidden: int, f
         **weights,
     )
     return "forward", args
+
+
+def config_specialisations(
+    kernel: str,
+    variant: str,
+    precision: str,
+    batch: int,
+    hidden: int,
+    config: KernelConfig,
+    arch: int,
+    *,
+    flags: dict,
+    input_size: int = INPUT_SIZE,
+) -> list[Specialisation]:
+    """The distinct compiles one launcher call makes under ``config`` (every launch of its plan, and of the
+    per-step fallback of a grid-synchronised plan)."""
+    kind, args = _calls(kernel, variant, precision, batch, hidden, flags, config, input_size)
+    label = " ".join(name for name, on in flags.items() if on) or "-"
+    found = {}
+    for mode, plan in _plans(config, batch, hidden, arch).items():
+        for call in kernel_calls(kind, variant, plan, 2, args):
+            found.setdefault(
+                _compile_key(kind, call),
+                Specialisation(kernel, variant, precision, batch, hidden, config, mode, label, call),
+            )
+    return list(found.values())
 
 
 FLAGS = {
@@ -172,30 +211,46 @@ def specialisations(arch: int, *, quick: bool = False) -> list[Specialisation]:
         dtype = PRECISIONS[precision].dtype
         config = heuristic_config(kernel, batch, hidden, dtype=dtype, sm_count=SM_COUNT[arch])
         for flags in (QUICK_FLAGS if quick else FLAGS)[kernel]:
-            kind, args = _calls(kernel, variant, precision, batch, hidden, flags, config)
-            for mode, plan in _plans(config, batch, hidden, arch).items():
-                for call in kernel_calls(kind, variant, plan, 2, args):
-                    key = (kind, _compile_key(kind, call))
-                    if key not in found:
-                        label = " ".join(f"{name}" for name, on in flags.items() if on) or "-"
-                        found[key] = Specialisation(
-                            kernel, variant, precision, batch, hidden, config, mode, label, call
-                        )
+            for spec in config_specialisations(kernel, variant, precision, batch, hidden, config, arch, flags=flags):
+                found.setdefault((kernel, _compile_key(_kind(kernel), spec.call)), spec)
     return list(found.values())
 
 
+def stress_specialisation() -> Specialisation:
+    """The barrier stress kernel as :func:`tritongru.launchers.stress_barrier` launches it (132 programs)."""
+    call = dict(
+        tags_ptr=_meta(2, 132, dtype=torch.int32),
+        errors_ptr=_meta(1, dtype=torch.int32),
+        sync_ptr=_meta(1, dtype=torch.int32),
+        steps=4000,
+        max_delay=2000,
+        spin_limit=2_000_000_000,
+        BLOCK=256,
+        num_warps=1,
+        launch_cooperative_grid=True,
+    )
+    return Specialisation("stress", "-", "-", 0, 0, KernelConfig(16, 16, 16, num_warps=1), "grid-sync", "-", call)
+
+
+def _kind(kernel: str) -> str:
+    """The kernel function a launcher call runs: the cell is the forward kernel with its input side fused."""
+    return "forward" if kernel == "cell" else kernel
+
+
 def _kernel(kind: str):
-    return gru_forward_kernel if kind == "forward" else gru_backward_kernel
+    return {"forward": gru_forward_kernel, "backward": gru_backward_kernel, "stress": barrier_stress_kernel}[kind]
 
 
 def _source_and_options(kind: str, call: dict) -> tuple[ASTSource, dict]:
     """What the JIT would compile for ``call``: the heuristics' constants, each argument specialised as the
     JIT specialises it, and the launch options."""
-    heuristics = _kernel(kind)
+    kernel = _kernel(kind)
     call = dict(call)
-    for name, rule in heuristics.values.items():
-        call[name] = rule(call)
-    jit = heuristics.fn
+    jit = kernel
+    if isinstance(kernel, Heuristics):
+        for name, rule in kernel.values.items():
+            call[name] = rule(call)
+        jit = kernel.fn
     options = {name: call.pop(name) for name in list(call) if name not in jit.arg_names}
     signature, constexprs, attrs = {}, {}, {}
     for index, (name, param) in enumerate(zip(jit.arg_names, jit.params, strict=True)):
@@ -238,8 +293,7 @@ def resources(spec: Specialisation, arch: int) -> Resources:
     """Compile ``spec`` for ``sm_<arch>`` and read its resources (registers and spills from ``ptxas -v``)."""
     from triton.backends.nvidia.compiler import get_ptxas, sm_arch_from_capability
 
-    kind = "backward" if spec.kernel == "backward" else "forward"
-    source, options = _source_and_options(kind, spec.call)
+    source, options = _source_and_options(_kind(spec.kernel), spec.call)
     compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options=options)
     ptx = compiled.asm["ptx"]
     with tempfile.TemporaryDirectory() as directory:
@@ -274,7 +328,7 @@ def check(arch: int, *, quick: bool = False, echo=None) -> tuple[list[tuple[Spec
     if interpreting():
         raise RuntimeError("compile_check needs the real compiler: unset TRITON_INTERPRET")
     compiled, failures = [], []
-    for spec in specialisations(arch, quick=quick):
+    for spec in [*specialisations(arch, quick=quick), stress_specialisation()]:
         try:
             found = resources(spec, arch)
         except Exception as error:  # any compiler error is a finding to report

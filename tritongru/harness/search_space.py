@@ -2,11 +2,12 @@
 
 :func:`candidates` expands a kernel's declared :data:`SEARCH_SPACE` into ``KernelConfig`` objects;
 :func:`prune` drops those that cannot (or need not) run one problem, each with its reason: tiles larger than
-the problem, more threads than tile elements, and resources over the device's budget.
+the problem, more threads than tile elements, a grid-synchronised grid larger than the GPU, and resources
+over the device's budget.
 
-Resources come from a :data:`ResourceModel`. The default, :func:`estimate_resources`, is arithmetic on the tile
-sizes; a model that reads registers, spills and shared memory from the real compile (``ptxas -v`` on the
-kernel's cubin) has the same signature and replaces it through the ``resources`` argument of :func:`prune`.
+Resources come from a :data:`ResourceModel`: on a GPU :func:`compiled_resources` reads registers, spills and
+shared memory from the real compile (``ptxas -v`` on the kernels' cubins); under the CPU interpreter, where
+nothing runs on a GPU, :func:`estimate_resources` is arithmetic on the tile sizes.
 """
 
 from __future__ import annotations
@@ -21,22 +22,25 @@ import torch
 from tritongru.configs import KERNELS, KernelConfig
 from tritongru.precisions import Precision
 
-_SEQUENCE_SPACE = {
+_SPACE = {
     "block_b": (16, 32, 64),
-    "block_h": (32, 64, 128),
-    "block_k": (32, 64),
+    "block_h": (16, 32, 64),
+    "block_k": (32, 64, 128),
     "num_warps": (4, 8),
-    "num_stages": (1, 2),
+    "num_stages": (1,),
     "persistent": (True, False),
 }
-SEARCH_SPACE: dict[str, dict[str, tuple]] = {
-    "forward": _SEQUENCE_SPACE,
-    "backward": _SEQUENCE_SPACE,
-    "cell": {**_SEQUENCE_SPACE, "block_k": (32, 64, 128), "persistent": (True,)},
-}
-"""The declared search space per kernel: 144 configs for the sequence kernels, 108 for the cell (always one
-launch, so persistent only), before pruning. Kept small on purpose: every config costs a compile, and a full
-``tritongru tune`` should finish in well under an hour."""
+SEARCH_SPACE: dict[str, dict[str, tuple]] = {"forward": _SPACE, "backward": _SPACE, "cell": _SPACE}
+"""The declared search space per kernel, 108 configs before pruning: the batch block, the hidden slice each
+program owns, the K chunk of the step's products, warps, and whether the sequence runs in one launch.
+
+``num_stages`` stays 1: the kernels' time loop pins ``num_stages=1`` (no load may be pipelined above a grid
+barrier) and their K loop is unrolled, so Triton's pipeliner has nothing to act on; compiled for sm_90 with
+Triton 3.9, stages 1 to 4 give the same PTX. Every config costs a compile, and a full ``tritongru tune``
+should finish in well under an hour."""
+
+MAX_K_CHUNKS = 16
+"""Most unrolled K chunks a config may have: more only lengthen the compile (minutes) for the same data."""
 
 TINY_SPACE: dict[str, tuple] = {
     "block_b": (16,),
@@ -66,15 +70,17 @@ class ProblemSpec:
 
 @dataclass(frozen=True)
 class DeviceLimits:
-    """Per-block budgets a config must fit: shared memory in bytes and 32-bit registers."""
+    """Per-program budgets a config must fit (shared memory in bytes, 32-bit registers), and how many SMs the
+    programs of a grid-synchronised launch may occupy at once."""
 
     shared_memory: int
     registers: int
     registers_per_thread: int = 255
+    sm_count: int = 132
 
 
-NOMINAL_LIMITS = DeviceLimits(shared_memory=101_376, registers=65_536)
-"""The budget assumed where the device cannot be asked (CPU interpreter): an A100-class GPU's."""
+NOMINAL_LIMITS = DeviceLimits(shared_memory=232_448, registers=65_536)
+"""The budget assumed where the device cannot be asked (CPU interpreter): an H100's."""
 
 
 @dataclass(frozen=True)
@@ -98,7 +104,11 @@ def device_limits(device: torch.device) -> DeviceLimits:
     props = torch.cuda.get_device_properties(device)
     shared = getattr(props, "shared_memory_per_block_optin", 0) or getattr(props, "shared_memory_per_block", 0)
     registers = getattr(props, "regs_per_multiprocessor", 0) or NOMINAL_LIMITS.registers
-    return DeviceLimits(shared_memory=shared or NOMINAL_LIMITS.shared_memory, registers=min(registers, 65_536))
+    return DeviceLimits(
+        shared_memory=shared or NOMINAL_LIMITS.shared_memory,
+        registers=min(registers, 65_536),
+        sm_count=props.multi_processor_count,
+    )
 
 
 def search_space(kernel: str, *, tiny: bool = False) -> dict[str, tuple]:
@@ -123,21 +133,60 @@ def _cover(n: int) -> int:
 
 
 def estimate_resources(config: KernelConfig, spec: ProblemSpec) -> Resources:
-    """Resources by arithmetic on the tiles (no compile; off by 2-4x either way against ``ptxas``).
+    """Resources by arithmetic on the tiles, for where nothing is compiled for a GPU (the CPU interpreter).
 
-    Shared memory: per pipeline stage, an ``h`` tile ``[block_b, block_k]`` and the three gates' weight tiles
-    ``[block_k, block_h]`` in the storage dtype. Registers per thread: three fp32 (fp64 for float64) gate
-    accumulators ``[block_b, block_h]`` and one stage of operand tiles over ``32 * num_warps`` threads, plus a
-    fixed 32 for addresses and loop state. Nothing spills."""
-    dtype = spec.precision.dtype
-    operand_elements = config.block_b * config.block_k + 3 * config.block_k * config.block_h
-    words_per_acc = 2 if dtype == torch.float64 else 1
+    Shared memory: the three gates' weights this program holds, ``3 x K x block_h`` in the storage dtype (the
+    compiler keeps them in shared memory), plus one ``[block_b, block_k]`` chunk of the streamed operand.
+    Registers per thread: three fp32 (fp64 for float64) gate accumulators ``[block_b, block_h]`` over
+    ``32 * num_warps`` threads, plus a fixed 64 for addresses, loop state and prefetched inputs. Nothing
+    spills. On a GPU, :func:`compiled_resources` reads all three from the real compile instead."""
+    itemsize = spec.precision.dtype.itemsize
+    reduction = _cover_chunks(max(spec.hidden, spec.input_size) if spec.kernel == "cell" else spec.hidden, config)
+    words_per_acc = 2 if spec.precision.dtype == torch.float64 else 1
     accumulators = 3 * config.block_b * config.block_h * words_per_acc
-    operand_words = operand_elements * dtype.itemsize / 4
     return Resources(
-        registers_per_thread=math.ceil((accumulators + operand_words) / (32 * config.num_warps)) + 32,
-        shared_memory=operand_elements * dtype.itemsize * max(1, config.num_stages),
+        registers_per_thread=math.ceil(accumulators / (32 * config.num_warps)) + 64,
+        shared_memory=(3 * reduction * config.block_h + config.block_b * config.block_k) * itemsize,
     )
+
+
+def _cover_chunks(n: int, config: KernelConfig) -> int:
+    return -(-n // config.block_k) * config.block_k
+
+
+def compiled_resources(config: KernelConfig, spec: ProblemSpec, *, arch: int | None = None) -> Resources:
+    """Resources read from the real compile for ``sm_<arch>`` (default: the current GPU's): the most registers,
+    spilled bytes and shared memory over every kernel the launchers compile for ``config`` on ``spec`` (each
+    launch of its plan, and of the per-step fallback of a grid-synchronised one). No GPU is needed, only
+    Triton's CUDA backend; Triton's cache keeps the compiled kernels for the launches that follow."""
+    from tritongru import compile_check
+
+    if arch is None:
+        major, minor = torch.cuda.get_device_capability()
+        arch = 10 * major + minor
+    flags = {"bias": True, "store_gates": spec.store_gates} | ({} if spec.kernel == "cell" else {"lengths": False})
+    specialisations = compile_check.config_specialisations(
+        spec.kernel,
+        spec.variant,
+        spec.precision.name,
+        spec.batch,
+        spec.hidden,
+        config,
+        arch,
+        flags=flags,
+        input_size=spec.input_size,
+    )
+    found = [compile_check.resources(s, arch) for s in specialisations]
+    return Resources(
+        registers_per_thread=max(r.registers for r in found),
+        shared_memory=max(r.shared for r in found),
+        spill_bytes=max(r.spills for r in found),
+    )
+
+
+def default_resources(device: torch.device) -> ResourceModel:
+    """What pruning reads resources from: the compiled kernels on a GPU, the estimates elsewhere."""
+    return compiled_resources if device.type == "cuda" else estimate_resources
 
 
 def prune_reason(
@@ -147,8 +196,6 @@ def prune_reason(
     resources: ResourceModel = estimate_resources,
 ) -> str | None:
     """Why ``config`` cannot (or need not) run ``spec``, or ``None`` when it is worth trying."""
-    if spec.kernel == "cell" and not config.persistent:
-        return "the cell kernel runs as one launch: persistent only"
     if config.block_b > _cover(spec.batch):
         return f"block_b {config.block_b} > {_cover(spec.batch)}, which already covers batch {spec.batch}"
     if config.block_h > _cover(spec.hidden):
@@ -156,9 +203,17 @@ def prune_reason(
     reduction = max(spec.hidden, spec.input_size) if spec.kernel == "cell" else spec.hidden
     if config.block_k > _cover(reduction):
         return f"block_k {config.block_k} > {_cover(reduction)}, which already covers K {reduction}"
+    if -(-reduction // config.block_k) > MAX_K_CHUNKS:
+        return f"K {reduction} in chunks of {config.block_k}: more than {MAX_K_CHUNKS} unrolled chunks"
     threads = 32 * config.num_warps
     if config.block_b * config.block_h < threads:
         return f"{threads} threads for a {config.block_b}x{config.block_h} tile"
+    slices, batch_blocks = -(-spec.hidden // config.block_h), -(-spec.batch // config.block_b)
+    if config.persistent and slices > 1 and slices * batch_blocks > limits.sm_count:
+        return (
+            f"{slices * batch_blocks} programs cannot all be resident on {limits.sm_count} SMs: the launchers "
+            "would run it per step"
+        )
     used = resources(config, spec)
     if used.shared_memory > limits.shared_memory:
         return f"shared memory ~{used.shared_memory} B > {limits.shared_memory} B"

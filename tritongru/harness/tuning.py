@@ -40,8 +40,8 @@ from tritongru.harness.search_space import (
     ProblemSpec,
     ResourceModel,
     candidates,
+    default_resources,
     device_limits,
-    estimate_resources,
     prune,
     search_space,
 )
@@ -110,7 +110,7 @@ def tune(
     *,
     space: dict[str, Sequence] | None = None,
     limits: DeviceLimits | None = None,
-    resources: ResourceModel = estimate_resources,
+    resources: ResourceModel | None = None,
     timer: Timer | None = None,
     progress: bool = True,
     write_cache: bool | None = None,
@@ -118,12 +118,14 @@ def tune(
 ) -> TuneResult:
     """Sweep ``space`` for ``problem``: prune, check each config against the reference, time, keep the best.
 
-    ``resources`` tells pruning what a config uses (estimates by default). ``write_cache`` defaults to True where
-    times come from device events and False under the interpreter (whose times mean nothing).
+    ``resources`` tells pruning what a config uses (default: read from the compiled kernels on a GPU, estimated
+    elsewhere). ``write_cache`` defaults to True where times come from device events and False under the
+    interpreter (whose times mean nothing).
     """
     spec = problem.spec
     timer = timer or (lambda fn, config: timing.measure(fn, device=problem.device))
     configs = candidates(spec.kernel, space if space is not None else search_space(spec.kernel))
+    resources = resources or default_resources(problem.device)
     kept, pruned = prune(configs, spec, limits or device_limits(problem.device), resources)
     rows = [_row(problem, config, "pruned", reason) for config, reason in pruned]
     precision = spec.precision
@@ -197,7 +199,7 @@ def sweep(
     device: torch.device,
     tiny: bool = False,
     store_gates: bool = False,
-    resources: ResourceModel = estimate_resources,
+    resources: ResourceModel | None = None,
     progress: bool = True,
     write_cache: bool | None = None,
     cache_dir: Path | str | None = None,
