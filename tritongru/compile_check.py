@@ -18,7 +18,10 @@ It needs Triton's CUDA backend but no GPU, and must run without ``TRITON_INTERPR
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import functools
 import itertools
+import os
 import re
 import subprocess
 import sys
@@ -322,27 +325,44 @@ def barrier_problems(ptx: str) -> list[str]:
     return problems
 
 
-def check(arch: int, *, quick: bool = False, echo=None) -> tuple[list[tuple[Specialisation, Resources]], list[str]]:
-    """Compile every specialisation; return (each with its resources, one line per failure). A failure is a
-    compile error, a spill or too much shared memory, or a broken barrier in a grid-synchronised kernel."""
+@functools.cache
+def _all_specialisations(arch: int, quick: bool) -> list[Specialisation]:
+    return [*specialisations(arch, quick=quick), stress_specialisation()]
+
+
+def _compile_one(arch: int, quick: bool, index: int) -> Resources | str:
+    """Resources of specialisation ``index``, or the compiler's error as a line (run in a worker process)."""
+    try:
+        return resources(_all_specialisations(arch, quick)[index], arch)
+    except Exception as error:  # any compiler error is a finding to report
+        return f"{type(error).__name__}: {str(error).splitlines()[0]}"
+
+
+def check(
+    arch: int, *, quick: bool = False, jobs: int = 1, echo=None
+) -> tuple[list[tuple[Specialisation, Resources]], list[str]]:
+    """Compile every specialisation (in ``jobs`` processes); return (each with its resources, one line per
+    failure). A failure is a compile error, a spill or too much shared memory, or a broken barrier in a
+    grid-synchronised kernel."""
     if interpreting():
         raise RuntimeError("compile_check needs the real compiler: unset TRITON_INTERPRET")
-    compiled, failures = [], []
-    for spec in [*specialisations(arch, quick=quick), stress_specialisation()]:
-        try:
-            found = resources(spec, arch)
-        except Exception as error:  # any compiler error is a finding to report
-            failures.append(f"{spec.describe()}: {type(error).__name__}: {str(error).splitlines()[0]}")
-            continue
-        compiled.append((spec, found))
-        if echo is not None:
-            echo(f"{spec.describe()}  regs {found.registers:3}  spill {found.spills:5} B  smem {found.shared:6} B")
-        if found.spills:
-            failures.append(f"{spec.describe()}: spills {found.spills} bytes of registers")
-        if found.shared > SHARED_MEMORY_MAX[arch]:
-            failures.append(f"{spec.describe()}: needs {found.shared} bytes of shared memory")
-        if spec.mode == "grid-sync":
-            failures += [f"{spec.describe()}: {problem}" for problem in barrier_problems(found.ptx)]
+    specs = _all_specialisations(arch, quick)
+    with concurrent.futures.ProcessPoolExecutor(jobs) as pool:
+        outcomes = pool.map(_compile_one, itertools.repeat(arch), itertools.repeat(quick), range(len(specs)))
+        compiled, failures = [], []
+        for spec, found in zip(specs, outcomes, strict=True):
+            if isinstance(found, str):
+                failures.append(f"{spec.describe()}: {found}")
+                continue
+            compiled.append((spec, found))
+            if echo is not None:
+                echo(f"{spec.describe()}  regs {found.registers:3}  spill {found.spills:5} B  smem {found.shared:6} B")
+            if found.spills:
+                failures.append(f"{spec.describe()}: spills {found.spills} bytes of registers")
+            if found.shared > SHARED_MEMORY_MAX[arch]:
+                failures.append(f"{spec.describe()}: needs {found.shared} bytes of shared memory")
+            if spec.mode == "grid-sync":
+                failures += [f"{spec.describe()}: {problem}" for problem in barrier_problems(found.ptx)]
     return compiled, failures
 
 
@@ -350,8 +370,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", type=int, default=90, choices=sorted(SM_COUNT), help="CUDA compute capability")
     parser.add_argument("--quick", action="store_true", help="a few sizes, one specialisation per code path")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="compiler processes (default: CPUs)")
     args = parser.parse_args(argv)
-    compiled, failures = check(args.arch, quick=args.quick, echo=print)
+    compiled, failures = check(args.arch, quick=args.quick, jobs=args.jobs, echo=print)
     print(f"triton {triton.__version__}, sm_{args.arch}: {len(compiled)} compiled, {len(failures)} failed")
     for line in failures:
         print(line)

@@ -59,9 +59,10 @@ def _pow2_clamp(n: int, low: int, high: int) -> int:
 ONE_SLICE_MAX_HIDDEN = 64
 """Up to this hidden size one program owns the whole width of its rows: no grid barrier at all."""
 
-RESIDENT_BYTES_MAX = 48 * 1024
-"""Most ``W_hh`` bytes one program holds on chip for a persistent launch (``3 x H x block_h`` elements): the
-largest slice that compiles for sm_90 without spilling registers (``python -m tritongru.compile_check``)."""
+RESIDENT_BYTES_MAX = 200 * 1024
+"""Most ``W_hh`` bytes one program holds for a persistent launch (``3 x H x block_h`` elements in the storage
+dtype): the compiler keeps them in shared memory, 227 KB per SM on sm_90, with room left for the streamed
+operand's chunk."""
 
 
 @functools.cache
@@ -75,9 +76,12 @@ def heuristic_config(
     """A config that is correct for every shape and reasonable without tuning.
 
     On a GPU: batch blocks of 16 to 64 rows; the narrowest hidden slice (16, 32 or 64 units) whose
-    ``slices x batch blocks`` programs fit on ``sm_count`` SMs at once; persistent (the whole sequence in one
-    launch, a grid barrier per phase) when that slice's share of ``W_hh`` fits :data:`RESIDENT_BYTES_MAX`,
-    else one launch per step. The cell (one step) is persistent only when one slice covers the hidden width.
+    ``slices x batch blocks`` programs fit on ``sm_count`` SMs at once (one slice up to
+    :data:`ONE_SLICE_MAX_HIDDEN`); persistent (the whole sequence in one launch, a grid barrier per phase) when
+    that slice's share of ``W_hh`` fits :data:`RESIDENT_BYTES_MAX`, else one launch per step. 16-bit storage
+    streams K in chunks of 128 on 4 warps, 32- and 64-bit in chunks of 64 on 8 warps: the choices that
+    compile for sm_90 without spilling (``python -m tritongru.compile_check`` checks every size it serves).
+    The cell (one step) is persistent only when one slice covers the hidden width.
     Under the interpreter: few, large tiles (its cost is per program and per tile, not per element).
     """
     if kernel not in KERNELS:
@@ -85,25 +89,27 @@ def heuristic_config(
     if interpreting():
         block = _pow2_clamp(hidden, MIN_BLOCK, 64)
         return KernelConfig(block_b=_pow2_clamp(batch, MIN_BLOCK, 64), block_h=block, block_k=block)
+    wide = dtype.itemsize >= 4
     block_b = _pow2_clamp(batch, MIN_BLOCK, 64)
-    block_k = _pow2_clamp(hidden, MIN_BLOCK, 64)
+    block_k = _pow2_clamp(hidden, MIN_BLOCK, 64 if wide else 128)
     batch_blocks = -(-batch // block_b)
-    block_h = next(
-        (width for width in (16, 32, 64) if -(-hidden // width) * batch_blocks <= sm_count),
-        64,
-    )
+    block_h = next((width for width in (16, 32, 64) if -(-hidden // width) * batch_blocks <= sm_count), 64)
     if hidden <= ONE_SLICE_MAX_HIDDEN:
         block_h = _pow2_clamp(hidden, MIN_BLOCK, ONE_SLICE_MAX_HIDDEN)
+    programs = -(-hidden // block_h) * batch_blocks
+    resident_bytes = 3 * (-(-hidden // block_k) * block_k) * block_h * dtype.itemsize
     one_slice = block_h >= hidden
-    resident_bytes = 3 * (-(-hidden // block_k) * block_k) * block_h * torch.empty((), dtype=dtype).element_size()
     if kernel == "cell":
         persistent = one_slice
     else:
-        persistent = one_slice or (
-            -(-hidden // block_h) * batch_blocks <= sm_count and resident_bytes <= RESIDENT_BYTES_MAX
-        )
+        persistent = one_slice or (programs <= sm_count and resident_bytes <= RESIDENT_BYTES_MAX)
     return KernelConfig(
-        block_b=block_b, block_h=block_h, block_k=block_k, num_warps=4, num_stages=1, persistent=persistent
+        block_b=block_b,
+        block_h=block_h,
+        block_k=block_k,
+        num_warps=8 if wide else 4,
+        num_stages=1,
+        persistent=persistent,
     )
 
 
