@@ -31,8 +31,7 @@ Layouts (contiguous): ``grad_out`` ``[T, B, H]``; ``carry`` ``[B, H]`` compute d
 
 import triton
 import triton.language as tl
-from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
-from tritongru.kernels.grid_sync import step_barrier
+from tritongru.kernels.grid_sync import after_previous_launch, step_barrier
 from tritongru.kernels.gru_math import GATE_N, GATE_R, GATE_Z, accumulate, program_tile, resident_tiles
 
 
@@ -97,8 +96,7 @@ def gru_backward_kernel(
     BARRIERS_PER_STEP: tl.constexpr = 2 if CLASSIC else 1
     n_slices = tl.num_programs(0)
     o_b, m_b, o_j, m_j, m, p_own = program_tile(B, H, BLOCK_B, BLOCK_H)
-    if USE_PDL:
-        gdc_launch_dependents()
+    after_previous_launch(USE_PDL)
 
     # Loaded once, held for the whole launch: the columns W_hg[:, slice], one tuple of K chunks per gate.
     w_r = resident_tiles(w_hh_ptr + GATE_R * H * H, H, 1, o_j, m_j, H, K_CHUNKS, BLOCK_K, BLOCK_H)
@@ -107,8 +105,6 @@ def gru_backward_kernel(
     if HAS_LENGTHS:
         length = tl.load(lengths_ptr + o_b, mask=m_b, other=0).to(tl.int32)
     inputs = _step_inputs(grad_out_ptr, hs_ptr, gates_ptr, t_hi - 1, t_lo, B, H, o_b, o_j, m, p_own, NG, ACC_DTYPE)
-    if USE_PDL:
-        gdc_wait()
     dh = tl.load(carry_ptr + p_own, mask=m, other=0.0)
 
     for i in tl.range(0, t_hi - t_lo, num_stages=1):

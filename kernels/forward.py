@@ -19,7 +19,7 @@ Launch modes (chosen by ``tritongru.launchers``):
 - one slice (``BLOCK_H >= H``): the whole sequence in one launch, CTA barriers only;
 - per step: ``t_hi = t_lo + 1`` and one launch per phase (``FIRST_PHASE == LAST_PHASE``; classic has two);
   the exact state travels through ``state`` and, between the two phases, ``Z`` through ``z_scratch``. With
-  ``USE_PDL`` a launch loads its weights while the previous one finishes (programmatic dependent launch).
+  ``USE_PDL`` a launch is dispatched while the previous one finishes (programmatic dependent launch).
 
 The cell (``x_ptr`` given) is the notes' literal concat-matmul: the input side ``x @ W_ih^T + b_ih`` is a
 second set of products in the same kernel instead of a row of a precomputed ``gi``.
@@ -32,8 +32,7 @@ exact ``h`` at ``t_lo`` on entry and at ``t_hi`` on exit; ``gates`` ``[T, B, NG*
 
 import triton
 import triton.language as tl
-from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
-from tritongru.kernels.grid_sync import step_barrier
+from tritongru.kernels.grid_sync import after_previous_launch, step_barrier
 from tritongru.kernels.gru_math import (
     GATE_N,
     GATE_R,
@@ -113,8 +112,7 @@ def gru_forward_kernel(
     RUN_PHASE_2: tl.constexpr = LAST_PHASE == BARRIERS_PER_STEP - 1
     n_slices = tl.num_programs(0)
     o_b, m_b, o_j, m_j, m, p_own = program_tile(B, H, BLOCK_B, BLOCK_H)
-    if USE_PDL:
-        gdc_launch_dependents()
+    after_previous_launch(USE_PDL)
 
     # Loaded once, held for the whole launch: W_hg^T for this slice, one tuple of K chunks per gate (only
     # the gates of the phases this launch runs: classic phase 1 multiplies by W_hr, W_hz, phase 2 by W_hn).
@@ -146,9 +144,6 @@ def gru_forward_kernel(
         gx_r, gx_z, gx_n = _input_side(gi_ptr, t_lo, t_hi, B, H, o_b, o_j, m, ACC_DTYPE)
     if HAS_LENGTHS:
         length = tl.load(lengths_ptr + o_b, mask=m_b, other=0).to(tl.int32)
-    if USE_PDL:
-        # everything above is independent of the previous launch; the state and hs are not
-        gdc_wait()
     h = tl.load(state_ptr + p_own, mask=m, other=0.0)
 
     for t in tl.range(t_lo, t_hi, num_stages=1):

@@ -21,6 +21,7 @@ its rows, or when a launch runs a single phase (kernel boundaries then order the
 
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from tritongru.environment import interpreting
 
@@ -38,6 +39,17 @@ def _clock():
         return 0
     else:
         return tl.extra.cuda.globaltimer()
+
+
+@triton.jit
+def after_previous_launch(USE_PDL: tl.constexpr):
+    """Programmatic dependent launch (per-step launches on Hopper and newer): let the next launch start (it
+    waits here in turn), then wait until the previous launch has finished and its writes are visible. It comes
+    before the first load: loads issued above the wait would have to stay in registers across it (compiled for
+    sm_90, forward B=1 H=768 bf16: 255 registers and 88 bytes spilled, against 160 and none)."""
+    if USE_PDL:
+        gdc_launch_dependents()
+        gdc_wait()
 
 
 @triton.jit

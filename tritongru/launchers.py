@@ -15,8 +15,8 @@ How a sequence runs (:func:`plan_launch`, from the :class:`~tritongru.configs.Ke
   threads (the test suite's barrier tests). After the launch the barrier counters are checked: a timed-out
   barrier raises ``RuntimeError`` (results invalid), except while a CUDA graph is being captured.
 - **per step**: one launch per step and phase (cudnn forward 1, classic forward 2, cudnn backward 2, classic
-  backward 3), ``slices x batch blocks`` programs; on Hopper and newer each launch after the first starts its
-  weight loads while the previous one finishes (programmatic dependent launch).
+  backward 3), ``slices x batch blocks`` programs; on Hopper and newer each launch after the first is
+  dispatched while the previous one finishes (programmatic dependent launch), hiding the gap between them.
 
 ``TRITONGRU_GRID_SYNC=0`` in the environment turns the grid barrier off: several slices then run per step.
 """
