@@ -11,8 +11,9 @@ spills or needs more shared memory than an SM has; and in every grid-synchronise
 it must be (a release atomic to arrive, acquire loads to poll, no asynchronous copy that could cross it).
 It needs Triton's CUDA backend but no GPU, and must run without ``TRITON_INTERPRET``::
 
-    python -m tritongru.compile_check --arch 90            # every size of SIZES, every specialisation
-    python -m tritongru.compile_check --arch 90 --quick    # a few sizes, one specialisation per code path
+    python -m tritongru.compile_check --arch 90               # every size of SIZES, the extreme flags
+    python -m tritongru.compile_check --arch 90 --every-flag  # ... and every combination of flags
+    python -m tritongru.compile_check --arch 90 --quick       # one size, one specialisation per code path
 """
 
 from __future__ import annotations
@@ -187,7 +188,7 @@ def config_specialisations(
     return list(found.values())
 
 
-FLAGS = {
+EVERY_FLAG = {
     "forward": [
         dict(bias=bias, lengths=lengths, store_gates=store)
         for bias, lengths, store in itertools.product((True, False), repeat=3)
@@ -195,6 +196,9 @@ FLAGS = {
     "cell": [dict(bias=bias, store_gates=store) for bias, store in itertools.product((True, False), repeat=2)],
     "backward": [dict(bias=True, lengths=lengths) for lengths in (False, True)],
 }
+FLAGS = {kernel: [flags[0], flags[-1]] for kernel, flags in EVERY_FLAG.items()}
+"""The flags of the full check: every optional input and output on, and every one off (each flag adds or
+removes whole loads and stores); ``--every-flag`` compiles each combination."""
 QUICK_FLAGS = {
     "forward": [dict(bias=True, lengths=True, store_gates=True)],
     "cell": [dict(bias=True, store_gates=True)],
@@ -202,9 +206,10 @@ QUICK_FLAGS = {
 }
 
 
-def specialisations(arch: int, *, quick: bool = False) -> list[Specialisation]:
+def specialisations(arch: int, *, quick: bool = False, every_flag: bool = False) -> list[Specialisation]:
     """Every distinct kernel compile the launchers ask for at :data:`SIZES` (or :data:`QUICK_SIZES`), with
-    the heuristic's config for an ``arch`` GPU, every precision and variant and every flag combination."""
+    the heuristic's config for an ``arch`` GPU, every precision and variant, and :data:`FLAGS` (or every
+    flag combination)."""
     sizes = QUICK_SIZES if quick else SIZES
     precisions = ("bf16",) if quick else ("bf16", "fp16", "fp32", "tf32", "fp64")
     found: dict[tuple, Specialisation] = {}
@@ -213,7 +218,7 @@ def specialisations(arch: int, *, quick: bool = False) -> list[Specialisation]:
     ):
         dtype = PRECISIONS[precision].dtype
         config = heuristic_config(kernel, batch, hidden, dtype=dtype, sm_count=SM_COUNT[arch])
-        for flags in (QUICK_FLAGS if quick else FLAGS)[kernel]:
+        for flags in (QUICK_FLAGS if quick else EVERY_FLAG if every_flag else FLAGS)[kernel]:
             for spec in config_specialisations(kernel, variant, precision, batch, hidden, config, arch, flags=flags):
                 found.setdefault((kernel, _compile_key(_kind(kernel), spec.call)), spec)
     return list(found.values())
@@ -283,7 +288,10 @@ def _specialise(value, param) -> tuple[str, str]:
 
 
 def _compile_key(kind: str, call: dict) -> tuple:
+    """What makes two calls compile to different code: signature, constants, hints and options, but for
+    ``launch_pdl``, which only changes how the same code is launched."""
     source, options = _source_and_options(kind, call)
+    options.pop("launch_pdl", None)
     return (
         tuple(sorted(source.signature.items())),
         tuple(sorted((k, str(v)) for k, v in source.constants.items())),
@@ -326,29 +334,30 @@ def barrier_problems(ptx: str) -> list[str]:
 
 
 @functools.cache
-def _all_specialisations(arch: int, quick: bool) -> list[Specialisation]:
-    return [*specialisations(arch, quick=quick), stress_specialisation()]
+def _all_specialisations(arch: int, quick: bool, every_flag: bool) -> list[Specialisation]:
+    return [*specialisations(arch, quick=quick, every_flag=every_flag), stress_specialisation()]
 
 
-def _compile_one(arch: int, quick: bool, index: int) -> Resources | str:
+def _compile_one(arch: int, quick: bool, every_flag: bool, index: int) -> Resources | str:
     """Resources of specialisation ``index``, or the compiler's error as a line (run in a worker process)."""
     try:
-        return resources(_all_specialisations(arch, quick)[index], arch)
+        return resources(_all_specialisations(arch, quick, every_flag)[index], arch)
     except Exception as error:  # any compiler error is a finding to report
         return f"{type(error).__name__}: {str(error).splitlines()[0]}"
 
 
 def check(
-    arch: int, *, quick: bool = False, jobs: int = 1, echo=None
+    arch: int, *, quick: bool = False, every_flag: bool = False, jobs: int = 1, echo=None
 ) -> tuple[list[tuple[Specialisation, Resources]], list[str]]:
     """Compile every specialisation (in ``jobs`` processes); return (each with its resources, one line per
     failure). A failure is a compile error, a spill or too much shared memory, or a broken barrier in a
     grid-synchronised kernel."""
     if interpreting():
         raise RuntimeError("compile_check needs the real compiler: unset TRITON_INTERPRET")
-    specs = _all_specialisations(arch, quick)
+    specs = _all_specialisations(arch, quick, every_flag)
     with concurrent.futures.ProcessPoolExecutor(jobs) as pool:
-        outcomes = pool.map(_compile_one, itertools.repeat(arch), itertools.repeat(quick), range(len(specs)))
+        repeat = itertools.repeat
+        outcomes = pool.map(_compile_one, repeat(arch), repeat(quick), repeat(every_flag), range(len(specs)))
         compiled, failures = [], []
         for spec, found in zip(specs, outcomes, strict=True):
             if isinstance(found, str):
@@ -370,9 +379,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", type=int, default=90, choices=sorted(SM_COUNT), help="CUDA compute capability")
     parser.add_argument("--quick", action="store_true", help="a few sizes, one specialisation per code path")
+    parser.add_argument("--every-flag", action="store_true", help="every combination of optional inputs/outputs")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="compiler processes (default: CPUs)")
     args = parser.parse_args(argv)
-    compiled, failures = check(args.arch, quick=args.quick, jobs=args.jobs, echo=print)
+    compiled, failures = check(args.arch, quick=args.quick, every_flag=args.every_flag, jobs=args.jobs, echo=print)
     print(f"triton {triton.__version__}, sm_{args.arch}: {len(compiled)} compiled, {len(failures)} failed")
     for line in failures:
         print(line)
