@@ -32,7 +32,7 @@ Layouts (contiguous): ``grad_out`` ``[T, B, H]``; ``carry`` ``[B, H]`` compute d
 import triton
 import triton.language as tl
 from tritongru.kernels.grid_sync import after_previous_launch, step_barrier
-from tritongru.kernels.gru_math import GATE_N, GATE_R, GATE_Z, accumulate, program_tile, resident_tiles
+from tritongru.kernels.gru_math import GATE_N, GATE_R, GATE_Z, gate_weights, products, program_tile
 
 
 @triton.jit
@@ -54,6 +54,17 @@ def _step_inputs(
     else:
         hn = tl.zeros_like(n)
     return grad_out, h_prev, r, z, n, hn
+
+
+@triton.jit
+def _reduce(acc, p_a, stride_a, w, tile, H, RESIDENT, DOT_PRECISION, BLOCK_K, K_CHUNKS):
+    """``acc + a @ W_g[:, slice]``: ``a`` one gate's gradients ``[B, H]`` at ``p_a`` (row stride ``stride_a``), read
+    over the whole width; ``w`` that gate's weights (:func:`gate_weights`); ``tile`` ``(o_b, m_b, o_j, m_j)``."""
+    o_b, m_b, o_j, m_j = tile
+    (acc,) = products(
+        (acc,), p_a, stride_a, o_b, m_b, H, (w,), H, 1, o_j, m_j, RESIDENT, DOT_PRECISION, BLOCK_K, K_CHUNKS
+    )
+    return acc
 
 
 @triton.heuristics(
@@ -82,6 +93,7 @@ def gru_backward_kernel(
     FIRST_PHASE: tl.constexpr,
     LAST_PHASE: tl.constexpr,
     GRID_SYNC: tl.constexpr,
+    RESIDENT: tl.constexpr,
     USE_PDL: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
@@ -98,10 +110,11 @@ def gru_backward_kernel(
     o_b, m_b, o_j, m_j, m, p_own = program_tile(B, H, BLOCK_B, BLOCK_H)
     after_previous_launch(USE_PDL)
 
-    # Loaded once, held for the whole launch: the columns W_hg[:, slice], one tuple of K chunks per gate.
-    w_r = resident_tiles(w_hh_ptr + GATE_R * H * H, H, 1, o_j, m_j, H, K_CHUNKS, BLOCK_K, BLOCK_H)
-    w_z = resident_tiles(w_hh_ptr + GATE_Z * H * H, H, 1, o_j, m_j, H, K_CHUNKS, BLOCK_K, BLOCK_H)
-    w_n = resident_tiles(w_hh_ptr + GATE_N * H * H, H, 1, o_j, m_j, H, K_CHUNKS, BLOCK_K, BLOCK_H)
+    # The columns W_hg[:, slice] of every gate, held for the whole launch when it runs many steps.
+    w_r = gate_weights(w_hh_ptr + GATE_R * H * H, H, 1, o_j, m_j, H, RESIDENT, K_CHUNKS, BLOCK_K)
+    w_z = gate_weights(w_hh_ptr + GATE_Z * H * H, H, 1, o_j, m_j, H, RESIDENT, K_CHUNKS, BLOCK_K)
+    w_n = gate_weights(w_hh_ptr + GATE_N * H * H, H, 1, o_j, m_j, H, RESIDENT, K_CHUNKS, BLOCK_K)
+    tile = (o_b, m_b, o_j, m_j)
     if HAS_LENGTHS:
         length = tl.load(lengths_ptr + o_b, mask=m_b, other=0).to(tl.int32)
     inputs = _step_inputs(grad_out_ptr, hs_ptr, gates_ptr, t_hi - 1, t_lo, B, H, o_b, o_j, m, p_own, NG, ACC_DTYPE)
@@ -130,14 +143,16 @@ def gru_backward_kernel(
                 tl.store(p_dgates + GATE_N * H, dan, mask=m)
                 step_barrier(sync_ptr, tl.program_id(1), n_slices * (barrier + 1), spin_limit, GRID_SYNC)
             if FIRST_PHASE <= 1 and LAST_PHASE >= 1:
-                d_rh = accumulate(acc, p_step + GATE_N * H, 3 * H, o_b, m_b, H, w_n, DOT_PRECISION, BLOCK_K, K_CHUNKS)
+                d_rh = _reduce(
+                    acc, p_step + GATE_N * H, 3 * H, w_n, tile, H, RESIDENT, DOT_PRECISION, BLOCK_K, K_CHUNKS
+                )
                 tl.store(p_dgates + GATE_R * H, d_rh * h_prev * r * (1.0 - r), mask=m)
                 # the partial sum; [dar, daz] @ [W_hr; W_hz] is added once dar is complete (phase 2)
                 dh = tl.where(active, g * (1.0 - z) + d_rh * r, g)
                 step_barrier(sync_ptr, tl.program_id(1), n_slices * (barrier + 2), spin_limit, GRID_SYNC)
             if LAST_PHASE >= 2:
-                acc = accumulate(acc, p_step + GATE_R * H, 3 * H, o_b, m_b, H, w_r, DOT_PRECISION, BLOCK_K, K_CHUNKS)
-                acc = accumulate(acc, p_step + GATE_Z * H, 3 * H, o_b, m_b, H, w_z, DOT_PRECISION, BLOCK_K, K_CHUNKS)
+                acc = _reduce(acc, p_step + GATE_R * H, 3 * H, w_r, tile, H, RESIDENT, DOT_PRECISION, BLOCK_K, K_CHUNKS)
+                acc = _reduce(acc, p_step + GATE_Z * H, 3 * H, w_z, tile, H, RESIDENT, DOT_PRECISION, BLOCK_K, K_CHUNKS)
                 dh += acc
         else:
             if FIRST_PHASE <= 0:
@@ -148,8 +163,10 @@ def gru_backward_kernel(
                 tl.store(dgates_hn_ptr + t * B * H + p_own, dan * r, mask=m)
                 step_barrier(sync_ptr, tl.program_id(1), n_slices * (barrier + 1), spin_limit, GRID_SYNC)
             if LAST_PHASE >= 1:
-                acc = accumulate(acc, p_step + GATE_R * H, 3 * H, o_b, m_b, H, w_r, DOT_PRECISION, BLOCK_K, K_CHUNKS)
-                acc = accumulate(acc, p_step + GATE_Z * H, 3 * H, o_b, m_b, H, w_z, DOT_PRECISION, BLOCK_K, K_CHUNKS)
-                acc = accumulate(acc, dgates_hn_ptr + t * B * H, H, o_b, m_b, H, w_n, DOT_PRECISION, BLOCK_K, K_CHUNKS)
+                acc = _reduce(acc, p_step + GATE_R * H, 3 * H, w_r, tile, H, RESIDENT, DOT_PRECISION, BLOCK_K, K_CHUNKS)
+                acc = _reduce(acc, p_step + GATE_Z * H, 3 * H, w_z, tile, H, RESIDENT, DOT_PRECISION, BLOCK_K, K_CHUNKS)
+                acc = _reduce(
+                    acc, dgates_hn_ptr + t * B * H, H, w_n, tile, H, RESIDENT, DOT_PRECISION, BLOCK_K, K_CHUNKS
+                )
                 dh = tl.where(active, g * z, g) + acc
     tl.store(carry_ptr + p_own, dh, mask=m)

@@ -1,10 +1,11 @@
 """Forward kernel of both GRU formulations: the weight-stationary recurrent step, as a sequence or a cell.
 
 Program ``(i_slice, i_batch)`` owns hidden units ``[i_slice*BLOCK_H, +BLOCK_H)`` of batch rows
-``[i_batch*BLOCK_B, +BLOCK_B)``. It loads the three gate rows of ``W_hh`` for its units once and holds them on
-chip for the whole launch, keeps its float32 slice of ``h`` in registers across steps, and reads the full
-``h_{t-1}`` (written by every program of its batch block) from ``hs``, which is both the output and the
-exchange buffer: step ``t`` reads ``hs[t]`` and writes its slice of ``hs[t+1]``, so no slot is ever reused.
+``[i_batch*BLOCK_B, +BLOCK_B)``. In a launch of many steps (``RESIDENT``) it loads the three gate rows of
+``W_hh`` for its units once and holds them on chip for the whole launch; it keeps its float32 slice of ``h``
+in registers across steps, and reads the full ``h_{t-1}`` (written by every program of its batch block) from
+``hs``, which is both the output and the exchange buffer: step ``t`` reads ``hs[t]`` and writes its slice of
+``hs[t+1]``, so no slot is ever reused.
 
 cudnn form, one phase per step: one K loop over ``h_{t-1}`` feeds the three products (r, z, n), then
 ``r = σ(gi_r + W_hr h + b_hr)``, ``z = σ(...)``, ``n = tanh(gi_n + r (W_hn h + b_hn))``,
@@ -38,9 +39,9 @@ from tritongru.kernels.gru_math import (
     GATE_R,
     GATE_Z,
     gate_row,
+    gate_weights,
     products,
     program_tile,
-    resident_tiles,
     sigmoid,
     tanh,
 )
@@ -64,7 +65,6 @@ def _input_side(gi_ptr, t, t_hi, B, H, o_b, o_j, m, ACC_DTYPE: tl.constexpr):
         "HAS_LENGTHS": lambda args: args["lengths_ptr"] is not None,
         "STORE_GATES": lambda args: args["gates_ptr"] is not None,
         "K_CHUNKS": lambda args: triton.cdiv(args["H"], args["BLOCK_K"]),
-        "I_CHUNKS": lambda args: triton.cdiv(args["I"], args["BLOCK_K"]),
     }
 )
 @triton.jit(do_not_specialize=["t_lo", "t_hi", "spin_limit"])
@@ -92,6 +92,7 @@ def gru_forward_kernel(
     FIRST_PHASE: tl.constexpr,
     LAST_PHASE: tl.constexpr,
     GRID_SYNC: tl.constexpr,
+    RESIDENT: tl.constexpr,
     USE_PDL: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
@@ -103,7 +104,6 @@ def gru_forward_kernel(
     HAS_LENGTHS: tl.constexpr,
     STORE_GATES: tl.constexpr,
     K_CHUNKS: tl.constexpr,
-    I_CHUNKS: tl.constexpr,
 ):
     """Steps ``t_lo .. t_hi-1``, phases ``FIRST_PHASE .. LAST_PHASE`` of each; see the module docstring."""
     NG: tl.constexpr = 3 if CLASSIC else 4
@@ -114,13 +114,14 @@ def gru_forward_kernel(
     o_b, m_b, o_j, m_j, m, p_own = program_tile(B, H, BLOCK_B, BLOCK_H)
     after_previous_launch(USE_PDL)
 
-    # Loaded once, held for the whole launch: W_hg^T for this slice, one tuple of K chunks per gate (only
-    # the gates of the phases this launch runs: classic phase 1 multiplies by W_hr, W_hz, phase 2 by W_hn).
+    # W_hg^T for this slice, held for the whole launch when it runs many steps (only the gates of the phases
+    # this launch runs: classic phase 1 multiplies by W_hr and W_hz, phase 2 by W_hn).
     if RUN_PHASE_1 or not CLASSIC:
-        w_r = resident_tiles(w_hh_ptr + GATE_R * H * H, 1, H, o_j, m_j, H, K_CHUNKS, BLOCK_K, BLOCK_H)
-        w_z = resident_tiles(w_hh_ptr + GATE_Z * H * H, 1, H, o_j, m_j, H, K_CHUNKS, BLOCK_K, BLOCK_H)
+        w_r = gate_weights(w_hh_ptr + GATE_R * H * H, 1, H, o_j, m_j, H, RESIDENT, K_CHUNKS, BLOCK_K)
+        w_z = gate_weights(w_hh_ptr + GATE_Z * H * H, 1, H, o_j, m_j, H, RESIDENT, K_CHUNKS, BLOCK_K)
     if RUN_PHASE_2 or not CLASSIC:
-        w_n = resident_tiles(w_hh_ptr + GATE_N * H * H, 1, H, o_j, m_j, H, K_CHUNKS, BLOCK_K, BLOCK_H)
+        w_n = gate_weights(w_hh_ptr + GATE_N * H * H, 1, H, o_j, m_j, H, RESIDENT, K_CHUNKS, BLOCK_K)
+    zero = tl.zeros((BLOCK_B, BLOCK_H), dtype=ACC_DTYPE)
     b_hr = tl.zeros((1, BLOCK_H), dtype=ACC_DTYPE)
     b_hz = tl.zeros((1, BLOCK_H), dtype=ACC_DTYPE)
     b_hn = tl.zeros((1, BLOCK_H), dtype=ACC_DTYPE)
@@ -129,12 +130,10 @@ def gru_forward_kernel(
         b_hz = gate_row(b_hh_ptr, GATE_Z, o_j, m_j, H, ACC_DTYPE)
         b_hn = gate_row(b_hh_ptr, GATE_N, o_j, m_j, H, ACC_DTYPE)
     if FUSE_INPUT:
-        # the cell: [h, x] @ [W_hh | W_ih]^T, the input half here (its one step needs no residency)
-        w_ir = resident_tiles(w_ih_ptr + GATE_R * H * I, 1, I, o_j, m_j, I, I_CHUNKS, BLOCK_K, BLOCK_H)
-        w_iz = resident_tiles(w_ih_ptr + GATE_Z * H * I, 1, I, o_j, m_j, I, I_CHUNKS, BLOCK_K, BLOCK_H)
-        w_in = resident_tiles(w_ih_ptr + GATE_N * H * I, 1, I, o_j, m_j, I, I_CHUNKS, BLOCK_K, BLOCK_H)
+        # the cell: [h, x] @ [W_hh | W_ih]^T, the input half here, its weights streamed (one step)
+        w_ih = (w_ih_ptr + GATE_R * H * I, w_ih_ptr + GATE_Z * H * I, w_ih_ptr + GATE_N * H * I)
         gx_r, gx_z, gx_n = products(
-            x_ptr, I, o_b, m_b, I, (w_ir, w_iz, w_in), ACC_DTYPE, DOT_PRECISION, BLOCK_B, BLOCK_H, BLOCK_K, I_CHUNKS
+            (zero, zero, zero), x_ptr, I, o_b, m_b, I, w_ih, 1, I, o_j, m_j, False, DOT_PRECISION, BLOCK_K, 0
         )
         if HAS_BIAS:
             gx_r += gate_row(b_ih_ptr, GATE_R, o_j, m_j, H, ACC_DTYPE)
@@ -158,7 +157,21 @@ def gru_forward_kernel(
         if CLASSIC:
             if RUN_PHASE_1:
                 acc_r, acc_z = products(
-                    p_prev, H, o_b, m_b, H, (w_r, w_z), ACC_DTYPE, DOT_PRECISION, BLOCK_B, BLOCK_H, BLOCK_K, K_CHUNKS
+                    (zero, zero),
+                    p_prev,
+                    H,
+                    o_b,
+                    m_b,
+                    H,
+                    (w_r, w_z),
+                    1,
+                    H,
+                    o_j,
+                    m_j,
+                    RESIDENT,
+                    DOT_PRECISION,
+                    BLOCK_K,
+                    K_CHUNKS,
                 )
                 r = sigmoid(gx_r + acc_r + b_hr)
                 z = sigmoid(gx_z + acc_z + b_hz)
@@ -173,7 +186,21 @@ def gru_forward_kernel(
                 if not RUN_PHASE_1:
                     z = tl.load(z_scratch_ptr + p_own, mask=m, other=0.0)
                 (acc_n,) = products(
-                    rh_ptr, H, o_b, m_b, H, (w_n,), ACC_DTYPE, DOT_PRECISION, BLOCK_B, BLOCK_H, BLOCK_K, K_CHUNKS
+                    (zero,),
+                    rh_ptr,
+                    H,
+                    o_b,
+                    m_b,
+                    H,
+                    (w_n,),
+                    1,
+                    H,
+                    o_j,
+                    m_j,
+                    RESIDENT,
+                    DOT_PRECISION,
+                    BLOCK_K,
+                    K_CHUNKS,
                 )
                 n = tanh(gx_n + acc_n + b_hn)
                 h = tl.where(active, z * n + (1.0 - z) * h, h)
@@ -182,7 +209,21 @@ def gru_forward_kernel(
                     tl.store(p_gates + GATE_N * H, n, mask=m)
         else:
             acc_r, acc_z, acc_n = products(
-                p_prev, H, o_b, m_b, H, (w_r, w_z, w_n), ACC_DTYPE, DOT_PRECISION, BLOCK_B, BLOCK_H, BLOCK_K, K_CHUNKS
+                (zero, zero, zero),
+                p_prev,
+                H,
+                o_b,
+                m_b,
+                H,
+                (w_r, w_z, w_n),
+                1,
+                H,
+                o_j,
+                m_j,
+                RESIDENT,
+                DOT_PRECISION,
+                BLOCK_K,
+                K_CHUNKS,
             )
             r = sigmoid(gx_r + acc_r + b_hr)
             z = sigmoid(gx_z + acc_z + b_hz)

@@ -1,10 +1,10 @@
 """Shared ``@triton.jit`` helpers: gate names, activations, tiles of a program, and the products of a step.
 
-Every recurrent program owns one tile of ``BLOCK_B`` batch rows x ``BLOCK_H`` hidden units (its *slice*). The
-weights it multiplies by are loaded once per launch as tuples of ``[BLOCK_K, BLOCK_H]`` tiles
-(:func:`resident_tiles`), one tuple per gate, and stay on chip while the time loop runs; a step's products
-(:func:`products`, :func:`accumulate`) stream the full-width operand (``h_{t-1}``, ``R * h``, gate gradients)
-from global memory chunk by chunk against them.
+Every recurrent program owns one tile of ``BLOCK_B`` batch rows x ``BLOCK_H`` hidden units (its *slice*). In a
+launch that runs many steps, the weights it multiplies by are loaded once as tuples of ``[BLOCK_K, BLOCK_H]``
+tiles (:func:`gate_weights`), one tuple per gate, and stay on chip while the time loop runs; a step's products
+(:func:`products`) stream the full-width operand (``h_{t-1}``, ``R * h``, gate gradients) from global memory
+chunk by chunk against them.
 """
 
 import triton
@@ -68,72 +68,78 @@ def dot(a, w, acc, DOT_PRECISION: tl.constexpr):
 
 
 @triton.jit
-def resident_tiles(
-    p_w, stride_k, stride_j, o_j, m_j, K, K_CHUNKS: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_H: tl.constexpr
+def gate_weights(
+    p_w,
+    stride_k,
+    stride_j,
+    o_j,
+    m_j,
+    K,
+    RESIDENT: tl.constexpr,
+    K_CHUNKS: tl.constexpr,
+    BLOCK_K: tl.constexpr,
 ):
-    """One gate's weights for this slice, held for the whole launch: a tuple of ``K_CHUNKS`` tiles
-    ``[BLOCK_K, BLOCK_H]``, tile ``c`` holding ``w[c*BLOCK_K + k, j]`` at ``p_w + k*stride_k + j*stride_j``
-    (zero past ``K``). The forward reads ``W_g^T`` (``stride_k=1``), the backward ``W_g`` (``stride_j=1``)."""
-    o_k = tl.arange(0, BLOCK_K)
-    tiles = ()
-    for c in tl.static_range(K_CHUNKS):
-        k = c * BLOCK_K + o_k
-        m_w = (k < K)[:, None] & m_j[None, :]
-        tiles = tiles + (tl.load(p_w + k[:, None] * stride_k + o_j[None, :] * stride_j, mask=m_w, other=0.0),)
-    return tiles
+    """One gate's weights for this slice, ``w[k, j]`` at ``p_w + k*stride_k + j*stride_j`` (``k < K``). The
+    forward reads ``W_g^T`` (``stride_k=1``), the backward ``W_g`` (``stride_j=1``).
+
+    ``RESIDENT``: loaded once and held for the whole launch, a tuple of ``K_CHUNKS`` tiles
+    ``[BLOCK_K, BLOCK_H]`` (zero past ``K``); the compiler keeps them in shared memory. Otherwise (one step per
+    launch, where holding buys nothing) just ``p_w``: :func:`products` streams the tiles chunk by chunk."""
+    if RESIDENT:
+        o_k = tl.arange(0, BLOCK_K)
+        tiles = ()
+        for c in tl.static_range(K_CHUNKS):
+            k = c * BLOCK_K + o_k
+            m_w = (k < K)[:, None] & m_j[None, :]
+            tiles = tiles + (tl.load(p_w + k[:, None] * stride_k + o_j[None, :] * stride_j, mask=m_w, other=0.0),)
+        return tiles
+    else:
+        return p_w
 
 
 @triton.jit
 def products(
+    accs,
     p_a,
     stride_a,
     o_b,
     m_b,
     K,
     weights,
-    ACC_DTYPE: tl.constexpr,
+    w_stride_k,
+    w_stride_j,
+    o_j,
+    m_j,
+    RESIDENT: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
-    BLOCK_B: tl.constexpr,
-    BLOCK_H: tl.constexpr,
     BLOCK_K: tl.constexpr,
     K_CHUNKS: tl.constexpr,
 ):
-    """``tuple(a @ w for w in weights)``, ``a[b, k]`` at ``p_a + o_b*stride_a + k`` (``k < K``), ``weights`` a
-    tuple of gates from :func:`resident_tiles`. One K loop: each chunk of ``a`` is loaded once, bypassing L1
-    (other programs wrote it), and feeds every gate's product."""
+    """``tuple(acc + a @ w for acc, w in zip(accs, weights))``: ``a[b, k]`` at ``p_a + o_b*stride_a + k``
+    (``k < K``), ``weights`` a tuple of gates from :func:`gate_weights`. One K loop: each chunk of ``a`` is
+    loaded once, bypassing L1 (other programs wrote it), and feeds every gate's product. Resident weights:
+    the loop is unrolled over their tiles and nothing but ``a`` is loaded; streamed weights: a loop that the
+    compiler may pipeline, loading each gate's tile beside ``a``."""
     o_k = tl.arange(0, BLOCK_K)
-    accs = ()
-    for _ in tl.static_range(len(weights)):
-        accs = accs + (tl.zeros((BLOCK_B, BLOCK_H), dtype=ACC_DTYPE),)
-    for c in tl.static_range(K_CHUNKS):
-        k = c * BLOCK_K + o_k
-        m_a = m_b[:, None] & (k < K)[None, :]
-        a = tl.load(p_a + o_b[:, None] * stride_a + k[None, :], mask=m_a, other=0.0, cache_modifier=".cg")
-        updated = ()
-        for g in tl.static_range(len(weights)):
-            updated = updated + (dot(a, weights[g][c], accs[g], DOT_PRECISION),)
-        accs = updated
+    if RESIDENT:
+        for c in tl.static_range(K_CHUNKS):
+            k = c * BLOCK_K + o_k
+            m_a = m_b[:, None] & (k < K)[None, :]
+            a = tl.load(p_a + o_b[:, None] * stride_a + k[None, :], mask=m_a, other=0.0, cache_modifier=".cg")
+            updated = ()
+            for g in tl.static_range(len(weights)):
+                updated = updated + (dot(a, weights[g][c], accs[g], DOT_PRECISION),)
+            accs = updated
+    else:
+        for k0 in tl.range(0, K, BLOCK_K):
+            k = k0 + o_k
+            m_k = k < K
+            m_a = m_b[:, None] & m_k[None, :]
+            a = tl.load(p_a + o_b[:, None] * stride_a + k[None, :], mask=m_a, other=0.0, cache_modifier=".cg")
+            m_w = m_k[:, None] & m_j[None, :]
+            updated = ()
+            for g in tl.static_range(len(weights)):
+                p_w = weights[g] + k[:, None] * w_stride_k + o_j[None, :] * w_stride_j
+                updated = updated + (dot(a, tl.load(p_w, mask=m_w, other=0.0), accs[g], DOT_PRECISION),)
+            accs = updated
     return accs
-
-
-@triton.jit
-def accumulate(
-    acc,
-    p_a,
-    stride_a,
-    o_b,
-    m_b,
-    K,
-    tiles,
-    DOT_PRECISION: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-    K_CHUNKS: tl.constexpr,
-):
-    """``acc + a @ w`` for one gate's ``tiles`` (see :func:`products` for ``a``)."""
-    o_k = tl.arange(0, BLOCK_K)
-    for c in tl.static_range(K_CHUNKS):
-        k = c * BLOCK_K + o_k
-        m_a = m_b[:, None] & (k < K)[None, :]
-        a = tl.load(p_a + o_b[:, None] * stride_a + k[None, :], mask=m_a, other=0.0, cache_modifier=".cg")
-        acc = dot(a, tiles[c], acc, DOT_PRECISION)
-    return acc

@@ -216,8 +216,10 @@ def specialisations(arch: int, *, quick: bool = False, every_flag: bool = False)
     for kernel, variant, precision, (batch, hidden) in itertools.product(
         ("forward", "cell", "backward"), ("cudnn", "classic"), precisions, sizes
     ):
-        dtype = PRECISIONS[precision].dtype
-        config = heuristic_config(kernel, batch, hidden, dtype=dtype, sm_count=SM_COUNT[arch])
+        p = PRECISIONS[precision]
+        config = heuristic_config(
+            kernel, batch, hidden, dtype=p.dtype, allow_tf32=p.allow_tf32, sm_count=SM_COUNT[arch]
+        )
         for flags in (QUICK_FLAGS if quick else EVERY_FLAG if every_flag else FLAGS)[kernel]:
             for spec in config_specialisations(kernel, variant, precision, batch, hidden, config, arch, flags=flags):
                 found.setdefault((kernel, _compile_key(_kind(kernel), spec.call)), spec)

@@ -71,17 +71,26 @@ def _sm_count(device_index: int) -> int:
 
 
 def heuristic_config(
-    kernel: str, batch: int, hidden: int, *, dtype: torch.dtype = torch.float32, sm_count: int = 132
+    kernel: str,
+    batch: int,
+    hidden: int,
+    *,
+    dtype: torch.dtype = torch.float32,
+    allow_tf32: bool = False,
+    sm_count: int = 132,
 ) -> KernelConfig:
     """A config that is correct for every shape and reasonable without tuning.
 
-    On a GPU: batch blocks of 16 to 64 rows; the narrowest hidden slice (16, 32 or 64 units) whose
-    ``slices x batch blocks`` programs fit on ``sm_count`` SMs at once (one slice up to
-    :data:`ONE_SLICE_MAX_HIDDEN`); persistent (the whole sequence in one launch, a grid barrier per phase) when
-    that slice's share of ``W_hh`` fits :data:`RESIDENT_BYTES_MAX`, else one launch per step. 16-bit storage
-    streams K in chunks of 128 on 4 warps, 32- and 64-bit in chunks of 64 on 8 warps: the choices that
-    compile for sm_90 without spilling (``python -m tritongru.compile_check`` checks every size it serves).
-    The cell (one step) is persistent only when one slice covers the hidden width.
+    On a GPU: batch blocks of 32 rows (16 for IEEE float32 and float64, whose products run without tensor
+    cores; 64 spills at H=1024). Up to :data:`ONE_SLICE_MAX_HIDDEN`, one program owns the whole width of its
+    rows (one launch, no grid barrier). Above it, persistent (the whole sequence in one launch, a grid barrier
+    per phase) with the narrowest hidden slice (16, 32 or 64 units) whose ``slices x batch blocks`` programs
+    fit on ``sm_count`` SMs at once, when that slice's share of ``W_hh`` fits :data:`RESIDENT_BYTES_MAX`; else
+    one launch per step, slices of 64 on 8 warps with the weights streamed in chunks of 64 (the cell, one
+    step, always so). Persistent 16-bit storage streams K in chunks of 128 on 4 warps, 32- and 64-bit in
+    chunks of 64 on 8 warps. These are the
+    choices that compile for sm_90 without spilling: ``python -m tritongru.compile_check`` compiles every
+    size it serves and fails on a spill.
     Under the interpreter: few, large tiles (its cost is per program and per tile, not per element).
     """
     if kernel not in KERNELS:
@@ -90,27 +99,20 @@ def heuristic_config(
         block = _pow2_clamp(hidden, MIN_BLOCK, 64)
         return KernelConfig(block_b=_pow2_clamp(batch, MIN_BLOCK, 64), block_h=block, block_k=block)
     wide = dtype.itemsize >= 4
-    block_b = _pow2_clamp(batch, MIN_BLOCK, 64)
+    tensor_cores = dtype.itemsize == 2 or (dtype == torch.float32 and allow_tf32)
+    block_b = _pow2_clamp(batch, MIN_BLOCK, 32 if tensor_cores else 16)
     block_k = _pow2_clamp(hidden, MIN_BLOCK, 64 if wide else 128)
+    num_warps = 8 if wide else 4
     batch_blocks = -(-batch // block_b)
-    block_h = next((width for width in (16, 32, 64) if -(-hidden // width) * batch_blocks <= sm_count), 64)
     if hidden <= ONE_SLICE_MAX_HIDDEN:
-        block_h = _pow2_clamp(hidden, MIN_BLOCK, ONE_SLICE_MAX_HIDDEN)
-    programs = -(-hidden // block_h) * batch_blocks
-    resident_bytes = 3 * (-(-hidden // block_k) * block_k) * block_h * dtype.itemsize
-    one_slice = block_h >= hidden
-    if kernel == "cell":
-        persistent = one_slice
-    else:
-        persistent = one_slice or (programs <= sm_count and resident_bytes <= RESIDENT_BYTES_MAX)
-    return KernelConfig(
-        block_b=block_b,
-        block_h=block_h,
-        block_k=block_k,
-        num_warps=8 if wide else 4,
-        num_stages=1,
-        persistent=persistent,
-    )
+        block = _pow2_clamp(hidden, MIN_BLOCK, ONE_SLICE_MAX_HIDDEN)
+        return KernelConfig(block_b, block, min(block_k, block), num_warps, num_stages=1, persistent=True)
+    block_h = next((width for width in (16, 32, 64) if -(-hidden // width) * batch_blocks <= sm_count), None)
+    if kernel != "cell" and block_h is not None:
+        resident_bytes = 3 * (-(-hidden // block_k) * block_k) * block_h * dtype.itemsize
+        if resident_bytes <= RESIDENT_BYTES_MAX:
+            return KernelConfig(block_b, block_h, block_k, num_warps, num_stages=1, persistent=True)
+    return KernelConfig(block_b, block_h=64, block_k=64, num_warps=8, num_stages=2, persistent=False)
 
 
 def select_config(
@@ -153,8 +155,8 @@ def _select_config(kernel, variant, dtype, batch, hidden, input_size, device, al
             except (TypeError, ValueError) as error:
                 warnings.warn(f"ignoring an invalid tuned config for {kernel!r}: {error}", stacklevel=3)
         index = device.index if device.index is not None else torch.cuda.current_device()
-        return heuristic_config(kernel, batch, hidden, dtype=dtype, sm_count=_sm_count(index))
-    return heuristic_config(kernel, batch, hidden, dtype=dtype)
+        return heuristic_config(kernel, batch, hidden, dtype=dtype, allow_tf32=allow_tf32, sm_count=_sm_count(index))
+    return heuristic_config(kernel, batch, hidden, dtype=dtype, allow_tf32=allow_tf32)
 
 
 def clear_memo() -> None:

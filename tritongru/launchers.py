@@ -161,9 +161,9 @@ def kernel_calls(kind: str, variant: str, plan: LaunchPlan, steps: int, args: di
     whole = dict(args, t_lo=0, t_hi=steps, spin_limit=_spin_limit(), FIRST_PHASE=0, LAST_PHASE=phases - 1)
     if plan.grid_sync:
         sync = torch.zeros(plan.grid[1], dtype=torch.int32, device=args["hs_ptr"].device)
-        return [dict(whole, sync_ptr=sync, GRID_SYNC=True, USE_PDL=False, launch_cooperative_grid=True)]
+        return [dict(whole, sync_ptr=sync, GRID_SYNC=True, RESIDENT=True, USE_PDL=False, launch_cooperative_grid=True)]
     if plan.persistent:
-        return [dict(whole, sync_ptr=None, GRID_SYNC=False, USE_PDL=False)]
+        return [dict(whole, sync_ptr=None, GRID_SYNC=False, RESIDENT=True, USE_PDL=False)]
     order = range(steps) if kind == "forward" else reversed(range(steps))
     return [
         dict(
@@ -174,6 +174,7 @@ def kernel_calls(kind: str, variant: str, plan: LaunchPlan, steps: int, args: di
             LAST_PHASE=phase,
             sync_ptr=None,
             GRID_SYNC=False,
+            RESIDENT=False,
             USE_PDL=plan.use_pdl,
             launch_pdl=plan.use_pdl and (i, phase) != (0, 0),
         )

@@ -169,7 +169,9 @@ def backward_problem(spec: ProblemSpec, *, seq_len: int, device: torch.device, s
     draws = _Draws(seed, device, spec.precision.dtype)
     layer = draws.layer(spec)
     gi = _projected_input(draws, layer, spec, seq_len)
-    forward_config = heuristic_config("forward", spec.batch, spec.hidden, dtype=spec.precision.dtype)
+    forward_config = heuristic_config(
+        "forward", spec.batch, spec.hidden, dtype=spec.precision.dtype, allow_tf32=spec.precision.allow_tf32
+    )
     hs, _, gates = _launch_forward(spec, layer, gi, forward_config, store_gates=True)
     grad_out = draws.normal(seq_len, spec.batch, spec.hidden, dtype=torch.float64)
     grad_output = grad_out.to(hs.dtype)

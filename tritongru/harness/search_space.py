@@ -27,17 +27,19 @@ _SPACE = {
     "block_h": (16, 32, 64),
     "block_k": (32, 64, 128),
     "num_warps": (4, 8),
-    "num_stages": (1,),
+    "num_stages": (1, 2),
     "persistent": (True, False),
 }
 SEARCH_SPACE: dict[str, dict[str, tuple]] = {"forward": _SPACE, "backward": _SPACE, "cell": _SPACE}
-"""The declared search space per kernel, 108 configs before pruning: the batch block, the hidden slice each
-program owns, the K chunk of the step's products, warps, and whether the sequence runs in one launch.
+"""The declared search space per kernel, 216 configs before pruning: the batch block, the hidden slice each
+program owns, the K chunk of the step's products, warps, pipeline stages, and whether the sequence runs in
+one launch (weights held on chip) or one launch per step (weights streamed).
 
-``num_stages`` stays 1: the kernels' time loop pins ``num_stages=1`` (no load may be pipelined above a grid
-barrier) and their K loop is unrolled, so Triton's pipeliner has nothing to act on; compiled for sm_90 with
-Triton 3.9, stages 1 to 4 give the same PTX. Every config costs a compile, and a full ``tritongru tune``
-should finish in well under an hour."""
+``num_stages`` only matters per step, where the K loop streams weights and Triton may pipeline it: a
+persistent launch pins its time loop to one stage (no load may be pipelined above a grid barrier) and
+unrolls its K loop over the held tiles, so its stages compile to the same code (checked for sm_90 with Triton
+3.9: stages 1 to 4 give the same PTX) and only stage 1 is tried. Every config costs a compile, and a full
+``tritongru tune`` should finish in well under an hour."""
 
 MAX_K_CHUNKS = 16
 """Most unrolled K chunks a config may have: more only lengthen the compile (minutes) for the same data."""
@@ -203,6 +205,8 @@ def prune_reason(
     reduction = max(spec.hidden, spec.input_size) if spec.kernel == "cell" else spec.hidden
     if config.block_k > _cover(reduction):
         return f"block_k {config.block_k} > {_cover(reduction)}, which already covers K {reduction}"
+    if config.persistent and config.num_stages > 1:
+        return "a persistent launch compiles to the same code for every num_stages: stage 1 stands for it"
     if -(-reduction // config.block_k) > MAX_K_CHUNKS:
         return f"K {reduction} in chunks of {config.block_k}: more than {MAX_K_CHUNKS} unrolled chunks"
     threads = 32 * config.num_warps
