@@ -36,7 +36,7 @@ class KernelConfig:
     block_h: int
     block_k: int
     num_warps: int = 4
-    num_stages: int = 2
+    num_stages: int = 1
     persistent: bool = True
 
     def __post_init__(self) -> None:
