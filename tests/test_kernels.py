@@ -15,6 +15,7 @@ import tritongru
 import tritongru.launchers
 from tritongru import reference
 from tritongru.configs import KernelConfig
+from tritongru.precisions import PRECISIONS
 from tritongru.variants import VARIANTS
 
 SHAPES = [
@@ -172,18 +173,34 @@ def test_low_precision_error_within_twice_torch(variant, dtype, device):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_tf32_option(variant, device):
-    """allow_tf32 runs float32 products in TF32 on the GPU: close to IEEE within TF32's precision."""
+def test_tf32_option_stays_close_to_ieee(variant, device):
+    """allow_tf32 changes only the precision of the float32 products: within TF32's tolerance of IEEE."""
     x, h0, w_ih, w_hh, b_ih, b_hh = (t.detach() for t in random_layer(4, 3, 7, 33, device))
     ieee, _ = tritongru.gru_layer(x, h0, w_ih, w_hh, b_ih, b_hh, variant=variant)
     tf32, _ = tritongru.gru_layer(x, h0, w_ih, w_hh, b_ih, b_hh, variant=variant, allow_tf32=True)
-    torch.testing.assert_close(tf32, ieee, atol=1e-2, rtol=1e-2)
+    tolerance = PRECISIONS["tf32"]
+    torch.testing.assert_close(tf32, ieee, atol=tolerance.atol, rtol=tolerance.rtol)
+
+
+@pytest.mark.skipif(not ON_GPU, reason="the CPU interpreter multiplies TF32 operands exactly, as IEEE float32")
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_tf32_is_really_used_on_the_gpu(variant, device):
+    """On a GPU the TF32 products round their operands to 10 mantissa bits: the result moves away from IEEE
+    float32 by more than float32 rounding, and stays within what TF32 allows."""
+    x, h0, w_ih, w_hh, b_ih, b_hh = (t.detach() for t in random_layer(8, 5, 64, 96, device))
+    exact, _ = reference.gru_layer_ref(*(t.double() for t in (x, h0, w_ih, w_hh, b_ih, b_hh)), variant=variant)
+    ieee, _ = tritongru.gru_layer(x, h0, w_ih, w_hh, b_ih, b_hh, variant=variant)
+    tf32, _ = tritongru.gru_layer(x, h0, w_ih, w_hh, b_ih, b_hh, variant=variant, allow_tf32=True)
+    ieee_error = (ieee.double() - exact).abs().max().item()
+    tf32_error = (tf32.double() - exact).abs().max().item()
+    assert tf32_error > 8 * ieee_error, (tf32_error, ieee_error)
+    assert tf32_error < PRECISIONS["tf32"].atol
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("B, I, H", [pytest.param(1, 7, 17, id="B1-I7-H17"), pytest.param(17, 9, 33, id="B17-I9-H33")])
 def test_cell_forward_and_gradients(variant, B, I, H, launch_mode, device):
-    """The fused concat-matmul cell, one launch (the classic form's two phases inside it)."""
+    """The fused concat-matmul cell: one launch, or one per phase for the classic form run per step."""
     _, h, w_ih, w_hh, b_ih, b_hh = random_layer(1, B, I, H, device)
     x = torch.randn(B, I, device=device, requires_grad=True)
     leaves = [x, h, w_ih, w_hh, b_ih, b_hh]
