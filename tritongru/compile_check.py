@@ -206,12 +206,14 @@ QUICK_FLAGS = {
 }
 
 
-def specialisations(arch: int, *, quick: bool = False, every_flag: bool = False) -> list[Specialisation]:
+def specialisations(
+    arch: int, *, quick: bool = False, every_flag: bool = False, precisions: tuple[str, ...] = tuple(PRECISIONS)
+) -> list[Specialisation]:
     """Every distinct kernel compile the launchers ask for at :data:`SIZES` (or :data:`QUICK_SIZES`), with
-    the heuristic's config for an ``arch`` GPU, every precision and variant, and :data:`FLAGS` (or every
-    flag combination)."""
+    the heuristic's config for an ``arch`` GPU, every variant, ``precisions`` (bf16 only when ``quick``),
+    and :data:`FLAGS` (or every flag combination)."""
     sizes = QUICK_SIZES if quick else SIZES
-    precisions = ("bf16",) if quick else ("bf16", "fp16", "fp32", "tf32", "fp64")
+    precisions = ("bf16",) if quick else precisions
     found: dict[tuple, Specialisation] = {}
     for kernel, variant, precision, (batch, hidden) in itertools.product(
         ("forward", "cell", "backward"), ("cudnn", "classic"), precisions, sizes
@@ -336,30 +338,38 @@ def barrier_problems(ptx: str) -> list[str]:
 
 
 @functools.cache
-def _all_specialisations(arch: int, quick: bool, every_flag: bool) -> list[Specialisation]:
-    return [*specialisations(arch, quick=quick, every_flag=every_flag), stress_specialisation()]
+def _all_specialisations(arch: int, quick: bool, every_flag: bool, precisions: tuple[str, ...]) -> list:
+    found = specialisations(arch, quick=quick, every_flag=every_flag, precisions=precisions)
+    return [*found, stress_specialisation()]
 
 
-def _compile_one(arch: int, quick: bool, every_flag: bool, index: int) -> Resources | str:
+def _compile_one(arch: int, selection: tuple, index: int) -> Resources | str:
     """Resources of specialisation ``index``, or the compiler's error as a line (run in a worker process)."""
     try:
-        return resources(_all_specialisations(arch, quick, every_flag)[index], arch)
+        return resources(_all_specialisations(arch, *selection)[index], arch)
     except Exception as error:  # any compiler error is a finding to report
         return f"{type(error).__name__}: {str(error).splitlines()[0]}"
 
 
 def check(
-    arch: int, *, quick: bool = False, every_flag: bool = False, jobs: int = 1, echo=None
+    arch: int,
+    *,
+    quick: bool = False,
+    every_flag: bool = False,
+    precisions: tuple[str, ...] = tuple(PRECISIONS),
+    jobs: int = 1,
+    echo=None,
 ) -> tuple[list[tuple[Specialisation, Resources]], list[str]]:
     """Compile every specialisation (in ``jobs`` processes); return (each with its resources, one line per
     failure). A failure is a compile error, a spill or too much shared memory, or a broken barrier in a
     grid-synchronised kernel."""
     if interpreting():
         raise RuntimeError("compile_check needs the real compiler: unset TRITON_INTERPRET")
-    specs = _all_specialisations(arch, quick, every_flag)
+    selection = (quick, every_flag, tuple(precisions))
+    specs = _all_specialisations(arch, *selection)
     with concurrent.futures.ProcessPoolExecutor(jobs) as pool:
         repeat = itertools.repeat
-        outcomes = pool.map(_compile_one, repeat(arch), repeat(quick), repeat(every_flag), range(len(specs)))
+        outcomes = pool.map(_compile_one, repeat(arch), repeat(selection), range(len(specs)))
         compiled, failures = [], []
         for spec, found in zip(specs, outcomes, strict=True):
             if isinstance(found, str):
@@ -382,9 +392,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arch", type=int, default=90, choices=sorted(SM_COUNT), help="CUDA compute capability")
     parser.add_argument("--quick", action="store_true", help="a few sizes, one specialisation per code path")
     parser.add_argument("--every-flag", action="store_true", help="every combination of optional inputs/outputs")
+    parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=list(PRECISIONS))
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="compiler processes (default: CPUs)")
     args = parser.parse_args(argv)
-    compiled, failures = check(args.arch, quick=args.quick, every_flag=args.every_flag, jobs=args.jobs, echo=print)
+    compiled, failures = check(
+        args.arch,
+        quick=args.quick,
+        every_flag=args.every_flag,
+        precisions=tuple(args.precisions),
+        jobs=args.jobs,
+        echo=print,
+    )
     print(f"triton {triton.__version__}, sm_{args.arch}: {len(compiled)} compiled, {len(failures)} failed")
     for line in failures:
         print(line)
