@@ -2,9 +2,9 @@
 
 Only ``dh`` is sequential; the weight, bias and input gradients are large products over all steps done by the
 host afterwards from the gate gradients this kernel stores. Program ``(i_slice, i_batch)`` owns hidden units
-``[i_slice*BLOCK_H, +BLOCK_H)`` of batch rows ``[i_batch*BLOCK_B, +BLOCK_B)``. It holds the columns
-``W_hh[:, slice]`` of every gate on chip for the whole launch and keeps its float32 slice of ``dh`` in
-registers. Step ``t`` runs from ``t_hi - 1`` down to ``t_lo``; ``g = dh + dL/d output_t`` is the total
+``[i_slice*BLOCK_H, +BLOCK_H)`` of batch rows ``[i_batch*BLOCK_B, +BLOCK_B)``. In a launch of many steps
+(``RESIDENT``) it holds the columns ``W_hh[:, slice]`` of every gate on chip for the whole launch; it keeps its
+float32 slice of ``dh`` in registers. Step ``t`` runs from ``t_hi - 1`` down to ``t_lo``; ``g = dh + dL/d output_t`` is the total
 gradient of ``h_t`` (zero output gradient past a sequence's length, where ``g`` passes through unchanged).
 
 cudnn form (phases 0 and 1, one barrier per step):
@@ -57,7 +57,18 @@ def _step_inputs(
 
 
 @triton.jit
-def _reduce(acc, p_a, stride_a, w, tile, H, RESIDENT, DOT_PRECISION, BLOCK_K, K_CHUNKS):
+def _reduce(
+    acc,
+    p_a,
+    stride_a,
+    w,
+    tile,
+    H,
+    RESIDENT: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    K_CHUNKS: tl.constexpr,
+):
     """``acc + a @ W_g[:, slice]``: ``a`` one gate's gradients ``[B, H]`` at ``p_a`` (row stride ``stride_a``), read
     over the whole width; ``w`` that gate's weights (:func:`gate_weights`); ``tile`` ``(o_b, m_b, o_j, m_j)``."""
     o_b, m_b, o_j, m_j = tile
