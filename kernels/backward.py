@@ -4,8 +4,9 @@ Only ``dh`` is sequential; the weight, bias and input gradients are large produc
 host afterwards from the gate gradients this kernel stores. Program ``(i_slice, i_batch)`` owns hidden units
 ``[i_slice*BLOCK_H, +BLOCK_H)`` of batch rows ``[i_batch*BLOCK_B, +BLOCK_B)``. In a launch of many steps
 (``RESIDENT``) it holds the columns ``W_hh[:, slice]`` of every gate on chip for the whole launch; it keeps its
-float32 slice of ``dh`` in registers. Step ``t`` runs from ``t_hi - 1`` down to ``t_lo``; ``g = dh + dL/d output_t`` is the total
-gradient of ``h_t`` (zero output gradient past a sequence's length, where ``g`` passes through unchanged).
+float32 slice of ``dh`` in registers. Step ``t`` runs from ``t_hi - 1`` down to ``t_lo``;
+``g = dh + dL/d output_t`` is the total gradient of ``h_t`` (zero output gradient past a sequence's length,
+where ``g`` passes through unchanged).
 
 cudnn form (phases 0 and 1, one barrier per step):
   0. gate gradients of the slice, ``dn = g(1-z); dan = dn(1-n²); dar = dan·hn·r(1-r); daz = g(h-n)z(1-z);
