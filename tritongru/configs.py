@@ -59,6 +59,9 @@ def _pow2_clamp(n: int, low: int, high: int) -> int:
 ONE_SLICE_MAX_HIDDEN = 64
 """Up to this hidden size one program owns the whole width of its rows: no grid barrier at all."""
 
+PERSISTENT_TILE_MAX = 512
+"""Largest ``block_b x block_h`` tile of a persistent program: 32 x 32 spills on sm_90 (B=256, H=512, bf16)."""
+
 RESIDENT_BYTES_MAX = 200 * 1024
 """Most ``W_hh`` bytes one program holds for a persistent launch (``3 x H x block_h`` elements in the storage
 dtype): the compiler keeps them in shared memory, 227 KB per SM on sm_90, with room left for the streamed
@@ -85,7 +88,8 @@ def heuristic_config(
     cores; 64 spills at H=1024). Up to :data:`ONE_SLICE_MAX_HIDDEN`, one program owns the whole width of its
     rows (one launch, no grid barrier). Above it, persistent (the whole sequence in one launch, a grid barrier
     per phase) with the narrowest hidden slice (16, 32 or 64 units) whose ``slices x batch blocks`` programs
-    fit on ``sm_count`` SMs at once, when that slice's share of ``W_hh`` fits :data:`RESIDENT_BYTES_MAX`; else
+    fit on ``sm_count`` SMs at once, when the tile stays within :data:`PERSISTENT_TILE_MAX` elements and the
+    slice's share of ``W_hh`` fits :data:`RESIDENT_BYTES_MAX`; else
     one launch per step, slices of 64 on 8 warps with the weights streamed in chunks of 64 (the cell, one
     step, always so). Persistent 16-bit storage streams K in chunks of 128 on 4 warps, 32- and 64-bit in
     chunks of 64 on 8 warps. These are the
@@ -108,7 +112,7 @@ def heuristic_config(
         block = _pow2_clamp(hidden, MIN_BLOCK, ONE_SLICE_MAX_HIDDEN)
         return KernelConfig(block_b, block, min(block_k, block), num_warps, num_stages=1, persistent=True)
     block_h = next((width for width in (16, 32, 64) if -(-hidden // width) * batch_blocks <= sm_count), None)
-    if kernel != "cell" and block_h is not None:
+    if kernel != "cell" and block_h is not None and block_b * block_h <= PERSISTENT_TILE_MAX:
         resident_bytes = 3 * (-(-hidden // block_k) * block_k) * block_h * dtype.itemsize
         if resident_bytes <= RESIDENT_BYTES_MAX:
             return KernelConfig(block_b, block_h, block_k, num_warps, num_stages=1, persistent=True)
