@@ -47,10 +47,6 @@ SAVED_GATES = {"cudnn": 4, "classic": 3}
 PHASES = {("forward", "cudnn"): 1, ("forward", "classic"): 2, ("backward", "cudnn"): 2, ("backward", "classic"): 3}
 """Phases of one step; a grid barrier separates them (and, in the forward, ends each step)."""
 
-MAX_REGISTERS = 255
-"""Registers a persistent program may use (``maxnreg``): it runs alone on its SM, so occupancy is no reason
-for ptxas to spill (compiled for sm_90, its default held such kernels to 128 registers and spilled)."""
-
 BARRIER_TIMEOUT_S = 2.0
 """How long one program waits at a grid barrier before it gives up and marks the launch failed."""
 
@@ -163,7 +159,7 @@ def kernel_calls(kind: str, variant: str, plan: LaunchPlan, steps: int, args: di
     every kernel argument but the step range, the phases and the barrier's."""
     phases = PHASES[kind, variant]
     whole = dict(args, t_lo=0, t_hi=steps, spin_limit=_spin_limit(), FIRST_PHASE=0, LAST_PHASE=phases - 1)
-    persistent = dict(whole, RESIDENT=True, USE_PDL=False, maxnreg=MAX_REGISTERS)
+    persistent = dict(whole, RESIDENT=True, USE_PDL=False)
     if plan.grid_sync:
         sync = torch.zeros(plan.grid[1], dtype=torch.int32, device=args["hs_ptr"].device)
         return [dict(persistent, sync_ptr=sync, GRID_SYNC=True, launch_cooperative_grid=True)]
