@@ -2,8 +2,8 @@
 
     python profiling/predict_steps.py            # the four sizes of the performance issue, bf16
 
-No GPU is needed (nor used): each size's heuristic config is compiled for sm_90 (``tritongru.compile_check``),
-and a step is priced with the model below. Every number it prints is a PREDICTION, to be replaced by what
+No GPU is needed (nor used): each size's config, as the launchers would take it on an H100, is compiled for
+sm_90 (``tritongru.compile_check``), and a step is priced with the model below. Every number it prints is a PREDICTION, to be replaced by what
 ``tritongru selftest`` measures; the model's constants are assumptions or published H100 SXM figures, named
 here so that a measurement can say which one was wrong.
 
@@ -22,8 +22,7 @@ import os
 
 import torch
 
-from tritongru.compile_check import config_specialisations, resources
-from tritongru.configs import heuristic_config
+from tritongru.compile_check import Call, compile_call
 
 CLOCK_GHZ = 1.755  # H100 SXM boost clock (spec)
 BARRIER_US = 0.8  # assumption: a release add and acquire polls through L2 across the programs of a batch block
@@ -40,11 +39,10 @@ POINTS = [(16, 768), (64, 256), (64, 1024), (256, 1024)]
 def predict(kernel: str, variant: str, precision: str, batch: int, hidden: int) -> tuple[str, float]:
     """``(description of the config and its compiled figures, predicted µs per step)``."""
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    config = heuristic_config(kernel, batch, hidden, dtype=dtype)
     flags = {"bias": True, "lengths": False} | ({"store_gates": True} if kernel == "forward" else {})
-    specs = config_specialisations(kernel, variant, precision, batch, hidden, config, 90, flags=flags)
-    mode = specs[0].mode
-    found = resources(specs[0], 90)
+    call = Call(kernel, variant, precision, batch, hidden, tuple(flags.items()))
+    config, compiled = compile_call(call, 90)
+    mode, found = compiled[0].mode, compiled[0].resources
     slices, batch_blocks = -(-hidden // config.block_h), -(-batch // config.block_b)
     rows = min(config.block_b, batch)
     streamed = rows * hidden * dtype.itemsize * (3 if kernel == "backward" else 1)

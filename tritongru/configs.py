@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -61,6 +61,9 @@ ONE_SLICE_MAX_HIDDEN = 64
 
 PERSISTENT_TILE_MAX = 512
 """Largest ``block_b x block_h`` tile of a persistent program: 32 x 32 spills on sm_90 (B=256, H=512, bf16)."""
+
+MAX_K_CHUNKS = 16
+"""Most K chunks a reduction is unrolled into: more only lengthen the compile for the same data."""
 
 RESIDENT_BYTES_MAX = 200 * 1024
 """Most ``W_hh`` bytes one program holds for a persistent launch (``3 x H x block_h`` elements in the storage
@@ -117,6 +120,32 @@ def heuristic_config(
         if resident_bytes <= RESIDENT_BYTES_MAX:
             return KernelConfig(block_b, block_h, block_k, num_warps, num_stages=1, persistent=True)
     return KernelConfig(block_b, block_h=64, block_k=64, num_warps=8, num_stages=2, persistent=False)
+
+
+def heuristic_configs(
+    kernel: str,
+    batch: int,
+    hidden: int,
+    *,
+    dtype: torch.dtype = torch.float32,
+    allow_tf32: bool = False,
+    sm_count: int = 132,
+) -> list[KernelConfig]:
+    """:func:`heuristic_config` first, then the same launch with the other K chunks (within 16 chunks) and
+    warps: the launchers take the first whose compiled kernels do not spill. Near 128 registers per thread
+    ptxas spills a few bytes for one of these and not for another, and which one differs between its versions,
+    so it cannot be told before compiling."""
+    first = heuristic_config(kernel, batch, hidden, dtype=dtype, allow_tf32=allow_tf32, sm_count=sm_count)
+    if interpreting():
+        return [first]
+    covered = _pow2_clamp(hidden, MIN_BLOCK, 128)
+    others = [
+        replace(first, block_k=block_k, num_warps=num_warps)
+        for block_k in (128, 64, 32)
+        for num_warps in (4, 8)
+        if block_k <= covered and -(-hidden // block_k) <= MAX_K_CHUNKS
+    ]
+    return [first, *(config for config in others if config != first)]
 
 
 def select_config(

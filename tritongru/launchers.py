@@ -34,12 +34,13 @@ import torch
 import triton
 import triton.language as tl
 
-from tritongru.configs import KernelConfig, select_config
+from tritongru.compiled import compile_key, kernel_resources
+from tritongru.configs import KernelConfig, heuristic_config, heuristic_configs, select_config
 from tritongru.environment import interpreting
 from tritongru.kernels.backward import gru_backward_kernel
 from tritongru.kernels.forward import gru_forward_kernel
 from tritongru.kernels.grid_sync import POISON, barrier_stress_kernel
-from tritongru.precisions import compute_dtype, precision_of
+from tritongru.precisions import PRECISIONS, compute_dtype, precision_of
 
 SAVED_GATES = {"cudnn": 4, "classic": 3}
 """Gate activations saved per hidden unit for backward: cudnn r, z, n, W_hn h + b_hn; classic R, Z, H~."""
@@ -227,7 +228,7 @@ def forward_arguments(
     state = h0.to(compute_dtype(storage), copy=True)
     classic = variant == "classic"
     if config is None:
-        config = select_config(
+        config = _launch_config(
             "forward" if x is None else "cell",
             variant=variant,
             dtype=storage,
@@ -236,7 +237,8 @@ def forward_arguments(
             input_size=input_size,
             device=device,
             allow_tf32=allow_tf32,
-            store_gates=store_gates,
+            flags={"bias": b_hh is not None, "store_gates": store_gates}
+            | ({} if x is not None else {"lengths": lengths is not None}),
         )
     args = dict(
         gi_ptr=gi,
@@ -274,7 +276,7 @@ def backward_arguments(
     else:
         carry = grad_h_n.to(compute_dtype(storage), copy=True)
     if config is None:
-        config = select_config(
+        config = _launch_config(
             "backward",
             variant=variant,
             dtype=storage,
@@ -283,6 +285,7 @@ def backward_arguments(
             input_size=0,
             device=device,
             allow_tf32=allow_tf32,
+            flags={"bias": True, "lengths": lengths is not None},
         )
     args = dict(
         grad_out_ptr=grad_output,
@@ -299,6 +302,147 @@ def backward_arguments(
         **_kernel_constants(storage, allow_tf32, config),
     )
     return args, config
+
+
+def gpu_plans(config: KernelConfig, batch: int, hidden: int, arch: int) -> dict[str, LaunchPlan]:
+    """The plans the launchers can run ``config`` with on a GPU of compute capability ``arch`` (e.g. 90): its
+    own (``"one-slice"``, ``"grid-sync"`` or ``"per-step"``), and for a grid-synchronised one also the per-step
+    fallback taken where its grid cannot be resident at once."""
+    grid = (triton.cdiv(hidden, config.block_h), triton.cdiv(batch, config.block_b))
+    per_step = LaunchPlan(grid, persistent=False, grid_sync=False, use_pdl=arch >= 90)
+    if not config.persistent:
+        return {"per-step": per_step}
+    if grid[0] == 1:
+        return {"one-slice": LaunchPlan(grid, persistent=True, grid_sync=False, use_pdl=False)}
+    return {"grid-sync": LaunchPlan(grid, persistent=True, grid_sync=True, use_pdl=False), "per-step": per_step}
+
+
+def _meta(*shape: int, dtype: torch.dtype) -> torch.Tensor:
+    return torch.empty(shape, dtype=dtype, device="meta")
+
+
+def meta_arguments(
+    kernel: str,
+    variant: str,
+    precision: str,
+    batch: int,
+    hidden: int,
+    input_size: int,
+    flags: dict[str, bool],
+    config: KernelConfig,
+) -> tuple[str, dict]:
+    """``(kind, args)``: the arguments a launcher passes to the ``kind`` kernel (``"forward"``, which also
+    runs the cell, or ``"backward"``) for one call of ``kernel`` (``"forward"``, ``"cell"``, ``"backward"``), on
+    meta tensors: what compiling it needs, without memory or a GPU. ``flags``: ``bias``, ``lengths`` (sequences)
+    and ``store_gates`` (forward and cell) given or not."""
+    p = PRECISIONS[precision]
+    dtype, H, T = p.dtype, hidden, 2
+    w_hh, b_hh = _meta(3 * H, H, dtype=dtype), _meta(3 * H, dtype=dtype) if flags["bias"] else None
+    lengths = _meta(batch, dtype=torch.int64) if flags.get("lengths") else None
+    if kernel == "backward":
+        args, _ = backward_arguments(
+            grad_output=_meta(T, batch, H, dtype=dtype),
+            grad_h_n=_meta(batch, H, dtype=p.compute_dtype),
+            hs=_meta(T + 1, batch, H, dtype=dtype),
+            gates=_meta(T, batch, SAVED_GATES[variant] * H, dtype=dtype),
+            w_hh=w_hh,
+            variant=variant,
+            lengths=lengths,
+            allow_tf32=p.allow_tf32,
+            config=config,
+        )
+        return "backward", args
+    cell = kernel == "cell"
+    args, _ = forward_arguments(
+        gi=None if cell else _meta(T, batch, 3 * H, dtype=dtype),
+        x=_meta(batch, input_size, dtype=dtype) if cell else None,
+        w_ih=_meta(3 * H, input_size, dtype=dtype) if cell else None,
+        b_ih=_meta(3 * H, dtype=dtype) if cell and flags["bias"] else None,
+        h0=_meta(batch, H, dtype=dtype),
+        w_hh=w_hh,
+        b_hh=b_hh,
+        steps=1 if cell else T,
+        lengths=lengths,
+        variant=variant,
+        store_gates=flags["store_gates"],
+        allow_tf32=p.allow_tf32,
+        config=config,
+    )
+    return "forward", args
+
+
+def compiled_calls(kind: str, variant: str, config: KernelConfig, batch: int, hidden: int, args: dict, arch: int):
+    """``(mode, call)`` for every distinct compile of the ``kind`` kernel that ``config`` may launch on an
+    ``arch`` GPU (see :func:`gpu_plans`; ``launch_pdl`` changes how a kernel is launched, not its code)."""
+    kernel = gru_forward_kernel if kind == "forward" else gru_backward_kernel
+    found = {}
+    for mode, plan in gpu_plans(config, batch, hidden, arch).items():
+        for call in kernel_calls(kind, variant, plan, 2, args):
+            found.setdefault(compile_key(kernel, call), (mode, call))
+    return list(found.values())
+
+
+@functools.lru_cache(maxsize=1024)
+def first_spill_free(
+    kernel: str,
+    variant: str,
+    precision: str,
+    batch: int,
+    hidden: int,
+    input_size: int,
+    flags: tuple[tuple[str, bool], ...],
+    arch: int,
+    sm_count: int,
+) -> KernelConfig:
+    """The first of :func:`~tritongru.configs.heuristic_configs` whose compiled kernels for an ``arch`` GPU do
+    not spill registers (read from ``ptxas``, no GPU needed); the first one where all of them spill."""
+    p = PRECISIONS[precision]
+    candidates = heuristic_configs(kernel, batch, hidden, dtype=p.dtype, allow_tf32=p.allow_tf32, sm_count=sm_count)
+    kind_kernel = {"forward": gru_forward_kernel, "backward": gru_backward_kernel}
+    for config in candidates:
+        kind, args = meta_arguments(kernel, variant, precision, batch, hidden, input_size, dict(flags), config)
+        calls = compiled_calls(kind, variant, config, batch, hidden, args, arch)
+        if all(kernel_resources(kind_kernel[kind], call, arch).spills == 0 for _, call in calls):
+            return config
+    return candidates[0]
+
+
+def _launch_config(
+    kernel: str, *, variant, dtype, batch, hidden, input_size, device, allow_tf32, flags
+) -> KernelConfig:
+    """The config of one launcher call: :func:`select_config`'s, where that is the heuristic's on a GPU the
+    first of its alternatives that compiles without spilling (:func:`first_spill_free`)."""
+    store_gates = flags.get("store_gates", False)
+    config = select_config(
+        kernel,
+        variant=variant,
+        dtype=dtype,
+        batch=batch,
+        hidden=hidden,
+        input_size=input_size,
+        device=device,
+        allow_tf32=allow_tf32,
+        store_gates=store_gates,
+    )
+    if device.type != "cuda" or interpreting():
+        return config
+    major, minor = torch.cuda.get_device_capability(device)
+    sm_count = torch.cuda.get_device_properties(device).multi_processor_count
+    heuristic = heuristic_config(kernel, batch, hidden, dtype=dtype, allow_tf32=allow_tf32, sm_count=sm_count)
+    if config != heuristic:
+        return config  # a tuned winner: the tuner pruned every config that spills
+    precision = precision_of(dtype, allow_tf32).name
+    return first_spill_free(
+        kernel,
+        variant,
+        precision,
+        batch,
+        hidden,
+        input_size,
+        tuple(sorted(flags.items())),
+        10 * major + minor,
+        sm_count,
+    )
 
 
 def forward_sequence(

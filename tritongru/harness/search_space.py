@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tritongru.configs import KERNELS, KernelConfig
+from tritongru.configs import KERNELS, MAX_K_CHUNKS, KernelConfig
 from tritongru.precisions import Precision
 
 _SPACE = {
@@ -40,9 +40,6 @@ persistent launch pins its time loop to one stage (no load may be pipelined abov
 unrolls its K loop over the held tiles, so its stages compile to the same code (checked for sm_90 with Triton
 3.9: stages 1 to 4 give the same PTX) and only stage 1 is tried. Every config costs a compile, and a full
 ``tritongru tune`` should finish in well under an hour."""
-
-MAX_K_CHUNKS = 16
-"""Most unrolled K chunks a config may have: more only lengthen the compile (minutes) for the same data."""
 
 TINY_SPACE: dict[str, tuple] = {
     "block_b": (16,),
@@ -161,24 +158,19 @@ def compiled_resources(config: KernelConfig, spec: ProblemSpec, *, arch: int | N
     spilled bytes and shared memory over every kernel the launchers compile for ``config`` on ``spec`` (each
     launch of its plan, and of the per-step fallback of a grid-synchronised one). No GPU is needed, only
     Triton's CUDA backend; Triton's cache keeps the compiled kernels for the launches that follow."""
-    from tritongru import compile_check
+    from tritongru import launchers
+    from tritongru.compiled import kernel_resources
 
     if arch is None:
         major, minor = torch.cuda.get_device_capability()
         arch = 10 * major + minor
     flags = {"bias": True, "store_gates": spec.store_gates} | ({} if spec.kernel == "cell" else {"lengths": False})
-    specialisations = compile_check.config_specialisations(
-        spec.kernel,
-        spec.variant,
-        spec.precision.name,
-        spec.batch,
-        spec.hidden,
-        config,
-        arch,
-        flags=flags,
-        input_size=spec.input_size,
+    kind, args = launchers.meta_arguments(
+        spec.kernel, spec.variant, spec.precision.name, spec.batch, spec.hidden, spec.input_size, flags, config
     )
-    found = [compile_check.resources(s, arch) for s in specialisations]
+    kernel = launchers.gru_forward_kernel if kind == "forward" else launchers.gru_backward_kernel
+    calls = launchers.compiled_calls(kind, spec.variant, config, spec.batch, spec.hidden, args, arch)
+    found = [kernel_resources(kernel, call, arch) for _, call in calls]
     return Resources(
         registers_per_thread=max(r.registers for r in found),
         shared_memory=max(r.shared for r in found),
