@@ -35,3 +35,39 @@ def test_barrier_check_reads_ptx():
     assert barrier_problems(f"{arrive}\n{poll}\ncp.async.cg.shared.global [%r1], [%rd2], 16;") == [
         "an asynchronous copy (cp.async) could cross the barrier"
     ]
+
+
+FIRST_SPILL_FREE = """
+import sys
+from tritongru import launchers
+from tritongru.compiled import Resources
+
+spilling_chunk = int(sys.argv[1])
+launchers.kernel_resources = lambda kernel, call, arch: Resources(
+    registers=128, spills=8 if spilling_chunk in (call["BLOCK_K"], -1) else 0, shared=0, ptx=""
+)
+flags = (("bias", True), ("lengths", False), ("store_gates", False))
+config = launchers.first_spill_free("forward", "cudnn", "bf16", 16, 256, 64, flags, 90, 132)
+print(config.block_k, config.num_warps)
+"""
+
+
+def test_launchers_take_the_first_alternative_that_does_not_spill():
+    """Where the heuristic's own config spills, the next alternative that compiles clean is taken; where every
+    one would spill, the heuristic's own (the compile check then reports it)."""
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+
+    def chosen(spilling_chunk: int) -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", FIRST_SPILL_FREE, str(spilling_chunk)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split()[-2:]
+
+    assert chosen(0) == ["128", "4"], "nothing spills: the heuristic's own config"
+    assert chosen(128) == ["64", "4"], "K chunks of 128 spill: the same launch with chunks of 64"
+    assert chosen(-1) == ["128", "4"], "every alternative spills: the heuristic's own config"
