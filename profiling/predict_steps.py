@@ -3,9 +3,9 @@
     python profiling/predict_steps.py            # the four sizes of the performance issue, bf16
 
 No GPU is needed (nor used): each size's config, as the launchers would take it on an H100, is compiled for
-sm_90 (``tritongru.compile_check``), and a step is priced with the model below. Every number it prints is a PREDICTION, to be replaced by what
-``tritongru selftest`` measures; the model's constants are assumptions or published H100 SXM figures, named
-here so that a measurement can say which one was wrong.
+sm_90 (``tritongru.compile_check``), and a step is priced with the model below. Every number it prints is a
+PREDICTION, to be replaced by what ``tritongru selftest`` measures; the model's constants are assumptions or
+published H100 SXM figures, named here so that a measurement can say which one was wrong.
 
 A step of the forward kernel on one program (slice ``block_h`` of ``block_b`` rows): wait at the grid barrier,
 then stream the full ``h_{t-1}`` of its rows from L2 against the resident weights (in shared memory: the
@@ -15,7 +15,8 @@ compiled kernel's shared-memory figure says how much), then the gates, the updat
            + EPILOGUE
 
 The classic form pays two barriers per step (its second product runs on ``R * h``); a per-step launch pays
-LAUNCH instead of a barrier. The backward streams the gate gradients (three per unit) instead of ``h``.
+LAUNCH instead of a barrier and reads its weights from L2 every step. The backward streams the gate gradients
+(three per unit) instead of ``h``.
 """
 
 import os
@@ -49,9 +50,10 @@ def predict(kernel: str, variant: str, precision: str, batch: int, hidden: int) 
     weights = 3 * hidden * config.block_h * dtype.itemsize
     flops = 2 * rows * hidden * 3 * config.block_h
     rate = CLOCK_GHZ * 1e3  # cycles per µs
+    held = mode != "per-step"  # per step, the weights come from L2 every step instead of shared memory
     work = max(
         streamed / (L2_BYTES_PER_CLK * rate),
-        weights / (SMEM_BYTES_PER_CLK * rate),
+        weights / ((SMEM_BYTES_PER_CLK if held else L2_BYTES_PER_CLK) * rate),
         flops / (MMA_FLOP_PER_CLK[precision] * rate),
     )
     syncs = 2 if variant == "classic" else 1  # barriers per step, forward and backward alike
