@@ -19,11 +19,11 @@ LAUNCH instead of a barrier and reads its weights from L2 every step. The backwa
 (three per unit) instead of ``h``.
 """
 
-import os
-
 import torch
 
 from tritongru.compile_check import Call, compile_call
+from tritongru.environment import interpreting
+from tritongru.variants import VARIANTS
 
 CLOCK_GHZ = 1.755  # H100 SXM boost clock (spec)
 BARRIER_US = 0.8  # assumption: a release add and acquire polls through L2 across the programs of a batch block
@@ -68,13 +68,13 @@ def predict(kernel: str, variant: str, precision: str, batch: int, hidden: int) 
 
 
 def main() -> None:
-    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+    if interpreting():
         raise SystemExit("unset TRITON_INTERPRET: the prediction compiles for sm_90")
     print("| B | H | kernel | form | config and compiled figures (sm_90) | predicted µs/step |")
     print("| --- | --- | --- | --- | --- | --- |")
     for batch, hidden in POINTS:
         for kernel in ("forward", "backward"):
-            for variant in ("cudnn", "classic"):
+            for variant in VARIANTS:
                 described, step = predict(kernel, variant, "bf16", batch, hidden)
                 print(f"| {batch} | {hidden} | {kernel} | {variant} | {described} | {step:.2f} (prediction) |")
 

@@ -39,6 +39,7 @@ from tritongru.kernels.forward import gru_forward_kernel
 from tritongru.kernels.grid_sync import barrier_stress_kernel
 from tritongru.launchers import compiled_calls, first_spill_free, meta_arguments
 from tritongru.precisions import PRECISIONS
+from tritongru.variants import VARIANTS
 
 SM_COUNT = {80: 108, 90: 132, 100: 148}
 """SMs of the reference GPU of each architecture (A100, H100 SXM, B200), for the heuristic's grid."""
@@ -111,7 +112,7 @@ def calls(*, quick: bool = False, every_flag: bool = False, precisions: tuple[st
     precisions = ("bf16",) if quick else precisions
     found = []
     for kernel, variant, precision, (batch, hidden) in itertools.product(
-        ("forward", "cell", "backward"), ("cudnn", "classic"), precisions, sizes
+        ("forward", "cell", "backward"), VARIANTS, precisions, sizes
     ):
         choices = EVERY_FLAG[kernel] if every_flag else FLAGS[kernel][:1] if quick else FLAGS[kernel]
         found += [Call(kernel, variant, precision, batch, hidden, tuple(flags.items())) for flags in choices]

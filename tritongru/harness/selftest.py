@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from tritongru.harness.grids import Grid
+from tritongru.variants import VARIANTS
 
 TEST_FILES = (
     "tests/test_kernels.py",
@@ -111,7 +112,7 @@ def run_stress(device: torch.device, *, steps: int = 4000) -> list[tuple[str, bo
             outcomes.append((name, False, str(error)))
             continue
         outcomes.append((name, stale == 0, f"{stale} stale tags seen"))
-    for variant in ("cudnn", "classic"):
+    for variant in VARIANTS:
         for batch, hidden, length in ((16, 2048, 512), (64, 1024, 1024), (3, 777, 2048)):
             name = f"layer {variant} B={batch} H={hidden} T={length} fp32, forward and backward"
             try:
