@@ -80,12 +80,23 @@ def test_compiled_resources_replace_the_estimates():
 
 COMPILED_RESOURCES = """
 import json
+from tritongru import launchers
+from tritongru.compiled import kernel_resources
 from tritongru.configs import KernelConfig
 from tritongru.harness.search_space import ProblemSpec, compiled_resources
 from tritongru.precisions import PRECISIONS
+
 problem = ProblemSpec("forward", "cudnn", PRECISIONS["fp32"], batch=3, hidden=40, input_size=12)
-used = compiled_resources(KernelConfig(block_b=16, block_h=16, block_k=32), problem, arch=90)
-print(json.dumps([used.registers_per_thread, used.shared_memory, used.spill_bytes]))
+config = KernelConfig(16, 16, 32, num_warps=8)
+used = compiled_resources(config, problem, arch=90)
+flags = {"bias": True, "store_gates": False, "lengths": False}
+kind, args = launchers.meta_arguments("forward", "cudnn", "fp32", 3, 40, 12, flags, config)
+each = [
+    kernel_resources(launchers.gru_forward_kernel, call, 90)
+    for _, call in launchers.compiled_calls(kind, "cudnn", config, 3, 40, args, 90)
+]
+print(json.dumps([used.registers_per_thread, used.shared_memory, used.spill_bytes, len(each),
+                  max(r.registers for r in each), max(r.spills for r in each)]))
 """
 
 
@@ -98,9 +109,10 @@ def test_resources_read_from_the_sm90_compile():
         [sys.executable, "-c", COMPILED_RESOURCES], env=env, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, done.stderr
-    registers, shared, spills = json.loads(done.stdout.splitlines()[-1])
-    assert 0 < registers <= 255
-    assert spills == 0
+    registers, shared, spills, kernels, most_registers, most_spills = json.loads(done.stdout.splitlines()[-1])
+    assert kernels == 2, "the grid-synchronised kernel and its per-step fallback"
+    assert 0 < registers == most_registers <= 255
+    assert spills == most_spills
     weights = 3 * 64 * 16 * 4  # three gates x K=40 in two chunks of 32 x a 16-unit slice, fp32
     assert weights <= shared <= 2 * weights
 
@@ -207,8 +219,8 @@ def test_a_wrong_config_is_rejected_even_when_it_is_fastest(device):
     """The gate runs before the timer: a config whose output is wrong never gets a time, so cannot win."""
     problem = small_problem(device, "forward")
     honest_run = problem.run
-    bad = config(block_h=32, block_k=16, num_stages=1, persistent=False)
-    broken = config(block_h=16, block_k=32, num_stages=1, persistent=True)
+    bad = config(block_h=32, block_k=16, persistent=False)
+    broken = config(block_h=16, block_k=32, persistent=True)
 
     def faulty_run(cfg):
         if cfg == broken:

@@ -36,7 +36,7 @@ class KernelConfig:
     block_h: int
     block_k: int
     num_warps: int = 4
-    num_stages: int = 1
+    num_stages: int = 2
     persistent: bool = True
 
     def __post_init__(self) -> None:
@@ -113,12 +113,13 @@ def heuristic_config(
     batch_blocks = -(-batch // block_b)
     if hidden <= ONE_SLICE_MAX_HIDDEN:
         block = _pow2_clamp(hidden, MIN_BLOCK, ONE_SLICE_MAX_HIDDEN)
-        return KernelConfig(block_b, block, min(block_k, block), num_warps, num_stages=1, persistent=True)
+        return KernelConfig(block_b, block, min(block_k, block), num_warps, num_stages=2, persistent=True)
     block_h = next((width for width in (16, 32, 64) if -(-hidden // width) * batch_blocks <= sm_count), None)
     if kernel != "cell" and block_h is not None and block_b * block_h <= PERSISTENT_TILE_MAX:
         resident_bytes = 3 * (-(-hidden // block_k) * block_k) * block_h * dtype.itemsize
         if resident_bytes <= RESIDENT_BYTES_MAX:
-            return KernelConfig(block_b, block_h, block_k, num_warps, num_stages=1, persistent=True)
+            # two stages for the per-step fallback's streamed K loop (the persistent kernel's loops ignore it)
+            return KernelConfig(block_b, block_h, block_k, num_warps, num_stages=2, persistent=True)
     return KernelConfig(block_b, block_h=64, block_k=64, num_warps=8, num_stages=2, persistent=False)
 
 
@@ -132,15 +133,17 @@ def heuristic_configs(
     sm_count: int = 132,
 ) -> list[KernelConfig]:
     """:func:`heuristic_config` first, then the same launch with the other K chunks (within 16 chunks) and
-    warps: the launchers take the first whose compiled kernels do not spill. Near 128 registers per thread
-    ptxas spills a few bytes for one of these and not for another, and which one differs between its versions,
-    so it cannot be told before compiling."""
+    warps, and per step also narrower slices: the launchers take the first whose compiled kernels do not
+    spill. Near 128 registers per thread ptxas spills a few bytes for one of these and not for another, and
+    which one differs between its versions, so it cannot be told before compiling."""
     first = heuristic_config(kernel, batch, hidden, dtype=dtype, allow_tf32=allow_tf32, sm_count=sm_count)
     if interpreting():
         return [first]
     covered = _pow2_clamp(hidden, MIN_BLOCK, 128)
+    slices = (first.block_h,) if first.persistent else (64, 32, 16)
     others = [
-        replace(first, block_k=block_k, num_warps=num_warps)
+        replace(first, block_h=block_h, block_k=block_k, num_warps=num_warps)
+        for block_h in slices
         for block_k in (128, 64, 32)
         for num_warps in (4, 8)
         if block_k <= covered and -(-hidden // block_k) <= MAX_K_CHUNKS
