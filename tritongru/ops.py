@@ -1,0 +1,443 @@
+"""The kernels as ``torch.library`` custom ops (namespace ``tritongru``): the one module that calls
+:mod:`tritongru.launchers`.
+
+Three ops, each with a fake (meta) implementation, so ``torch.compile`` and ``torch.export`` see them as opaque
+nodes, and a vmap rule; the two forward ops have registered autograd:
+
+- ``tritongru::gru_layer(input [T,B,I], h0 [B,H], weight_ih, weight_hh, bias_ih?, bias_hh?, lengths? [B] int64,
+  variant, allow_tf32, store_gates) -> (hs [T+1,B,H], h_n [B,H], gates [T,B,NG*H] or [0])``: the input
+  projection (one GEMM) and the recurrence. ``hs[0] = h0``, ``hs[t+1]`` the state after step ``t``; a sequence's
+  state stops changing after its length. ``gates`` (what backward needs) only when ``store_gates``.
+- ``tritongru::gru_cell(input [B,I], hx [B,H], weight_ih, weight_hh, bias_ih?, bias_hh?, variant, allow_tf32,
+  store_gates) -> (h' [B,H], gates [1,B,NG*H] or [0])``: one fused step.
+- ``tritongru::gru_backward(grad_output [T,B,H], grad_h_n? [B,H], hs, gates, weight_hh, lengths?, variant,
+  allow_tf32) -> (dgates_x [T,B,3H], dgates_hn [T,B,H] or [0] (classic), dh0 [B,H])``: the ``dh`` recurrence
+  (BPTT) of both; the cell's backward is this op with ``T = 1``.
+
+``hs``, ``h_n``, ``h'``, the gates and their gradients are in the compute dtype (float64 for float64 storage,
+float32 otherwise). Every parameter and input gradient is then one product over all ``T*B`` rows
+(:func:`parameter_grads`, plain PyTorch, so ``torch.func`` transforms and compilers see through it).
+
+Higher-order gradients: when the backward itself is being differentiated (``create_graph=True``,
+``torch.autograd.gradgradcheck``, ``torch.func.grad``/``vjp``/``jacrev``, which always build that graph), the
+gradients are recomputed through :mod:`tritongru.reference` (plain PyTorch, differentiable to any order)
+instead of the backward kernel: correct second derivatives, at the reference's speed.
+
+vmap: with the weights shared across the mapped dimension (per-sample gradients), the mapped dimension is
+folded into the batch and the kernel runs once; with mapped weights, the op runs once per mapped slice.
+
+Triton's interpreter (CPU) is not thread-safe, so launches are serialised with a lock while it is on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from tritongru import launchers
+from tritongru.environment import interpreting
+from tritongru.precisions import compute_dtype
+from tritongru.reference import gru_cell_ref, gru_states_ref
+
+_INTERPRETER_LOCK = threading.Lock()
+
+
+def _serialised() -> contextlib.AbstractContextManager:
+    """One launch at a time under Triton's interpreter, which patches module-level state while it runs."""
+    return _INTERPRETER_LOCK if interpreting() else contextlib.nullcontext()
+
+
+def no_autocast(device_type: str) -> contextlib.AbstractContextManager:
+    """Autocast off inside (the caller has already chosen the dtypes); no context at all when it is off."""
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def _contiguous(*tensors: Tensor | None) -> list[Tensor | None]:
+    return [t.contiguous() if t is not None else None for t in tensors]
+
+
+def input_projection(input: Tensor, weight_ih: Tensor, bias_ih: Tensor | None) -> Tensor:
+    """``x @ W_ih^T + b_ih`` for every step at once: ``[T, B, I]`` → ``[T, B, 3H]`` (storage dtype).
+
+    It has no time dependency, so it leaves the recurrence as one large GEMM: ``torch.addmm`` (cuBLAS), already
+    at the roofline for a dense product, and following torch's own TF32 setting.
+    """
+    T, B, input_size = input.shape
+    flat = input.reshape(T * B, input_size)
+    gi = torch.addmm(bias_ih, flat, weight_ih.t()) if bias_ih is not None else flat @ weight_ih.t()
+    return gi.reshape(T, B, -1)
+
+
+# ---------------------------------------------------------------------------------------------------- the ops
+
+_LAYER_SCHEMA = (
+    "(Tensor input, Tensor h0, Tensor weight_ih, Tensor weight_hh, Tensor? bias_ih, Tensor? bias_hh, "
+    "Tensor? lengths, str variant, bool allow_tf32, bool store_gates) -> (Tensor, Tensor, Tensor)"
+)
+_CELL_SCHEMA = (
+    "(Tensor input, Tensor hx, Tensor weight_ih, Tensor weight_hh, Tensor? bias_ih, Tensor? bias_hh, "
+    "str variant, bool allow_tf32, bool store_gates) -> (Tensor, Tensor)"
+)
+_BACKWARD_SCHEMA = (
+    "(Tensor grad_output, Tensor? grad_h_n, Tensor hs, Tensor gates, Tensor weight_hh, Tensor? lengths, "
+    "str variant, bool allow_tf32) -> (Tensor, Tensor, Tensor)"
+)
+
+
+@torch.library.custom_op("tritongru::gru_layer", mutates_args=(), schema=_LAYER_SCHEMA)
+def gru_layer(input, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, variant, allow_tf32, store_gates):
+    input, h0, weight_ih, weight_hh, bias_ih, bias_hh = _contiguous(input, h0, weight_ih, weight_hh, bias_ih, bias_hh)
+    with no_autocast(input.device.type):
+        gi = input_projection(input, weight_ih, bias_ih)
+    with _serialised():
+        hs, gates = launchers.forward_sequence(
+            gi, h0, weight_hh, bias_hh, variant=variant, lengths=lengths, store_gates=store_gates, allow_tf32=allow_tf32
+        )
+    return hs, hs[-1].clone(), gates if gates is not None else hs.new_empty(0)
+
+
+@torch.library.custom_op("tritongru::gru_cell", mutates_args=(), schema=_CELL_SCHEMA)
+def gru_cell(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, variant, allow_tf32, store_gates):
+    input, hx, weight_ih, weight_hh, bias_ih, bias_hh = _contiguous(input, hx, weight_ih, weight_hh, bias_ih, bias_hh)
+    with _serialised():
+        h_new, gates = launchers.cell_forward(
+            input,
+            hx,
+            weight_ih,
+            weight_hh,
+            bias_ih,
+            bias_hh,
+            variant=variant,
+            store_gates=store_gates,
+            allow_tf32=allow_tf32,
+        )
+    # outputs are fresh tensors, as the fake implementation says (the launcher returns views of its buffers)
+    return h_new.clone(), gates if gates is not None else h_new.new_empty(0)
+
+
+@torch.library.custom_op("tritongru::gru_backward", mutates_args=(), schema=_BACKWARD_SCHEMA)
+def gru_backward(grad_output, grad_h_n, hs, gates, weight_hh, lengths, variant, allow_tf32):
+    grad_output, hs, gates, weight_hh = _contiguous(grad_output, hs, gates, weight_hh)
+    T = grad_output.shape[0]
+    # today's launcher takes the gradients of every state at once: row t+1 is dL/dh_t (row 0 is not read)
+    grad_hs = torch.zeros_like(hs)
+    grad_hs[1:] = grad_output
+    if grad_h_n is not None:
+        grad_hs[T] += grad_h_n
+    with _serialised():
+        dgates_x, dgates_hn, dh0 = launchers.backward_sequence(
+            grad_hs, hs, gates, weight_hh, variant=variant, lengths=lengths, allow_tf32=allow_tf32
+        )
+    return dgates_x, dgates_hn if dgates_hn is not None else dgates_x.new_empty(0), dh0.clone()
+
+
+# ------------------------------------------------------------------------------------------ fake implementations
+
+
+def _gates_like(ref: Tensor, steps: int, batch: int, hidden: int, variant: str, store: bool, dtype) -> Tensor:
+    shape = (steps, batch, launchers.SAVED_GATES[variant] * hidden) if store else (0,)
+    return ref.new_empty(shape, dtype=dtype)
+
+
+@gru_layer.register_fake
+def _(input, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, variant, allow_tf32, store_gates):
+    T, B, H = input.shape[0], input.shape[1], weight_hh.shape[1]
+    dtype = compute_dtype(weight_hh.dtype)
+    hs = input.new_empty((T + 1, B, H), dtype=dtype)
+    return hs, input.new_empty((B, H), dtype=dtype), _gates_like(input, T, B, H, variant, store_gates, dtype)
+
+
+@gru_cell.register_fake
+def _(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, variant, allow_tf32, store_gates):
+    B, H = input.shape[0], weight_hh.shape[1]
+    dtype = compute_dtype(weight_hh.dtype)
+    return input.new_empty((B, H), dtype=dtype), _gates_like(input, 1, B, H, variant, store_gates, dtype)
+
+
+@gru_backward.register_fake
+def _(grad_output, grad_h_n, hs, gates, weight_hh, lengths, variant, allow_tf32):
+    T, B, H = grad_output.shape
+    dtype = hs.dtype
+    dgates_hn = hs.new_empty((T, B, H) if variant == "cudnn" else (0,), dtype=dtype)
+    return hs.new_empty((T, B, 3 * H), dtype=dtype), dgates_hn, hs.new_empty((B, H), dtype=dtype)
+
+
+# --------------------------------------------------------------------------------------------------- autograd
+
+
+def parameter_grads(
+    needs: Sequence[bool],
+    input: Tensor,
+    weight_ih: Tensor,
+    hs_prev: Tensor,
+    gates: Tensor,
+    dgates_x: Tensor,
+    dgates_hn: Tensor | None,
+    has_bias: bool,
+) -> tuple[Tensor | None, ...]:
+    """Gradients of ``(input, weight_ih, weight_hh, bias_ih, bias_hh)`` as products over all ``N = T*B`` rows.
+
+    ``input`` ``[N, I]``, ``hs_prev`` ``[N, H]`` (``h_{t-1}`` of every row), ``gates`` ``[N, NG*H]``,
+    ``dgates_x`` ``[N, 3H]``, ``dgates_hn`` ``[N, H]`` or None (classic). ``needs``: which of the five are wanted
+    (the rest come back None). The products run in ``dgates_x``'s dtype. ``W_hn``'s input is ``h`` for cudnn and
+    ``R * h`` for classic.
+    """
+    need_input, need_w_ih, need_w_hh, need_b_ih, need_b_hh = needs
+    dtype = dgates_x.dtype
+    H = hs_prev.shape[1]
+    hs_prev = hs_prev.to(dtype)
+    grad_input = (dgates_x @ weight_ih.to(dtype)).to(input.dtype) if need_input else None
+    grad_w_ih = (dgates_x.t() @ input.to(dtype)).to(weight_ih.dtype) if need_w_ih else None
+    grad_w_hh = grad_b_hh = None
+    if need_w_hh or (need_b_hh and has_bias):
+        d_gates_rz = dgates_x[:, : 2 * H]
+        if dgates_hn is not None:
+            d_hn, n_input = dgates_hn, hs_prev
+        else:
+            d_hn, n_input = dgates_x[:, 2 * H :], gates[:, :H].to(dtype) * hs_prev
+        if need_w_hh:
+            grad_w_hh = torch.cat([d_gates_rz.t() @ hs_prev, d_hn.t() @ n_input]).to(weight_ih.dtype)
+        if need_b_hh and has_bias:
+            grad_b_hh = torch.cat([d_gates_rz.sum(0), d_hn.sum(0)]).to(weight_ih.dtype)
+    grad_b_ih = dgates_x.sum(0).to(weight_ih.dtype) if need_b_ih and has_bias else None
+    return grad_input, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh
+
+
+def _differentiable_vjp(
+    fn: Callable[..., tuple[Tensor, ...]],
+    primals: Sequence[Tensor | None],
+    needs: Sequence[bool],
+    cotangents: tuple[Tensor, ...],
+) -> list[Tensor | None]:
+    """Gradients of ``fn(*primals)`` (plain PyTorch) against ``cotangents`` for the primals in ``needs``, as a
+    graph that can itself be differentiated. None for the others."""
+    wanted = [i for i, (p, need) in enumerate(zip(primals, needs, strict=True)) if need and p is not None]
+
+    def of_wanted(*values: Tensor) -> tuple[Tensor, ...]:
+        args = list(primals)
+        for i, value in zip(wanted, values, strict=True):
+            args[i] = value
+        return fn(*args)
+
+    _, vjp_fn = torch.func.vjp(of_wanted, *(primals[i] for i in wanted))
+    grads: list[Tensor | None] = [None] * len(primals)
+    for i, grad in zip(wanted, vjp_fn(cotangents), strict=True):
+        grads[i] = grad
+    return grads
+
+
+def _setup_layer(ctx, inputs, output) -> None:
+    input, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, variant, allow_tf32, store_gates = inputs
+    hs, _, gates = output
+    ctx.save_for_backward(input, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, hs, gates)
+    ctx.variant, ctx.allow_tf32, ctx.store_gates = variant, allow_tf32, store_gates
+    ctx.mark_non_differentiable(gates)
+
+
+def _layer_backward(ctx, grad_hs, grad_h_n, _):
+    input, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, hs, gates = ctx.saved_tensors
+    needs = ctx.needs_input_grad[:6]
+    primals = (input, h0, weight_ih, weight_hh, bias_ih, bias_hh)
+    if torch.is_grad_enabled():
+
+        def states(*args: Tensor | None) -> tuple[Tensor, Tensor]:
+            ref = gru_states_ref(*args, variant=ctx.variant, lengths=lengths).to(hs.dtype)
+            return ref, ref[-1]
+
+        return (*_differentiable_vjp(states, primals, needs, (grad_hs, grad_h_n)), None, None, None, None)
+    T, B, H = input.shape[0], input.shape[1], hs.shape[2]
+    with no_autocast(input.device.type):
+        if not ctx.store_gates:  # called without them: run the forward again, keeping them this time
+            hs, _, gates = gru_layer(*primals, lengths, ctx.variant, ctx.allow_tf32, True)
+        dgates_x, dgates_hn, dh0 = gru_backward(
+            grad_hs[1:], grad_h_n, hs, gates, weight_hh, lengths, ctx.variant, ctx.allow_tf32
+        )
+        n = T * B
+        grad_input, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh = parameter_grads(
+            (needs[0], *needs[2:]),
+            input.reshape(n, -1),
+            weight_ih,
+            hs[:T].reshape(n, H),
+            gates.reshape(n, -1),
+            dgates_x.reshape(n, 3 * H),
+            dgates_hn.reshape(n, H) if ctx.variant == "cudnn" else None,
+            bias_ih is not None,
+        )
+        grad_h0 = (dh0 + grad_hs[0]).to(h0.dtype) if needs[1] else None
+    if grad_input is not None:
+        grad_input = grad_input.reshape(input.shape)
+    return grad_input, grad_h0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, None, None, None, None
+
+
+def _setup_cell(ctx, inputs, output) -> None:
+    input, hx, weight_ih, weight_hh, bias_ih, bias_hh, variant, allow_tf32, store_gates = inputs
+    h_new, gates = output
+    ctx.save_for_backward(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, h_new, gates)
+    ctx.variant, ctx.allow_tf32, ctx.store_gates = variant, allow_tf32, store_gates
+    ctx.mark_non_differentiable(gates)
+
+
+def _cell_backward(ctx, grad_h_new, _):
+    input, hx, weight_ih, weight_hh, bias_ih, bias_hh, h_new, gates = ctx.saved_tensors
+    needs = ctx.needs_input_grad[:6]
+    primals = (input, hx, weight_ih, weight_hh, bias_ih, bias_hh)
+    if torch.is_grad_enabled():
+
+        def step(*args: Tensor | None) -> tuple[Tensor]:
+            return (gru_cell_ref(*args, variant=ctx.variant).to(h_new.dtype),)
+
+        return (*_differentiable_vjp(step, primals, needs, (grad_h_new,)), None, None, None)
+    with no_autocast(input.device.type):
+        if not ctx.store_gates:  # called without them: run the step again, keeping them this time
+            h_new, gates = gru_cell(*primals, ctx.variant, ctx.allow_tf32, True)
+        hs = torch.stack([hx.to(h_new.dtype), h_new])
+        dgates_x, dgates_hn, dh = gru_backward(
+            grad_h_new[None], None, hs, gates, weight_hh, None, ctx.variant, ctx.allow_tf32
+        )
+        grad_input, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh = parameter_grads(
+            (needs[0], *needs[2:]),
+            input,
+            weight_ih,
+            hx,
+            gates[0],
+            dgates_x[0],
+            dgates_hn[0] if ctx.variant == "cudnn" else None,
+            bias_ih is not None,
+        )
+        grad_hx = dh.to(hx.dtype) if needs[1] else None
+    return grad_input, grad_hx, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, None, None, None
+
+
+gru_layer.register_autograd(_layer_backward, setup_context=_setup_layer)
+gru_cell.register_autograd(_cell_backward, setup_context=_setup_cell)
+
+
+class _LayerFunction(torch.autograd.Function):
+    """``gru_layer`` with the same autograd formula, as an ``autograd.Function`` with ``setup_context``: the
+    form ``torch.func`` transforms accept (they refuse a custom op's own autograd in torch 2.13)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(*args):
+        return gru_layer(*args)
+
+    setup_context = staticmethod(_setup_layer)
+    backward = staticmethod(_layer_backward)
+
+
+class _CellFunction(torch.autograd.Function):
+    """``gru_cell`` with its autograd formula, for ``torch.func`` (see :class:`_LayerFunction`)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(*args):
+        return gru_cell(*args)
+
+    setup_context = staticmethod(_setup_cell)
+    backward = staticmethod(_cell_backward)
+
+
+# ------------------------------------------------------------------------------------------------------- vmap
+
+
+def _fold(arg, in_dim: int | None, batch_dim: int | None, size: int):
+    """Move the mapped dimension of ``arg`` into its batch dimension (broadcast first if ``arg`` is unmapped)."""
+    if batch_dim is None or arg is None:
+        return arg
+    if in_dim is None:
+        arg = arg.unsqueeze(batch_dim).expand(*arg.shape[:batch_dim], size, *arg.shape[batch_dim:])
+    else:
+        arg = arg.movedim(in_dim, batch_dim)
+    return arg.flatten(batch_dim, batch_dim + 1)
+
+
+def _register_vmap(op, batch_dims: tuple[int | None, ...], out_batch_dims: tuple[int, ...]) -> None:
+    """vmap ``op``: ``batch_dims[i]`` is the batch dimension of argument ``i`` (None: shared across the batch,
+    like the weights, or not a tensor); ``out_batch_dims`` the same for the outputs. An empty output (a
+    placeholder for gates not stored) stays unmapped."""
+
+    def rule(info, in_dims, *args):
+        size = info.batch_size
+        if any(d is not None and b is None for d, b in zip(in_dims, batch_dims, strict=True)):
+            # mapped weights: one launch per slice
+            per_slice = [
+                op(*(a.select(d, v) if d is not None else a for a, d in zip(args, in_dims, strict=True)))
+                for v in range(size)
+            ]
+            return tuple(torch.stack(outs) for outs in zip(*per_slice, strict=True)), (0,) * len(out_batch_dims)
+        outputs = op(*(_fold(a, d, b, size) for a, d, b in zip(args, in_dims, batch_dims, strict=True)))
+        results, dims = [], []
+        for out, b in zip(outputs, out_batch_dims, strict=True):
+            if out.dim() == 1 and out.numel() == 0:
+                results.append(out)
+                dims.append(None)
+            else:
+                results.append(out.unflatten(b, (size, -1)))
+                dims.append(b)
+        return tuple(results), tuple(dims)
+
+    torch.library.register_vmap(op, rule)
+
+
+_register_vmap(gru_layer, (1, 0, None, None, None, None, 0, None, None, None), (1, 0, 1))
+_register_vmap(gru_cell, (0, 0, None, None, None, None, None, None, None), (0, 1))
+_register_vmap(gru_backward, (1, 0, 1, 1, None, 0, None, None), (1, 1, 0))
+
+
+# ----------------------------------------------------------------------------------- what functional.py calls
+
+
+def _needs_grad(*tensors: Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def sequence_mask(lengths: Tensor, steps: int) -> Tensor:
+    """``[T, B, 1]`` bool, True where step ``t`` is inside sequence ``b`` (``t < lengths[b]``)."""
+    return (torch.arange(steps, device=lengths.device)[:, None] < lengths[None, :])[..., None]
+
+
+def layer(
+    input: Tensor,
+    h0: Tensor,
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Tensor | None,
+    bias_hh: Tensor | None,
+    lengths: Tensor | None,
+    variant: str,
+    allow_tf32: bool,
+) -> tuple[Tensor, Tensor]:
+    """One checked layer and direction: (``output`` ``[T, B, H]``, zero past each length; ``h_n`` ``[B, H]``),
+    both in ``input``'s dtype. Gates are stored for backward only when a gradient can be asked for."""
+    store = _needs_grad(input, h0, weight_ih, weight_hh, bias_ih, bias_hh)
+    hs, h_n, _ = _LayerFunction.apply(
+        input, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, variant, allow_tf32, store
+    )
+    output = hs[1:]
+    if lengths is not None:
+        output = torch.where(sequence_mask(lengths, output.shape[0]), output, 0)
+    return output.to(input.dtype), h_n.to(input.dtype)
+
+
+def cell(
+    input: Tensor,
+    hx: Tensor,
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Tensor | None,
+    bias_hh: Tensor | None,
+    variant: str,
+    allow_tf32: bool,
+) -> Tensor:
+    """One checked step: ``h'`` ``[B, H]`` in ``input``'s dtype."""
+    store = _needs_grad(input, hx, weight_ih, weight_hh, bias_ih, bias_hh)
+    h_new, _ = _CellFunction.apply(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, variant, allow_tf32, store)
+    return h_new.to(input.dtype)
