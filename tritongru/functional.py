@@ -72,8 +72,8 @@ def _cast(tensor: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | Non
     return tensor.to(dtype)
 
 
-def _check_not_empty_in_time(input: torch.Tensor) -> None:
-    if input.shape[0] == 0:
+def _check_not_empty_in_time(input: torch.Tensor, time_dim: int = 0) -> None:
+    if input.shape[time_dim] == 0:
         raise GRUInputError(
             with_torch_phrase(
                 "Expected sequence length to be larger than 0 in RNN",
@@ -249,11 +249,11 @@ def run_gru(
     in after it is checked (a ``PackedSequence``'s ``sorted_indices``)."""
     directions = 2 if bidirectional else 1
     unbatched = input.dim() == 2
+    _check_not_empty_in_time(input, 1 if batch_first and not unbatched else 0)
     if unbatched:
         input = input.unsqueeze(1)
     elif batch_first:
         input = input.transpose(0, 1)
-    _check_not_empty_in_time(input)
     T, B = input.shape[0], input.shape[1]
     state_shape = (num_layers * directions, B, hidden_size)
     if hx is not None:
