@@ -209,15 +209,21 @@ def parameter_grads(
     return grad_input, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh
 
 
-def _differentiable_vjp(
-    fn: Callable[..., tuple[Tensor, ...]],
-    primals: Sequence[Tensor | None],
-    needs: Sequence[bool],
-    cotangents: tuple[Tensor, ...],
-) -> list[Tensor | None]:
-    """Gradients of ``fn(*primals)`` (plain PyTorch) against ``cotangents`` for the primals in ``needs``, as a
-    graph that can itself be differentiated. None for the others."""
-    wanted = [i for i, (p, need) in enumerate(zip(primals, needs, strict=True)) if need and p is not None]
+def _reference(ctx, lengths: Tensor | None, dtype: torch.dtype) -> Callable[..., tuple[Tensor, ...]]:
+    """The op's differentiable outputs, recomputed in plain PyTorch from its differentiable inputs (a missing
+    bias as None): ``(hs, h_n)`` of the layer (``lengths``) or ``(h',)`` of the cell (``ctx.cell``), in ``dtype``."""
+    if ctx.cell:
+        return lambda *args: (gru_cell_ref(*args, variant=ctx.variant).to(dtype),)
+
+    def states(*args: Tensor | None) -> tuple[Tensor, Tensor]:
+        hs = gru_states_ref(*args, variant=ctx.variant, lengths=lengths).to(dtype)
+        return hs, hs[-1]
+
+    return states
+
+
+def _over(fn: Callable[..., tuple[Tensor, ...]], primals: Sequence[Tensor | None], wanted: Sequence[int]):
+    """``fn`` as a function of ``primals[i] for i in wanted`` alone, the others fixed."""
 
     def of_wanted(*values: Tensor) -> tuple[Tensor, ...]:
         args = list(primals)
@@ -225,7 +231,19 @@ def _differentiable_vjp(
             args[i] = value
         return fn(*args)
 
-    _, vjp_fn = torch.func.vjp(of_wanted, *(primals[i] for i in wanted))
+    return of_wanted
+
+
+def _differentiable_vjp(
+    fn: Callable[..., tuple[Tensor, ...]],
+    primals: Sequence[Tensor | None],
+    needs: Sequence[bool],
+    cotangents: tuple[Tensor, ...],
+) -> list[Tensor | None]:
+    """Gradients of ``fn(*primals)`` against ``cotangents`` for the primals in ``needs`` (None for the others),
+    as a graph that can itself be differentiated."""
+    wanted = [i for i, (p, need) in enumerate(zip(primals, needs, strict=True)) if need and p is not None]
+    _, vjp_fn = torch.func.vjp(_over(fn, primals, wanted), *(primals[i] for i in wanted))
     grads: list[Tensor | None] = [None] * len(primals)
     for i, grad in zip(wanted, vjp_fn(cotangents), strict=True):
         grads[i] = grad
@@ -236,7 +254,14 @@ def _setup_layer(ctx, inputs, output) -> None:
     input, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, variant, allow_tf32, store_gates = inputs
     hs, _, gates = output
     ctx.save_for_backward(input, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, hs, gates)
-    ctx.variant, ctx.allow_tf32, ctx.store_gates = variant, allow_tf32, store_gates
+    ctx.save_for_forward(input, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths)
+    ctx.variant, ctx.allow_tf32, ctx.store_gates, ctx.cell, ctx.dtype = (
+        variant,
+        allow_tf32,
+        store_gates,
+        False,
+        hs.dtype,
+    )
     ctx.mark_non_differentiable(gates)
 
 
@@ -245,12 +270,8 @@ def _layer_backward(ctx, grad_hs, grad_h_n, _):
     needs = ctx.needs_input_grad[:6]
     primals = (input, h0, weight_ih, weight_hh, bias_ih, bias_hh)
     if torch.is_grad_enabled():
-
-        def states(*args: Tensor | None) -> tuple[Tensor, Tensor]:
-            ref = gru_states_ref(*args, variant=ctx.variant, lengths=lengths).to(hs.dtype)
-            return ref, ref[-1]
-
-        return (*_differentiable_vjp(states, primals, needs, (grad_hs, grad_h_n)), None, None, None, None)
+        grads = _differentiable_vjp(_reference(ctx, lengths, hs.dtype), primals, needs, (grad_hs, grad_h_n))
+        return (*grads, None, None, None, None)
     T, B, H = input.shape[0], input.shape[1], hs.shape[2]
     with no_autocast(input.device.type):
         if not ctx.store_gates:  # called without them: run the forward again, keeping them this time
@@ -279,7 +300,14 @@ def _setup_cell(ctx, inputs, output) -> None:
     input, hx, weight_ih, weight_hh, bias_ih, bias_hh, variant, allow_tf32, store_gates = inputs
     h_new, gates = output
     ctx.save_for_backward(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, h_new, gates)
-    ctx.variant, ctx.allow_tf32, ctx.store_gates = variant, allow_tf32, store_gates
+    ctx.save_for_forward(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, None)
+    ctx.variant, ctx.allow_tf32, ctx.store_gates, ctx.cell, ctx.dtype = (
+        variant,
+        allow_tf32,
+        store_gates,
+        True,
+        h_new.dtype,
+    )
     ctx.mark_non_differentiable(gates)
 
 
@@ -288,11 +316,12 @@ def _cell_backward(ctx, grad_h_new, _):
     needs = ctx.needs_input_grad[:6]
     primals = (input, hx, weight_ih, weight_hh, bias_ih, bias_hh)
     if torch.is_grad_enabled():
-
-        def step(*args: Tensor | None) -> tuple[Tensor]:
-            return (gru_cell_ref(*args, variant=ctx.variant).to(h_new.dtype),)
-
-        return (*_differentiable_vjp(step, primals, needs, (grad_h_new,)), None, None, None)
+        return (
+            *_differentiable_vjp(_reference(ctx, None, h_new.dtype), primals, needs, (grad_h_new,)),
+            None,
+            None,
+            None,
+        )
     with no_autocast(input.device.type):
         if not ctx.store_gates:  # called without them: run the step again, keeping them this time
             h_new, gates = gru_cell(*primals, ctx.variant, ctx.allow_tf32, True)
@@ -314,13 +343,35 @@ def _cell_backward(ctx, grad_h_new, _):
     return grad_input, grad_hx, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, None, None, None
 
 
+def _jvp(ctx, *tangents: Tensor | None) -> tuple[Tensor | None, ...]:
+    """Forward-mode derivative (``torch.func.jvp``/``jacfwd``/``hessian``, ``torch.autograd.forward_ad``) of
+    either op, through the reference and reverse mode only (forward mode cannot nest in torch 2.13): the
+    vector-Jacobian product is linear in the cotangent ``u``, so ``J v`` is the gradient of ``<J^T u, v>``
+    with respect to ``u``."""
+    *primals, lengths = ctx.saved_tensors
+    wanted = [i for i, p in enumerate(primals) if p is not None]
+    present = tuple(primals[i] for i in wanted)
+    directions = [tangents[i] if tangents[i] is not None else torch.zeros_like(primals[i]) for i in wanted]
+    fn = _over(_reference(ctx, lengths, ctx.dtype), primals, wanted)
+    outputs = fn(*present)
+
+    def pulled_back(*cotangents: Tensor) -> Tensor:
+        _, vjp_fn = torch.func.vjp(fn, *present)
+        return sum((grad * direction).sum() for grad, direction in zip(vjp_fn(cotangents), directions, strict=True))
+
+    zeros = tuple(torch.zeros_like(out) for out in outputs)
+    out_tangents = torch.func.grad(pulled_back, argnums=tuple(range(len(zeros))))(*zeros)
+    return (*out_tangents, None)
+
+
 gru_layer.register_autograd(_layer_backward, setup_context=_setup_layer)
 gru_cell.register_autograd(_cell_backward, setup_context=_setup_cell)
 
 
 class _LayerFunction(torch.autograd.Function):
     """``gru_layer`` with the same autograd formula, as an ``autograd.Function`` with ``setup_context``: the
-    form ``torch.func`` transforms accept (they refuse a custom op's own autograd in torch 2.13)."""
+    form ``torch.func`` transforms accept (they refuse a custom op's own autograd in torch 2.13); plus
+    forward-mode AD through the reference."""
 
     generate_vmap_rule = True
 
@@ -330,6 +381,7 @@ class _LayerFunction(torch.autograd.Function):
 
     setup_context = staticmethod(_setup_layer)
     backward = staticmethod(_layer_backward)
+    jvp = staticmethod(_jvp)
 
 
 class _CellFunction(torch.autograd.Function):
@@ -343,6 +395,7 @@ class _CellFunction(torch.autograd.Function):
 
     setup_context = staticmethod(_setup_cell)
     backward = staticmethod(_cell_backward)
+    jvp = staticmethod(_jvp)
 
 
 # ------------------------------------------------------------------------------------------------------- vmap
@@ -395,6 +448,14 @@ _register_vmap(gru_backward, (1, 0, 1, 1, None, 0, None, None), (1, 1, 0))
 # ----------------------------------------------------------------------------------- what functional.py calls
 
 
+def _refuse_jit_trace() -> None:
+    if torch.jit.is_tracing():
+        raise RuntimeError(
+            "torch.jit.trace is not supported by tritongru: a trace would freeze its Python input checks and "
+            "autograd; use torch.export.export to save a program, or torch.compile"
+        )
+
+
 def _needs_grad(*tensors: Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
@@ -417,6 +478,7 @@ def layer(
 ) -> tuple[Tensor, Tensor]:
     """One checked layer and direction: (``output`` ``[T, B, H]``, zero past each length; ``h_n`` ``[B, H]``),
     both in ``input``'s dtype. Gates are stored for backward only when a gradient can be asked for."""
+    _refuse_jit_trace()
     store = _needs_grad(input, h0, weight_ih, weight_hh, bias_ih, bias_hh)
     hs, h_n, _ = _LayerFunction.apply(
         input, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, variant, allow_tf32, store
@@ -438,6 +500,7 @@ def cell(
     allow_tf32: bool,
 ) -> Tensor:
     """One checked step: ``h'`` ``[B, H]`` in ``input``'s dtype."""
+    _refuse_jit_trace()
     store = _needs_grad(input, hx, weight_ih, weight_hh, bias_ih, bias_hh)
     h_new, _ = _CellFunction.apply(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, variant, allow_tf32, store)
     return h_new.to(input.dtype)
