@@ -371,7 +371,9 @@ gru_cell.register_autograd(_cell_backward, setup_context=_setup_cell)
 class _LayerFunction(torch.autograd.Function):
     """``gru_layer`` with the same autograd formula, as an ``autograd.Function`` with ``setup_context``: the
     form ``torch.func`` transforms accept (they refuse a custom op's own autograd in torch 2.13); plus
-    forward-mode AD through the reference."""
+    forward-mode AD through the reference. Eager calls go through it; under ``torch.compile``/``torch.export``
+    the op is called directly (dynamo traces custom ops and their registered autograd, and refuses an
+    ``autograd.Function`` with a custom ``jvp``)."""
 
     generate_vmap_rule = True
 
@@ -480,9 +482,8 @@ def layer(
     both in ``input``'s dtype. Gates are stored for backward only when a gradient can be asked for."""
     _refuse_jit_trace()
     store = _needs_grad(input, h0, weight_ih, weight_hh, bias_ih, bias_hh)
-    hs, h_n, _ = _LayerFunction.apply(
-        input, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, variant, allow_tf32, store
-    )
+    apply = gru_layer if torch.compiler.is_compiling() else _LayerFunction.apply
+    hs, h_n, _ = apply(input, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, variant, allow_tf32, store)
     output = hs[1:]
     if lengths is not None:
         output = torch.where(sequence_mask(lengths, output.shape[0]), output, 0)
@@ -502,5 +503,6 @@ def cell(
     """One checked step: ``h'`` ``[B, H]`` in ``input``'s dtype."""
     _refuse_jit_trace()
     store = _needs_grad(input, hx, weight_ih, weight_hh, bias_ih, bias_hh)
-    h_new, _ = _CellFunction.apply(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, variant, allow_tf32, store)
+    apply = gru_cell if torch.compiler.is_compiling() else _CellFunction.apply
+    h_new, _ = apply(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, variant, allow_tf32, store)
     return h_new.to(input.dtype)
