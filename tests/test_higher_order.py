@@ -15,6 +15,7 @@ from torch.autograd import gradcheck, gradgradcheck
 from torch.func import functional_call, grad, hessian, jacfwd, jacrev, jvp, vjp, vmap
 
 import tritongru
+import tritongru.launchers
 from tritongru import reference
 
 VARIANTS = [pytest.param(variant, id=variant) for variant in tritongru.VARIANTS]
@@ -36,14 +37,18 @@ def leaf(*shape, device, dtype=F64, scale=1.0):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize(
-    "config", [pytest.param(dict(bias=True), id="bias"), pytest.param(dict(bias=False, bidirectional=True), id="bidir")]
+    "config, batch, batched_grad",
+    [
+        pytest.param(dict(bias=True), 2, True, id="bias-batched_grad"),
+        pytest.param(dict(bias=False, bidirectional=True), 1, False, id="bidir-B1"),
+    ],
 )
-def test_gradgradcheck_gru_module(variant, config, device):
+def test_gradgradcheck_gru_module(variant, config, batch, batched_grad, device):
     module = tritongru.GRU(2, 3, variant=variant, device=device, dtype=F64, **config)
     directions = 2 if module.bidirectional else 1
-    x, hx = leaf(2, 2, 2, device=device), leaf(directions, 2, 3, device=device, scale=0.5)
+    x, hx = leaf(2, batch, 2, device=device), leaf(directions, batch, 3, device=device, scale=0.5)
     inputs = (x, hx, *module.parameters())
-    assert gradgradcheck(as_function(module), inputs, fast_mode=True, check_batched_grad=True)
+    assert gradgradcheck(as_function(module), inputs, fast_mode=True, check_batched_grad=batched_grad)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -182,17 +187,24 @@ def test_func_forward_mode(variant, device):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_per_sample_gradients(variant, device):
+def test_per_sample_gradients(variant, device, monkeypatch):
     """``vmap(grad(loss))`` over ``functional_call``: each sample's gradient equals a separate backward of that
-    sample alone through torch.nn.GRU (cudnn) or the reference (classic)."""
+    sample alone through the reference; the samples are folded into the kernels' batch (one forward and one
+    backward launch per layer and direction)."""
     module, ref = module_and_reference(variant, device, bidirectional=True)
     params = {k: v.detach() for k, v in module.named_parameters()}
     x, y = torch.randn(4, 3, 3, device=device), torch.randn(4, 3, 8, device=device)
+    launches = []
+    for name in ("forward_sequence", "backward_sequence"):
+        real = getattr(tritongru.launchers, name)
+        spy = lambda *args, real=real, name=name, **kwargs: launches.append(name) or real(*args, **kwargs)
+        monkeypatch.setattr(tritongru.launchers, name, spy)
 
     def loss(p, x, y):
         return (functional_call(module, p, (x,))[0] - y).pow(2).sum()
 
     per_sample = vmap(grad(loss), in_dims=(None, 1, 1))(params, x, y)
+    assert sorted(launches) == ["backward_sequence"] * 2 + ["forward_sequence"] * 2
     for b in range(x.shape[1]):
         single = {k: v.clone().requires_grad_() for k, v in params.items()}
         (ref(single, x[:, b : b + 1])[0] - y[:, b : b + 1]).pow(2).sum().backward()

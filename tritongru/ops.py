@@ -32,8 +32,10 @@ Triton's interpreter (CPU) is not thread-safe, so launches are serialised with a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -209,76 +211,107 @@ def parameter_grads(
     return grad_input, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh
 
 
-def _reference(ctx, lengths: Tensor | None, dtype: torch.dtype) -> Callable[..., tuple[Tensor, ...]]:
-    """The op's differentiable outputs, recomputed in plain PyTorch from its differentiable inputs (a missing
-    bias as None): ``(hs, h_n)`` of the layer (``lengths``) or ``(h',)`` of the cell (``ctx.cell``), in ``dtype``."""
-    if ctx.cell:
-        return lambda *args: (gru_cell_ref(*args, variant=ctx.variant).to(dtype),)
+@dataclass(frozen=True)
+class _Call:
+    """What differentiating one op call needs besides tensors: which op (``cell``), its options, the dtype of
+    its differentiable outputs, and which of its six tensor inputs want a gradient (``needs``)."""
+
+    cell: bool
+    variant: str
+    allow_tf32: bool
+    store_gates: bool
+    dtype: torch.dtype
+    needs: tuple[bool, ...]
+
+    @property
+    def outputs(self) -> int:
+        """Differentiable outputs: ``(hs, h_n)`` of the layer, ``(h',)`` of the cell."""
+        return 1 if self.cell else 2
+
+
+def _reference(call: _Call, lengths: Tensor | None) -> Callable[..., tuple[Tensor, ...]]:
+    """The op's differentiable outputs recomputed in plain PyTorch from its six tensor inputs (a missing bias
+    as None): ``(hs, h_n)`` of the layer or ``(h',)`` of the cell, in the op's dtype."""
+    if call.cell:
+        return lambda *args: (gru_cell_ref(*args, variant=call.variant).to(call.dtype),)
 
     def states(*args: Tensor | None) -> tuple[Tensor, Tensor]:
-        hs = gru_states_ref(*args, variant=ctx.variant, lengths=lengths).to(dtype)
+        hs = gru_states_ref(*args, variant=call.variant, lengths=lengths).to(call.dtype)
         return hs, hs[-1]
 
     return states
 
 
-def _over(fn: Callable[..., tuple[Tensor, ...]], primals: Sequence[Tensor | None], wanted: Sequence[int]):
-    """``fn`` as a function of ``primals[i] for i in wanted`` alone, the others fixed."""
+def _over(fn: Callable[..., tuple[Tensor, ...]], args: Sequence[Tensor | None], wanted: Sequence[int]):
+    """``fn`` as a function of ``args[i] for i in wanted`` alone, the others fixed."""
 
     def of_wanted(*values: Tensor) -> tuple[Tensor, ...]:
-        args = list(primals)
+        full = list(args)
         for i, value in zip(wanted, values, strict=True):
-            args[i] = value
-        return fn(*args)
+            full[i] = value
+        return fn(*full)
 
     return of_wanted
 
 
-def _differentiable_vjp(
+def _reference_vjp(
     fn: Callable[..., tuple[Tensor, ...]],
-    primals: Sequence[Tensor | None],
+    args: Sequence[Tensor | None],
     needs: Sequence[bool],
-    cotangents: tuple[Tensor, ...],
+    cotangents: Sequence[Tensor | None],
 ) -> list[Tensor | None]:
-    """Gradients of ``fn(*primals)`` against ``cotangents`` for the primals in ``needs`` (None for the others),
-    as a graph that can itself be differentiated."""
-    wanted = [i for i, (p, need) in enumerate(zip(primals, needs, strict=True)) if need and p is not None]
-    _, vjp_fn = torch.func.vjp(_over(fn, primals, wanted), *(primals[i] for i in wanted))
-    grads: list[Tensor | None] = [None] * len(primals)
+    """Gradients of ``fn(*args)`` (plain PyTorch) against ``cotangents`` (None: zero) for the ``args`` in
+    ``needs`` (None for the others), as a graph that can itself be differentiated."""
+    wanted = [i for i, (arg, need) in enumerate(zip(args, needs, strict=True)) if need and arg is not None]
+    outputs, vjp_fn = torch.func.vjp(_over(fn, args, wanted), *(args[i] for i in wanted))
+    cotangents = tuple(c if c is not None else torch.zeros_like(o) for c, o in zip(cotangents, outputs, strict=True))
+    grads: list[Tensor | None] = [None] * len(args)
     for i, grad in zip(wanted, vjp_fn(cotangents), strict=True):
         grads[i] = grad
     return grads
 
 
-def _setup_layer(ctx, inputs, output) -> None:
-    input, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, variant, allow_tf32, store_gates = inputs
-    hs, _, gates = output
-    ctx.save_for_backward(input, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, hs, gates)
-    ctx.save_for_forward(input, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths)
-    ctx.variant, ctx.allow_tf32, ctx.store_gates, ctx.cell, ctx.dtype = (
-        variant,
-        allow_tf32,
-        store_gates,
-        False,
-        hs.dtype,
-    )
-    ctx.mark_non_differentiable(gates)
+def _reference_jvp(
+    fn: Callable[..., tuple[Tensor, ...]], args: Sequence[Tensor | None], tangents: Sequence[Tensor | None]
+) -> tuple[Tensor, ...]:
+    """Forward-mode derivative of ``fn(*args)`` (plain PyTorch) along ``tangents`` (None: zero), by reverse mode
+    alone (forward mode cannot nest in torch 2.13): the vector-Jacobian product is linear in the cotangent
+    ``u``, so ``J v`` is the gradient of ``<J^T u, v>`` with respect to ``u``."""
+    wanted = [i for i, arg in enumerate(args) if arg is not None]
+    present = tuple(args[i] for i in wanted)
+    directions = [tangents[i] if tangents[i] is not None else torch.zeros_like(args[i]) for i in wanted]
+    fn = _over(fn, args, wanted)
+
+    def pulled_back(*cotangents: Tensor) -> Tensor:
+        _, vjp_fn = torch.func.vjp(fn, *present)
+        return sum((grad * direction).sum() for grad, direction in zip(vjp_fn(cotangents), directions, strict=True))
+
+    zeros = tuple(torch.zeros_like(out) for out in fn(*present))
+    return torch.func.grad(pulled_back, argnums=tuple(range(len(zeros))))(*zeros)
 
 
-def _layer_backward(ctx, grad_hs, grad_h_n, _):
-    input, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, hs, gates = ctx.saved_tensors
-    needs = ctx.needs_input_grad[:6]
-    primals = (input, h0, weight_ih, weight_hh, bias_ih, bias_hh)
-    if torch.is_grad_enabled():
-        grads = _differentiable_vjp(_reference(ctx, lengths, hs.dtype), primals, needs, (grad_hs, grad_h_n))
-        return (*grads, None, None, None, None)
-    T, B, H = input.shape[0], input.shape[1], hs.shape[2]
+def _kernel_grads(call: _Call, cotangents, primals, lengths, outputs, gates) -> list[Tensor | None]:
+    """First-order gradients of the six tensor inputs by the backward kernel and :func:`parameter_grads`
+    (None where not needed). ``outputs``: the op's ``hs`` (layer) or ``h'`` (cell) as it returned them."""
+    input, h0, weight_ih, weight_hh, bias_ih, _ = primals
+    needs = call.needs
     with no_autocast(input.device.type):
-        if not ctx.store_gates:  # called without them: run the forward again, keeping them this time
-            hs, _, gates = gru_layer(*primals, lengths, ctx.variant, ctx.allow_tf32, True)
+        if not call.store_gates:  # the op was called without them: run it again, keeping them this time
+            if call.cell:
+                outputs, gates = gru_cell(*primals, call.variant, call.allow_tf32, True)
+            else:
+                outputs, _, gates = gru_layer(*primals, lengths, call.variant, call.allow_tf32, True)
+        if call.cell:
+            (grad_h_new,) = cotangents
+            hs = torch.stack([h0.to(outputs.dtype), outputs])
+            grad_output, grad_h_n, grad_h0_direct = grad_h_new[None], None, None
+        else:
+            grad_hs, grad_h_n = cotangents
+            hs, grad_output, grad_h0_direct = outputs, grad_hs[1:], grad_hs[0]
         dgates_x, dgates_hn, dh0 = gru_backward(
-            grad_hs[1:], grad_h_n, hs, gates, weight_hh, lengths, ctx.variant, ctx.allow_tf32
+            grad_output, grad_h_n, hs, gates, weight_hh, lengths, call.variant, call.allow_tf32
         )
+        T, B, H = gates.shape[0], gates.shape[1], hs.shape[2]
         n = T * B
         grad_input, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh = parameter_grads(
             (needs[0], *needs[2:]),
@@ -287,13 +320,75 @@ def _layer_backward(ctx, grad_hs, grad_h_n, _):
             hs[:T].reshape(n, H),
             gates.reshape(n, -1),
             dgates_x.reshape(n, 3 * H),
-            dgates_hn.reshape(n, H) if ctx.variant == "cudnn" else None,
+            dgates_hn.reshape(n, H) if call.variant == "cudnn" else None,
             bias_ih is not None,
         )
-        grad_h0 = (dh0 + grad_hs[0]).to(h0.dtype) if needs[1] else None
+        if needs[1] and grad_h0_direct is not None:
+            dh0 = dh0 + grad_h0_direct
+        grad_h0 = dh0.to(h0.dtype) if needs[1] else None
     if grad_input is not None:
         grad_input = grad_input.reshape(input.shape)
-    return grad_input, grad_h0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, None, None, None, None
+    return [grad_input, grad_h0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh]
+
+
+class _Grads(torch.autograd.Function):
+    """First-order gradients of either op as a function of its cotangents and tensor inputs: computed by the
+    backward kernel; when they are differentiated in turn (double backward, nested ``torch.func``), through the
+    reference, to any order. ``apply(call, lengths, outputs, gates, *cotangents, *primals)``."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(call, lengths, outputs, gates, *tensors):
+        cotangents, primals = tensors[: call.outputs], tensors[call.outputs :]
+        return tuple(_kernel_grads(call, cotangents, primals, lengths, outputs, gates))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        call, lengths, _, _, *tensors = inputs
+        ctx.call = call
+        ctx.save_for_backward(lengths, *tensors)
+        ctx.save_for_forward(lengths, *tensors)
+
+    @staticmethod
+    def _reference_grads(call: _Call, lengths: Tensor | None) -> Callable[..., tuple[Tensor, ...]]:
+        """``(*cotangents, *primals) -> the gradients this op returned (the not-None ones)``, in plain PyTorch."""
+
+        def grads(*tensors: Tensor | None) -> tuple[Tensor, ...]:
+            cotangents, primals = tensors[: call.outputs], tensors[call.outputs :]
+            computed = _reference_vjp(_reference(call, lengths), primals, call.needs, cotangents)
+            return tuple(g for g in computed if g is not None)
+
+        return grads
+
+    @staticmethod
+    def backward(ctx, *grad_grads):
+        lengths, *tensors = ctx.saved_tensors
+        fn = _Grads._reference_grads(ctx.call, lengths)
+        returned = [g for g, need in zip(grad_grads, ctx.call.needs, strict=True) if need]
+        grads = _reference_vjp(fn, tensors, ctx.needs_input_grad[4:], returned)
+        return (None, None, None, None, *grads)
+
+    @staticmethod
+    def jvp(ctx, *tangents):
+        lengths, *tensors = ctx.saved_tensors
+        out_tangents = iter(_reference_jvp(_Grads._reference_grads(ctx.call, lengths), tensors, tangents[4:]))
+        return tuple(next(out_tangents) if need else None for need in ctx.call.needs)
+
+
+def _setup_layer(ctx, inputs, output) -> None:
+    input, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, variant, allow_tf32, store_gates = inputs
+    hs, _, gates = output
+    ctx.save_for_backward(input, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, hs, gates)
+    ctx.save_for_forward(input, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths)
+    ctx.call = _Call(False, variant, allow_tf32, store_gates, hs.dtype, ())
+    ctx.mark_non_differentiable(gates)
+
+
+def _layer_backward(ctx, grad_hs, grad_h_n, _):
+    *primals, lengths, hs, gates = ctx.saved_tensors
+    call = dataclasses.replace(ctx.call, needs=tuple(ctx.needs_input_grad[:6]))
+    return (*_Grads.apply(call, lengths, hs, gates, grad_hs, grad_h_n, *primals), None, None, None, None)
 
 
 def _setup_cell(ctx, inputs, output) -> None:
@@ -301,67 +396,21 @@ def _setup_cell(ctx, inputs, output) -> None:
     h_new, gates = output
     ctx.save_for_backward(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, h_new, gates)
     ctx.save_for_forward(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, None)
-    ctx.variant, ctx.allow_tf32, ctx.store_gates, ctx.cell, ctx.dtype = (
-        variant,
-        allow_tf32,
-        store_gates,
-        True,
-        h_new.dtype,
-    )
+    ctx.call = _Call(True, variant, allow_tf32, store_gates, h_new.dtype, ())
     ctx.mark_non_differentiable(gates)
 
 
 def _cell_backward(ctx, grad_h_new, _):
-    input, hx, weight_ih, weight_hh, bias_ih, bias_hh, h_new, gates = ctx.saved_tensors
-    needs = ctx.needs_input_grad[:6]
-    primals = (input, hx, weight_ih, weight_hh, bias_ih, bias_hh)
-    if torch.is_grad_enabled():
-        return (
-            *_differentiable_vjp(_reference(ctx, None, h_new.dtype), primals, needs, (grad_h_new,)),
-            None,
-            None,
-            None,
-        )
-    with no_autocast(input.device.type):
-        if not ctx.store_gates:  # called without them: run the step again, keeping them this time
-            h_new, gates = gru_cell(*primals, ctx.variant, ctx.allow_tf32, True)
-        hs = torch.stack([hx.to(h_new.dtype), h_new])
-        dgates_x, dgates_hn, dh = gru_backward(
-            grad_h_new[None], None, hs, gates, weight_hh, None, ctx.variant, ctx.allow_tf32
-        )
-        grad_input, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh = parameter_grads(
-            (needs[0], *needs[2:]),
-            input,
-            weight_ih,
-            hx,
-            gates[0],
-            dgates_x[0],
-            dgates_hn[0] if ctx.variant == "cudnn" else None,
-            bias_ih is not None,
-        )
-        grad_hx = dh.to(hx.dtype) if needs[1] else None
-    return grad_input, grad_hx, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, None, None, None
+    *primals, h_new, gates = ctx.saved_tensors
+    call = dataclasses.replace(ctx.call, needs=tuple(ctx.needs_input_grad[:6]))
+    return (*_Grads.apply(call, None, h_new, gates, grad_h_new, *primals), None, None, None)
 
 
 def _jvp(ctx, *tangents: Tensor | None) -> tuple[Tensor | None, ...]:
     """Forward-mode derivative (``torch.func.jvp``/``jacfwd``/``hessian``, ``torch.autograd.forward_ad``) of
-    either op, through the reference and reverse mode only (forward mode cannot nest in torch 2.13): the
-    vector-Jacobian product is linear in the cotangent ``u``, so ``J v`` is the gradient of ``<J^T u, v>``
-    with respect to ``u``."""
+    either op, through the reference: no kernel computes tangents. None for the gates."""
     *primals, lengths = ctx.saved_tensors
-    wanted = [i for i, p in enumerate(primals) if p is not None]
-    present = tuple(primals[i] for i in wanted)
-    directions = [tangents[i] if tangents[i] is not None else torch.zeros_like(primals[i]) for i in wanted]
-    fn = _over(_reference(ctx, lengths, ctx.dtype), primals, wanted)
-    outputs = fn(*present)
-
-    def pulled_back(*cotangents: Tensor) -> Tensor:
-        _, vjp_fn = torch.func.vjp(fn, *present)
-        return sum((grad * direction).sum() for grad, direction in zip(vjp_fn(cotangents), directions, strict=True))
-
-    zeros = tuple(torch.zeros_like(out) for out in outputs)
-    out_tangents = torch.func.grad(pulled_back, argnums=tuple(range(len(zeros))))(*zeros)
-    return (*out_tangents, None)
+    return (*_reference_jvp(_reference(ctx.call, lengths), primals, tangents[:6]), None)
 
 
 gru_layer.register_autograd(_layer_backward, setup_context=_setup_layer)
