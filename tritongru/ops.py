@@ -18,10 +18,13 @@ nodes, and a vmap rule; the two forward ops have registered autograd:
 float32 otherwise). Every parameter and input gradient is then one product over all ``T*B`` rows
 (:func:`parameter_grads`, plain PyTorch, so ``torch.func`` transforms and compilers see through it).
 
-Higher-order gradients: when the backward itself is being differentiated (``create_graph=True``,
-``torch.autograd.gradgradcheck``, ``torch.func.grad``/``vjp``/``jacrev``, which always build that graph), the
-gradients are recomputed through :mod:`tritongru.reference` (plain PyTorch, differentiable to any order)
-instead of the backward kernel: correct second derivatives, at the reference's speed.
+Gradients: first-order gradients always come from the backward kernel and :func:`parameter_grads`, also
+under ``create_graph=True`` and ``torch.func`` (whose ``grad``/``vjp``/``jacrev`` always build that graph).
+Differentiating those gradients again (double backward, ``gradgradcheck``, nested ``torch.func``) and forward
+mode (``jvp``, ``jacfwd``, ``hessian``) go through :mod:`tritongru.reference` (plain PyTorch, differentiable to
+any order): correct higher derivatives, at the reference's speed. In eager mode the ops are called through
+``autograd.Function``s carrying the same formulas (the form ``torch.func`` accepts); under ``torch.compile`` and
+``torch.export`` directly (dynamo traces custom ops natively).
 
 vmap: with the weights shared across the mapped dimension (per-sample gradients), the mapped dimension is
 folded into the batch and the kernel runs once; with mapped weights, the op runs once per mapped slice.
@@ -418,11 +421,10 @@ gru_cell.register_autograd(_cell_backward, setup_context=_setup_cell)
 
 
 class _LayerFunction(torch.autograd.Function):
-    """``gru_layer`` with the same autograd formula, as an ``autograd.Function`` with ``setup_context``: the
-    form ``torch.func`` transforms accept (they refuse a custom op's own autograd in torch 2.13); plus
-    forward-mode AD through the reference. Eager calls go through it; under ``torch.compile``/``torch.export``
-    the op is called directly (dynamo traces custom ops and their registered autograd, and refuses an
-    ``autograd.Function`` with a custom ``jvp``)."""
+    """``gru_layer`` with its autograd formula, as an ``autograd.Function`` with ``setup_context``: the form
+    ``torch.func`` transforms accept (they refuse a custom op's own autograd in torch 2.13), plus forward mode
+    through the reference. Eager calls go through it; under ``torch.compile``/``torch.export`` the op is called
+    directly (dynamo refuses an ``autograd.Function`` with a custom ``jvp``)."""
 
     generate_vmap_rule = True
 
