@@ -72,6 +72,16 @@ def _cast(tensor: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | Non
     return tensor.to(dtype)
 
 
+def _autocast(kind: str, input: torch.Tensor, state: torch.Tensor | None, weights: Weights):
+    """``(input, state, weights, output dtype)`` as :func:`autocast_dtypes` says (unchanged when it is off)."""
+    state_dtype = input.dtype if state is None else state.dtype
+    dtypes = autocast_dtypes(input.device.type, kind, input.dtype, state_dtype)
+    if dtypes is None:
+        return input, state, weights, input.dtype
+    run, output = dtypes
+    return _cast(input, run), _cast(state, run), [_cast(w, run) for w in weights], output
+
+
 def _check_not_empty_in_time(input: torch.Tensor, time_dim: int = 0) -> None:
     if input.shape[time_dim] == 0:
         raise GRUInputError(
@@ -114,12 +124,7 @@ def gru_layer(
     if h0 is not None:
         check_floating("h0", h0)
         check_shape("h0", h0, (B, hidden))
-    weights = [weight_ih, weight_hh, bias_ih, bias_hh]
-    out_dtype = input.dtype
-    autocast = autocast_dtypes(input.device.type, "layer", input.dtype, input.dtype if h0 is None else h0.dtype)
-    if autocast is not None:
-        run_dtype, out_dtype = autocast
-        input, h0, weights = _cast(input, run_dtype), _cast(h0, run_dtype), [_cast(w, run_dtype) for w in weights]
+    input, h0, weights, out_dtype = _autocast("layer", input, h0, [weight_ih, weight_hh, bias_ih, bias_hh])
     if h0 is None:
         h0 = input.new_zeros((B, hidden))
     check_like("h0", h0, "input", input)
@@ -141,6 +146,11 @@ def _layer(input, h0, weights: Weights, variant, lengths, allow_tf32) -> tuple[t
     if input.shape[1] == 0:
         return reference.gru_layer_ref(input, h0, *weights, variant=variant)
     return ops.layer(input, h0, *weights, lengths, variant, allow_tf32)
+
+
+def _layer_name(index: int, directions: int) -> str:
+    """How messages name the weights of layer-and-direction ``index``: ``"layer 1 (reverse): "``."""
+    return f"layer {index // directions}{' (reverse)' if index % directions else ''}: "
 
 
 def gru(
@@ -182,8 +192,7 @@ def gru(
     hidden = 0
     for index in range(num_layers * directions):
         layer_input_size = input.shape[-1] if index < directions else directions * hidden
-        prefix = f"layer {index // directions}{' (reverse)' if index % directions else ''}: "
-        hidden = check_weights(prefix, *weights[4 * index : 4 * index + 4], layer_input_size)
+        hidden = check_weights(_layer_name(index, directions), *weights[4 * index : 4 * index + 4], layer_input_size)
     return run_gru(
         input,
         hx,
@@ -260,21 +269,16 @@ def run_gru(
         _check_gru_state(hx, (state_shape[0], hidden_size) if unbatched else state_shape, input, unbatched)
         if unbatched:
             hx = hx.unsqueeze(1)
-    out_dtype = input.dtype
-    autocast = autocast_dtypes(input.device.type, "layer", input.dtype, input.dtype if hx is None else hx.dtype)
-    if autocast is not None:
-        run_dtype, out_dtype = autocast
-        input, hx, weights = _cast(input, run_dtype), _cast(hx, run_dtype), [_cast(w, run_dtype) for w in weights]
+    input, hx, weights, out_dtype = _autocast("layer", input, hx, weights)
     if hx is None:
         hx = input.new_zeros(state_shape)
     check_like("hx", hx, "input", input)
     if hx_permutation is not None:
         hx = hx.index_select(1, hx_permutation)
     for index in range(num_layers * directions):
-        prefix = f"layer {index // directions}{' (reverse)' if index % directions else ''}: "
-        check_weights_like(
-            prefix, weights[4 * index : 4 * index + 4], input, rnn_dtype_phrase(input.dtype, weights[0].dtype)
-        )
+        layer_weights = weights[4 * index : 4 * index + 4]
+        phrase = rnn_dtype_phrase(input.dtype, weights[0].dtype)
+        check_weights_like(_layer_name(index, directions), layer_weights, input, phrase)
     if lengths is not None:
         lengths = check_lengths(lengths, B, T, input.device)
 
@@ -355,12 +359,7 @@ def run_cell(
     state_shape = (hidden,) if unbatched else (input.shape[0], hidden)
     if hx is not None:
         _check_cell_state(hx, state_shape)
-    weights = [weight_ih, weight_hh, bias_ih, bias_hh]
-    out_dtype = input.dtype
-    autocast = autocast_dtypes(input.device.type, "cell", input.dtype, input.dtype if hx is None else hx.dtype)
-    if autocast is not None:
-        run_dtype, out_dtype = autocast
-        input, hx, weights = _cast(input, run_dtype), _cast(hx, run_dtype), [_cast(w, run_dtype) for w in weights]
+    input, hx, weights, out_dtype = _autocast("cell", input, hx, [weight_ih, weight_hh, bias_ih, bias_hh])
     if hx is None:
         hx = input.new_zeros(state_shape)
     check_like("hx", hx, "input", input)
