@@ -397,6 +397,8 @@ def test_cpu_input_without_the_interpreter(monkeypatch):
     with pytest.raises(ValueError, match=r"^input is on the CPU"):
         tritongru.GRU(IN, H)(x)
     with pytest.raises(ValueError, match=r"^input is on the CPU"):
+        tritongru.GRU(IN, H)(pack_padded_sequence(x, torch.tensor([4, 2, 3]), enforce_sorted=False))
+    with pytest.raises(ValueError, match=r"^input is on the CPU"):
         tritongru.GRUCell(IN, H)(x[0])
     with pytest.raises(ValueError, match=r"^input is on the CPU"):
         gru_layer(x, None, *layer_weights("cpu"))

@@ -272,9 +272,10 @@ def run_gru(
     input, hx, weights, out_dtype = _autocast("layer", input, hx, weights)
     if hx is None:
         hx = input.new_zeros(state_shape)
-    check_like("hx", hx, "input", input)
-    if hx_permutation is not None:
-        hx = hx.index_select(1, hx_permutation)
+    else:
+        check_like("hx", hx, "input", input)
+        if hx_permutation is not None:
+            hx = hx.index_select(1, hx_permutation)
     for index in range(num_layers * directions):
         layer_weights = weights[4 * index : 4 * index + 4]
         phrase = rnn_dtype_phrase(input.dtype, weights[0].dtype)

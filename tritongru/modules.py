@@ -18,7 +18,13 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from tritongru.functional import run_cell, run_gru
-from tritongru.validation import check_cell_input, check_floating, check_input_size, check_sequence_input
+from tritongru.validation import (
+    check_cell_input,
+    check_device,
+    check_floating,
+    check_input_size,
+    check_sequence_input,
+)
 from tritongru.variants import check_variant
 
 
@@ -109,6 +115,7 @@ class GRU(_TritonOptions, nn.RNNBase):
         # the caller's. The lengths come from batch_sizes, on the host: no device synchronisation.
         data, batch_sizes, sorted_indices, unsorted_indices = input
         check_floating("input", data)
+        check_device("input", data)
         check_input_size(data, self.input_size)
         padded, lengths = pad_packed_sequence(PackedSequence(data, batch_sizes))
         output, h_n = run_gru(
