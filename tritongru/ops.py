@@ -216,31 +216,32 @@ def parameter_grads(
 
 @dataclass(frozen=True)
 class _Call:
-    """What differentiating one op call needs besides tensors: which op (``cell``), its options, the dtype of
-    its differentiable outputs, and which of its six tensor inputs want a gradient (``needs``)."""
+    """What differentiating one op call needs besides tensors: which op (``cell``), its options, the dtypes of
+    its differentiable outputs (``(hs, h_n)`` of the layer, ``(h',)`` of the cell), and which of its six tensor
+    inputs want a gradient (``needs``)."""
 
     cell: bool
     variant: str
     allow_tf32: bool
     store_gates: bool
-    dtype: torch.dtype
-    needs: tuple[bool, ...]
+    dtypes: tuple[torch.dtype, ...]
+    needs: tuple[bool, ...] = ()
 
     @property
     def outputs(self) -> int:
-        """Differentiable outputs: ``(hs, h_n)`` of the layer, ``(h',)`` of the cell."""
-        return 1 if self.cell else 2
+        """How many differentiable outputs the op has."""
+        return len(self.dtypes)
 
 
 def _reference(call: _Call, lengths: Tensor | None) -> Callable[..., tuple[Tensor, ...]]:
     """The op's differentiable outputs recomputed in plain PyTorch from its six tensor inputs (a missing bias
-    as None): ``(hs, h_n)`` of the layer or ``(h',)`` of the cell, in the op's dtype."""
+    as None): ``(hs, h_n)`` of the layer or ``(h',)`` of the cell, in the op's dtypes."""
     if call.cell:
-        return lambda *args: (gru_cell_ref(*args, variant=call.variant).to(call.dtype),)
+        return lambda *args: (gru_cell_ref(*args, variant=call.variant).to(call.dtypes[0]),)
 
     def states(*args: Tensor | None) -> tuple[Tensor, Tensor]:
-        hs = gru_states_ref(*args, variant=call.variant, lengths=lengths).to(call.dtype)
-        return hs, hs[-1]
+        hs = gru_states_ref(*args, variant=call.variant, lengths=lengths)
+        return hs.to(call.dtypes[0]), hs[-1].to(call.dtypes[1])
 
     return states
 
@@ -381,10 +382,10 @@ class _Grads(torch.autograd.Function):
 
 def _setup_layer(ctx, inputs, output) -> None:
     input, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, variant, allow_tf32, store_gates = inputs
-    hs, _, gates = output
+    hs, h_n, gates = output
     ctx.save_for_backward(input, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, hs, gates)
     ctx.save_for_forward(input, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths)
-    ctx.call = _Call(False, variant, allow_tf32, store_gates, hs.dtype, ())
+    ctx.call = _Call(False, variant, allow_tf32, store_gates, (hs.dtype, h_n.dtype))
     ctx.mark_non_differentiable(gates)
 
 
@@ -399,7 +400,7 @@ def _setup_cell(ctx, inputs, output) -> None:
     h_new, gates = output
     ctx.save_for_backward(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, h_new, gates)
     ctx.save_for_forward(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, None)
-    ctx.call = _Call(True, variant, allow_tf32, store_gates, h_new.dtype, ())
+    ctx.call = _Call(True, variant, allow_tf32, store_gates, (h_new.dtype,))
     ctx.mark_non_differentiable(gates)
 
 
