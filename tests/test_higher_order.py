@@ -44,9 +44,9 @@ def leaf(*shape, device, dtype=F64, scale=1.0):
     ],
 )
 def test_gradgradcheck_gru_module(variant, config, batch, batched_grad, device):
-    module = tritongru.GRU(2, 3, variant=variant, device=device, dtype=F64, **config)
+    module = tritongru.GRU(2, 2, variant=variant, device=device, dtype=F64, **config)
     directions = 2 if module.bidirectional else 1
-    x, hx = leaf(2, batch, 2, device=device), leaf(directions, batch, 3, device=device, scale=0.5)
+    x, hx = leaf(2, batch, 2, device=device), leaf(directions, batch, 2, device=device, scale=0.5)
     inputs = (x, hx, *module.parameters())
     assert gradgradcheck(as_function(module), inputs, fast_mode=True, check_batched_grad=batched_grad)
 
@@ -226,10 +226,11 @@ def test_vmap_over_weights_ensembles(variant, device):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_gradcheck_with_batched_gradients(variant, device):
-    module = tritongru.GRU(2, 3, num_layers=2, variant=variant, device=device, dtype=F64)
+    """Every input and parameter (two layers, no bias: tests/test_torch_gru_suite.py)."""
+    module = tritongru.GRU(2, 3, variant=variant, device=device, dtype=F64)
     cell = tritongru.GRUCell(2, 3, variant=variant, device=device, dtype=F64)
     x = leaf(2, 2, 2, device=device)
-    inputs = (x, leaf(2, 2, 3, device=device), *module.parameters())
+    inputs = (x, leaf(1, 2, 3, device=device), *module.parameters())
     assert gradcheck(as_function(module), inputs, fast_mode=True, check_batched_grad=True)
     inputs = (x[0], leaf(2, 3, device=device), *cell.parameters())
     assert gradcheck(as_function(cell), inputs, fast_mode=True, check_batched_grad=True)

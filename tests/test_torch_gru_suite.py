@@ -238,7 +238,8 @@ def test_module_grad_and_gradgrad(config, with_parameters, device):
 
     inputs = (x, *params) if with_parameters else (x,)
     assert gradcheck(run, inputs, fast_mode=True, check_batched_grad=True)
-    assert gradgradcheck(run, inputs, fast_mode=True)
+    if with_parameters:  # the bidirectional second order: tests/test_higher_order.py
+        assert gradgradcheck(run, inputs, fast_mode=True)
 
 
 def test_repr_is_torchs_plus_variant(device):
