@@ -722,3 +722,36 @@ def test_float16_cell_against_float64_oracle(variant, device):
         expected = oracle(x.double(), h.double())
     assert actual.dtype == torch.float16
     assert_close(actual, expected, torch.float16, "h'")
+
+
+# -------------------------------------------------------------------------------------- torch's module surface
+
+
+@pytest.mark.parametrize("config", GRU_CONFIGS)
+def test_rnnbase_surface_matches_torch(config, device):
+    """tritongru.GRU is an nn.RNNBase (not an nn.GRU, which dynamo refuses to trace): torch's flat-weight
+    attributes are there and agree with torch.nn.GRU's, and flatten_parameters works."""
+    ours = tritongru.GRU(5, 11, device=device, **config)
+    theirs = nn.GRU(5, 11, device=device, **config)
+    assert isinstance(ours, nn.RNNBase) and not isinstance(ours, nn.GRU)
+    assert ours.mode == theirs.mode == "GRU"
+    assert ours._flat_weights_names == theirs._flat_weights_names
+    assert [w.shape for w in ours._flat_weights] == [w.shape for w in theirs._flat_weights]
+    assert [[w.shape for w in layer] for layer in ours.all_weights] == [
+        [w.shape for w in layer] for layer in theirs.all_weights
+    ]
+    ours.flatten_parameters()
+    assert all(a is b for a, b in zip(ours._flat_weights, ours.parameters(), strict=True))
+    assert isinstance(tritongru.GRUCell(5, 11, device=device), nn.GRUCell)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_inference_mode(variant, device):
+    gru = tritongru.GRU(5, 9, num_layers=2, variant=variant, device=device)
+    cell = tritongru.GRUCell(5, 9, variant=variant, device=device)
+    x = torch.randn(4, 3, 5, device=device)
+    with torch.no_grad():
+        expected, expected_step = gru(x)[0], cell(x[0])
+    with torch.inference_mode():
+        output, step = gru(x)[0], cell(x[0])
+    assert torch.equal(output, expected) and torch.equal(step, expected_step)

@@ -1,4 +1,8 @@
-"""Bad input is refused with a ``ValueError``/``TypeError`` that names the argument, before any kernel launches.
+"""Bad input is refused with an error that names the argument, before any kernel launches.
+
+Errors are catchable the way torch's are: ``GRUInputError`` is a ``ValueError`` and a ``RuntimeError``,
+``GRUDtypeError`` a ``TypeError``, ``ValueError`` and ``RuntimeError``; where torch has a message for the same
+mistake, tritongru's starts with torch's phrase and gives its own detail in parentheses.
 
 Every test here runs with the kernels replaced by tripwires (the ``no_kernels`` fixture): a check that came too
 late, after a launch, fails with "kernel launched" instead of the expected error. ``test_tripwire_*`` shows the
@@ -13,8 +17,6 @@ from helpers import ON_GPU
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import tritongru
-import tritongru.autograd
-import tritongru.functional
 import tritongru.launchers
 import tritongru.validation
 from tritongru import gru, gru_cell, gru_layer
@@ -39,16 +41,8 @@ class Tripwire:
 
 @pytest.fixture(autouse=True)
 def no_kernels(monkeypatch):
-    for module, names in (
-        (tritongru.functional, ("forward_sequence", "cell_forward")),
-        (tritongru.autograd, ("forward_sequence", "backward_sequence", "cell_forward")),
-        (
-            tritongru.launchers,
-            ("forward_sequence", "backward_sequence", "cell_forward", "gru_forward_kernel", "gru_backward_kernel"),
-        ),
-    ):
-        for name in names:
-            monkeypatch.setattr(module, name, Tripwire(f"{module.__name__}.{name}"))
+    for name in ("forward_sequence", "backward_sequence", "cell_forward", "gru_forward_kernel", "gru_backward_kernel"):
+        monkeypatch.setattr(tritongru.launchers, name, Tripwire(f"tritongru.launchers.{name}"))
 
 
 @pytest.fixture
@@ -106,25 +100,29 @@ def test_tripwire_catches_functional_launches(device):
     ],
 )
 def test_gru_input_of_wrong_ndim(model, device, shape, dims):
-    with pytest.raises(ValueError, match=rf"^input must be 2-D .*3-D.*got {dims}"):
+    torch_phrase = rf"GRU: Expected input to be 2D or 3D, got {dims[0]}D instead"
+    with pytest.raises(ValueError, match=rf"^{torch_phrase} \(input must be 2-D .*3-D.*got {dims}"):
         model(torch.randn(shape, device=device))
 
 
 def test_functional_input_of_wrong_ndim(device):
-    with pytest.raises(ValueError, match=r"^input must be 2-D .*got 4-D"):
+    with pytest.raises(
+        ValueError, match=r"^GRU: Expected input to be 2D or 3D, got 4D instead \(input must be 2-D .*got 4-D"
+    ):
         gru(torch.randn(T, B, 1, IN, device=device), None, layer_weights(device))
     with pytest.raises(ValueError, match=r"^input must be 3-D \(T, B, input_size\); got 2-D"):
         gru_layer(torch.randn(T, IN, device=device), None, *layer_weights(device))
-    with pytest.raises(ValueError, match=r"^input must be 2-D .*got 1-D"):
+    with pytest.raises(ValueError, match=r"^input must be 3-D \(T, B, input_size\); got 1-D"):
         gru_layer(torch.randn(IN, device=device), None, *layer_weights(device))
 
 
 @pytest.mark.parametrize("shape", [pytest.param((B, T, IN), id="3-D"), pytest.param((), id="0-D")])
 def test_cell_input_of_wrong_ndim(cell, device, shape):
     dims = len(shape)
-    with pytest.raises(ValueError, match=rf"^input must be 1-D .*2-D .*got {dims}-D"):
+    pattern = rf"^GRUCell: Expected input to be 1D or 2D, got {dims}D instead \(input must be 1-D .*2-D .*got {dims}-D"
+    with pytest.raises(ValueError, match=pattern):
         cell(torch.randn(shape, device=device))
-    with pytest.raises(ValueError, match=rf"^input must be 1-D .*2-D .*got {dims}-D"):
+    with pytest.raises(ValueError, match=pattern):
         gru_cell(torch.randn(shape, device=device), None, *layer_weights(device))
 
 
@@ -149,9 +147,11 @@ def test_gru_input_of_wrong_input_size(model, device, form):
 
 
 def test_cell_input_of_wrong_input_size(cell, device):
-    with pytest.raises(ValueError, match=rf"^input must have input_size={IN}.*got {IN + 1}"):
+    torch_phrase = rf"input has inconsistent input_size: got {IN + 1} expected {IN}"
+    with pytest.raises(ValueError, match=rf"^{torch_phrase} \(input must have input_size={IN}.*got {IN + 1}"):
         cell(torch.randn(B, IN + 1, device=device))
-    with pytest.raises(ValueError, match=rf"^input must have input_size={IN}.*got {IN - 1}"):
+    torch_phrase = rf"input has inconsistent input_size: got {IN - 1} expected {IN}"
+    with pytest.raises(ValueError, match=rf"^{torch_phrase} \(input must have input_size={IN}.*got {IN - 1}"):
         cell(torch.randn(IN - 1, device=device))
 
 
@@ -181,23 +181,26 @@ def test_gru_hx_of_wrong_shape_batched(model, device, shape):
     x = torch.randn(T, B, IN, device=device)
     expected = rf"\({2 * L}, {B}, {H}\)"
     got = rf"\({', '.join(map(str, shape))}\)"
-    with pytest.raises(ValueError, match=rf"^hx must have shape {expected}.*got {got}"):
+    torch_phrase = rf"Expected hidden size {expected}, got \[{', '.join(map(str, shape))}\]"
+    with pytest.raises(ValueError, match=rf"^{torch_phrase} \(hx must have shape {expected}.*got {got}"):
         model(x, torch.randn(shape, device=device))
 
 
 def test_gru_hx_of_wrong_shape_packed(model, device):
     x = pack_padded_sequence(torch.randn(T, B, IN, device=device), torch.tensor([4, 2, 3]), enforce_sorted=False)
-    with pytest.raises(ValueError, match=rf"^hx must have shape \({2 * L}, {B}, {H}\)"):
+    with pytest.raises(ValueError, match=rf"^Expected hidden size .* \(hx must have shape \({2 * L}, {B}, {H}\)"):
         model(x, torch.randn(2 * L, B + 1, H, device=device))
 
 
 def test_gru_hx_2d_with_batched_input(model, device):
-    with pytest.raises(ValueError, match=r"^hx must be 3-D for batched input.*got 2-D"):
+    torch_phrase = r"For batched 3-D input, hx should also be 3-D but got 2-D tensor"
+    with pytest.raises(ValueError, match=rf"^{torch_phrase} \(hx must be 3-D for batched input.*got 2-D"):
         model(torch.randn(T, B, IN, device=device), torch.randn(2 * L, H, device=device))
 
 
 def test_gru_hx_3d_with_unbatched_input(model, device):
-    with pytest.raises(ValueError, match=r"^hx must be 2-D for unbatched input.*got 3-D"):
+    torch_phrase = r"For unbatched 2-D input, hx should also be 2-D but got 3-D tensor"
+    with pytest.raises(ValueError, match=rf"^{torch_phrase} \(hx must be 2-D for unbatched input.*got 3-D"):
         model(torch.randn(T, IN, device=device), torch.randn(2 * L, 1, H, device=device))
 
 
@@ -206,30 +209,51 @@ def test_gru_hx_3d_with_unbatched_input(model, device):
     [pytest.param((L, H), id="num_layers-not-times-D"), pytest.param((2 * L, H + 1), id="wrong-H")],
 )
 def test_gru_hx_of_wrong_shape_unbatched(model, device, shape):
-    with pytest.raises(ValueError, match=r"^hx must have shape"):
+    with pytest.raises(ValueError, match=r"^Expected hidden size .* \(hx must have shape"):
         model(torch.randn(T, IN, device=device), torch.randn(shape, device=device))
 
 
 def test_gru_hx_error_reports_the_callers_unbatched_shapes(model, device):
     """For unbatched input the message must quote the shapes the caller deals in, ``(L*D, H)``, not the
     internal batch-of-one ``(L*D, 1, H)``."""
-    with pytest.raises(ValueError, match=rf"^hx must have shape \({2 * L}, {H}\).*got \({2 * L}, {H + 1}\)"):
+    torch_phrase = rf"Expected hidden size \({2 * L}, {H}\), got \[{2 * L}, {H + 1}\]"
+    with pytest.raises(
+        ValueError, match=rf"^{torch_phrase} \(hx must have shape \({2 * L}, {H}\).*got \({2 * L}, {H + 1}\)"
+    ):
         model(torch.randn(T, IN, device=device), torch.randn(2 * L, H + 1, device=device))
 
 
 def test_cell_hx_error_reports_the_callers_unbatched_shapes(cell, device):
-    with pytest.raises(ValueError, match=rf"^hx must have shape \({H},\).*got \({H + 1},\)"):
+    torch_phrase = rf"hidden0 has inconsistent hidden_size: got {H + 1}, expected {H}"
+    with pytest.raises(ValueError, match=rf"^{torch_phrase} \(hx must have shape \({H},\).*got \({H + 1},\)"):
         cell(torch.randn(IN, device=device), torch.randn(H + 1, device=device))
 
 
 @pytest.mark.parametrize(
     "x_shape, hx_shape, pattern",
     [
-        pytest.param((B, IN), (B + 1, H), rf"^hx must have shape \({B}, {H}\).*got \({B + 1}, {H}\)", id="wrong-B"),
-        pytest.param((B, IN), (B, H - 1), rf"^hx must have shape \({B}, {H}\).*got \({B}, {H - 1}\)", id="wrong-H"),
+        pytest.param(
+            (B, IN),
+            (B + 1, H),
+            rf"^Input batch size {B} doesn't match hidden0 batch size {B + 1} \(hx must have shape \({B}, {H}\).*"
+            rf"got \({B + 1}, {H}\)",
+            id="wrong-B",
+        ),
+        pytest.param(
+            (B, IN),
+            (B, H - 1),
+            rf"^hidden0 has inconsistent hidden_size: got {H - 1}, expected {H} \(hx must have shape \({B}, {H}\).*"
+            rf"got \({B}, {H - 1}\)",
+            id="wrong-H",
+        ),
         pytest.param((B, IN), (H,), r"^hx must be 2-D like input; got 1-D", id="1-D-hx-batched"),
         pytest.param((IN,), (1, H), r"^hx must be 1-D like input; got 2-D", id="2-D-hx-unbatched"),
-        pytest.param((B, IN), (1, B, H), r"^hx must be 2-D like input; got 3-D", id="3-D-hx"),
+        pytest.param(
+            (B, IN),
+            (1, B, H),
+            r"^GRUCell: Expected hidden to be 1D or 2D, got 3D instead \(hx must be 2-D like input; got 3-D",
+            id="3-D-hx",
+        ),
     ],
 )
 def test_cell_hx_of_wrong_shape(cell, device, x_shape, hx_shape, pattern):
@@ -240,7 +264,9 @@ def test_cell_hx_of_wrong_shape(cell, device, x_shape, hx_shape, pattern):
 def test_functional_h0_of_wrong_shape(device):
     with pytest.raises(ValueError, match=rf"^h0 must have shape \({B}, {H}\).*got \({B}, {H + 1}\)"):
         gru_layer(torch.randn(T, B, IN, device=device), torch.randn(B, H + 1, device=device), *layer_weights(device))
-    with pytest.raises(ValueError, match=rf"^hx must have shape \(1, {B}, {H}\).*got \(1, {B - 1}, {H}\)"):
+    with pytest.raises(
+        ValueError, match=rf"^Expected hidden size .* \(hx must have shape \(1, {B}, {H}\).*got \(1, {B - 1}, {H}\)"
+    ):
         gru(torch.randn(T, B, IN, device=device), torch.randn(1, B - 1, H, device=device), layer_weights(device))
 
 
@@ -331,7 +357,13 @@ OTHER_DEVICES = [
 @pytest.mark.parametrize("other", OTHER_DEVICES)
 def test_hx_on_another_device(model, cell, device, other):
     x = torch.randn(T, B, IN, device=device)
-    with pytest.raises(ValueError, match=rf"^hx must be on the device of input \({device}.*\); got {other}"):
+    torch_phrase = (
+        rf"Input and hidden tensors are not at the same device, found input tensor at {device}.* and hidden tensor "
+        rf"at {other}"
+    )
+    with pytest.raises(
+        ValueError, match=rf"^{torch_phrase}.* \(hx must be on the device of input \({device}.*\); got {other}"
+    ):
         model(x, torch.randn(2 * L, B, H, device=other))
     with pytest.raises(ValueError, match=rf"^hx must be on the device of input .*got {other}"):
         cell(x[0], torch.randn(B, H, device=other))
@@ -364,6 +396,8 @@ def test_cpu_input_without_the_interpreter(monkeypatch):
         check_device("input", x)
     with pytest.raises(ValueError, match=r"^input is on the CPU"):
         tritongru.GRU(IN, H)(x)
+    with pytest.raises(ValueError, match=r"^input is on the CPU"):
+        tritongru.GRU(IN, H)(pack_padded_sequence(x, torch.tensor([4, 2, 3]), enforce_sorted=False))
     with pytest.raises(ValueError, match=r"^input is on the CPU"):
         tritongru.GRUCell(IN, H)(x[0])
     with pytest.raises(ValueError, match=r"^input is on the CPU"):
@@ -412,31 +446,23 @@ def test_variant_changed_after_construction_is_checked(model, device):
 
 @pytest.mark.parametrize(
     "shape",
-    [
-        pytest.param((0, B, IN), id="T0"),
-        pytest.param((T, 0, IN), id="B0"),
-        pytest.param((0, IN), id="unbatched-T0"),
-    ],
+    [pytest.param((0, B, IN), id="T0"), pytest.param((0, IN), id="unbatched-T0")],
 )
-def test_empty_sequence_or_batch(model, device, shape):
+def test_empty_sequence(model, device, shape):
+    """As torch: a sequence of no steps is refused (an empty batch is not: see tests/test_edges.py)."""
     x = torch.randn(shape, device=device)
-    with pytest.raises(ValueError, match=rf"^input must not be empty.*got shape \({', '.join(map(str, shape))},?\)"):
+    torch_phrase = r"Expected sequence length to be larger than 0 in RNN"
+    pattern = rf"^{torch_phrase} \(input must not be empty.*got shape \({', '.join(map(str, shape))},?\)"
+    with pytest.raises(ValueError, match=pattern):
         model(x)
     if len(shape) == 3:
-        with pytest.raises(ValueError, match=r"^input must not be empty"):
+        with pytest.raises(RuntimeError, match=pattern):
             gru_layer(x, None, *layer_weights(device))
-
-
-def test_empty_batch_cell(cell, device):
-    with pytest.raises(ValueError, match=r"^input must not be empty"):
-        cell(torch.randn(0, IN, device=device))
-    with pytest.raises(ValueError, match=r"^input must not be empty"):
-        gru_cell(torch.randn(0, IN, device=device), None, *layer_weights(device))
 
 
 def test_batch_first_empty_sequence(device):
     module = tritongru.GRU(IN, H, batch_first=True, device=device)
-    with pytest.raises(ValueError, match=r"^input must not be empty"):
+    with pytest.raises(ValueError, match=rf"^Expected sequence length .* \(input must not be empty.*\({B}, 0, {IN}\)"):
         module(torch.randn(B, 0, IN, device=device))
 
 

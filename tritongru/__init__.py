@@ -1,8 +1,10 @@
 """tritongru: hand-written Triton kernels for the GRU.
 
 Drop-ins for ``torch.nn.GRU`` / ``torch.nn.GRUCell`` (:class:`GRU`, :class:`GRUCell`), a functional API for
-research code that owns its weights (:func:`gru`, :func:`gru_layer`, :func:`gru_cell`), and the plain-PyTorch
-reference of both formulations (:mod:`tritongru.reference`).
+research code that owns its weights (:func:`gru`, :func:`gru_layer`, :func:`gru_cell`), the kernels as
+``torch.library`` custom ops (``torch.ops.tritongru``, :mod:`tritongru.ops`), and the plain-PyTorch reference of
+both formulations (:mod:`tritongru.reference`). Bad input raises :class:`GRUInputError` or :class:`GRUDtypeError`,
+catchable as the ``ValueError``/``RuntimeError`` torch raises for the same mistakes.
 """
 
 __version__ = "0.1.0"
@@ -10,6 +12,18 @@ __version__ = "0.1.0"
 from tritongru import reference
 from tritongru.functional import gru, gru_cell, gru_layer
 from tritongru.modules import GRU, GRUCell
+from tritongru.validation import GRUDtypeError, GRUInputError
 from tritongru.variants import VARIANTS
 
-__all__ = ["GRU", "VARIANTS", "GRUCell", "__version__", "gru", "gru_cell", "gru_layer", "reference"]
+__all__ = [
+    "GRU",
+    "VARIANTS",
+    "GRUCell",
+    "GRUDtypeError",
+    "GRUInputError",
+    "__version__",
+    "gru",
+    "gru_cell",
+    "gru_layer",
+    "reference",
+]

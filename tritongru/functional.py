@@ -1,6 +1,12 @@
 """Functional API for research code that owns its weights. Same conventions as ``torch.nn.GRU``/``GRUCell``:
-gate order r, z, n; ``weight_ih`` ``[3H, I]``, ``weight_hh`` ``[3H, H]``, biases ``[3H]``. Inputs are checked
-here, before any kernel launches; the work is done by :mod:`tritongru.autograd` and :mod:`tritongru.launchers`.
+gate order r, z, n; ``weight_ih`` ``[3H, I]``, ``weight_hh`` ``[3H, H]``, biases ``[3H]``.
+
+Each call is checked once, here, before any kernel launches (:mod:`tritongru.validation`); the kernels run as
+the custom ops of :mod:`tritongru.ops`. ``run_gru``/``run_cell`` are the checked-once entry points the modules
+use: their weights are right by construction, so only their dtypes and devices are checked per call.
+
+Under ``torch.autocast``: the dtypes ``torch.nn.GRU``/``GRUCell`` give (see :func:`autocast_dtypes`). Empty
+batches (and ``GRUCell``'s ``hidden_size=0``) give empty outputs, as torch does, through the reference.
 """
 
 from __future__ import annotations
@@ -10,30 +16,24 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from tritongru.autograd import (
-    GRUCellFunction,
-    GRULayerFunction,
-    input_projection,
-    layer_outputs,
-)
-from tritongru.launchers import cell_forward, forward_sequence
+from tritongru import ops, reference
 from tritongru.validation import (
+    GRUInputError,
+    check_cell_input,
     check_device,
     check_floating,
     check_lengths,
     check_like,
+    check_sequence_input,
     check_shape,
     check_weights,
+    check_weights_like,
+    rnn_dtype_phrase,
+    with_torch_phrase,
 )
 from tritongru.variants import check_variant
 
-
-def _needs_grad(*tensors: torch.Tensor | None) -> bool:
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-
-
-def _contiguous(*tensors: torch.Tensor | None) -> list[torch.Tensor | None]:
-    return [t.contiguous() if t is not None else None for t in tensors]
+Weights = Sequence[torch.Tensor | None]
 
 
 def reverse_time(sequence: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
@@ -45,27 +45,51 @@ def reverse_time(sequence: torch.Tensor, lengths: torch.Tensor | None) -> torch.
     return sequence.gather(0, index[..., None].expand_as(sequence))
 
 
-def _layer(input, h0, weight_ih, weight_hh, bias_ih, bias_hh, variant, lengths, allow_tf32):
-    """One checked, contiguous layer: autograd when a gradient is wanted, the bare kernels otherwise."""
-    input, h0, weight_ih, weight_hh, bias_ih, bias_hh = _contiguous(input, h0, weight_ih, weight_hh, bias_ih, bias_hh)
-    if _needs_grad(input, h0, weight_ih, weight_hh, bias_ih, bias_hh):
-        return GRULayerFunction.apply(input, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, variant, allow_tf32)
-    gi = input_projection(input, weight_ih, bias_ih)
-    hs, h_last, _ = forward_sequence(
-        gi, h0, weight_hh, bias_hh, variant=variant, lengths=lengths, allow_tf32=allow_tf32
-    )
-    return layer_outputs(hs, h_last, lengths, input.dtype)
+def autocast_dtypes(
+    device_type: str, kind: str, input_dtype: torch.dtype, state_dtype: torch.dtype
+) -> tuple[torch.dtype, torch.dtype] | None:
+    """``(run dtype, output dtype)`` under ``torch.autocast`` on ``device_type``, as torch's modules behave;
+    None when autocast is off there or the input is float64 (autocast leaves float64 alone).
+
+    CUDA: ``torch.nn.GRU`` runs cuDNN's RNN, whose autocast wrapper casts input, state and weights to float16
+    (whatever the autocast dtype); ``GRUCell`` is on autocast's lower-precision list (the autocast dtype).
+    CPU: torch's GRU is a composition of ops in which the products follow autocast and the state update
+    promotes: the output dtype is ``promote(autocast dtype, state dtype)``. ``kind``: ``"layer"`` or ``"cell"``.
+    """
+    if input_dtype == torch.float64 or not torch.is_autocast_enabled(device_type):
+        return None
+    if device_type == "cuda":
+        run = torch.float16 if kind == "layer" else torch.get_autocast_dtype(device_type)
+        return run, run
+    run = torch.get_autocast_dtype(device_type)
+    return run, torch.promote_types(run, state_dtype)
 
 
-def _check_input(input: object) -> torch.Tensor:
-    """A sequence input: a floating tensor, 2-D or 3-D, on a device the kernels run on, not empty."""
-    check_floating("input", input)
-    if input.dim() not in (2, 3):
-        raise ValueError(f"input must be 2-D (unbatched: L, H_in) or 3-D (batched); got {input.dim()}-D")
-    check_device("input", input)
-    if input.numel() == 0:
-        raise ValueError(f"input must not be empty (zero-length sequence or batch); got shape {tuple(input.shape)}")
-    return input
+def _cast(tensor: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """Autocast's eligibility rule: floating tensors other than float64 are cast."""
+    if tensor is None or tensor.dtype == torch.float64 or not tensor.is_floating_point():
+        return tensor
+    return tensor.to(dtype)
+
+
+def _autocast(kind: str, input: torch.Tensor, state: torch.Tensor | None, weights: Weights):
+    """``(input, state, weights, output dtype)`` as :func:`autocast_dtypes` says (unchanged when it is off)."""
+    state_dtype = input.dtype if state is None else state.dtype
+    dtypes = autocast_dtypes(input.device.type, kind, input.dtype, state_dtype)
+    if dtypes is None:
+        return input, state, weights, input.dtype
+    run, output = dtypes
+    return _cast(input, run), _cast(state, run), [_cast(w, run) for w in weights], output
+
+
+def _check_not_empty_in_time(input: torch.Tensor, time_dim: int = 0) -> None:
+    if input.shape[time_dim] == 0:
+        raise GRUInputError(
+            with_torch_phrase(
+                "Expected sequence length to be larger than 0 in RNN",
+                f"input must not be empty in time; got shape {tuple(input.shape)}",
+            )
+        )
 
 
 def gru_layer(
@@ -86,38 +110,53 @@ def gru_layer(
     ``input`` ``[T, B, I]`` (float16/bfloat16/float32/float64), ``h0`` ``[B, H]`` or None (zeros). ``lengths``
     ``[B]`` in ``[1, T]``: sequence ``b`` stops at ``lengths[b]`` (output zero after it, ``h_n`` its last valid
     state). ``reverse`` runs each sequence backwards within its length. ``allow_tf32`` lets the recurrent
-    kernels use TF32 for float32. Returns (``output`` ``[T, B, H]``, ``h_n`` ``[B, H]``), differentiable.
-    Same signature as :func:`tritongru.reference.gru_layer_ref`.
+    kernels use TF32 for float32. Returns (``output`` ``[T, B, H]``, ``h_n`` ``[B, H]``), differentiable to any
+    order. Same signature as :func:`tritongru.reference.gru_layer_ref`.
     """
     variant = check_variant(variant)
-    _check_input(input)
+    check_floating("input", input)
     if input.dim() != 3:
-        raise ValueError(f"input must be 3-D (T, B, input_size); got {input.dim()}-D")
+        raise GRUInputError(f"input must be 3-D (T, B, input_size); got {input.dim()}-D")
+    check_device("input", input)
+    _check_not_empty_in_time(input)
     T, B, input_size = input.shape
-    hidden = check_weights("", weight_ih, weight_hh, bias_ih, bias_hh, input_size, "input", input)
-    h0 = _check_state("h0", h0, (B, hidden), input)
+    hidden = check_weights("", weight_ih, weight_hh, bias_ih, bias_hh, input_size)
+    if h0 is not None:
+        check_floating("h0", h0)
+        check_shape("h0", h0, (B, hidden))
+    input, h0, weights, out_dtype = _autocast("layer", input, h0, [weight_ih, weight_hh, bias_ih, bias_hh])
+    if h0 is None:
+        h0 = input.new_zeros((B, hidden))
+    check_like("h0", h0, "input", input)
+    check_weights_like("", weights, input)
     if lengths is not None:
         lengths = check_lengths(lengths, B, T, input.device)
-    if reverse:
-        input = reverse_time(input, lengths)
-    output, h_n = _layer(input, h0, weight_ih, weight_hh, bias_ih, bias_hh, variant, lengths, allow_tf32)
-    return (reverse_time(output, lengths) if reverse else output), h_n
+    with ops.no_autocast(input.device.type):
+        if reverse:
+            input = reverse_time(input, lengths)
+        output, h_n = _layer(input, h0, weights, variant, lengths, allow_tf32)
+        if reverse:
+            output = reverse_time(output, lengths)
+    return output.to(out_dtype), h_n.to(out_dtype)
 
 
-def _check_state(name: str, state: torch.Tensor | None, shape: tuple[int, ...], input: torch.Tensor) -> torch.Tensor:
-    """A state argument of the caller's ``shape``, dtype and device; None becomes zeros."""
-    if state is None:
-        return torch.zeros(shape, dtype=input.dtype, device=input.device)
-    check_floating(name, state)
-    check_shape(name, state, shape)
-    check_like(name, state, "input", input)
-    return state
+def _layer(input, h0, weights: Weights, variant, lengths, allow_tf32) -> tuple[torch.Tensor, torch.Tensor]:
+    """One checked layer and direction; an empty batch goes through the reference (no launch, still
+    differentiable)."""
+    if input.shape[1] == 0:
+        return reference.gru_layer_ref(input, h0, *weights, variant=variant)
+    return ops.layer(input, h0, *weights, lengths, variant, allow_tf32)
+
+
+def _layer_name(index: int, directions: int) -> str:
+    """How messages name the weights of layer-and-direction ``index``: ``"layer 1 (reverse): "``."""
+    return f"layer {index // directions}{' (reverse)' if index % directions else ''}: "
 
 
 def gru(
     input: torch.Tensor,
     hx: torch.Tensor | None,
-    weights: Sequence[torch.Tensor | None],
+    weights: Weights,
     *,
     num_layers: int = 1,
     batch_first: bool = False,
@@ -136,55 +175,128 @@ def gru(
     ``torch.nn.GRU.all_weights`` flattened, with None for absent biases. ``dropout`` applies to every layer's
     output but the last when ``training``. ``lengths``: per-sequence lengths (see :func:`gru_layer`). Returns
     (``output`` ``[T, B, D*H]`` (batch-first if asked; ``[T, D*H]`` unbatched), ``h_n`` like ``hx``).
+    Same signature as :func:`tritongru.reference.gru_ref`.
     """
     variant = check_variant(variant)
-    _check_input(input)
+    check_sequence_input(input)
     if not isinstance(num_layers, int) or num_layers < 1:
-        raise ValueError(f"num_layers must be a positive int; got {num_layers!r}")
+        raise GRUInputError(f"num_layers must be a positive int; got {num_layers!r}")
     if not 0.0 <= float(dropout) <= 1.0:
-        raise ValueError(f"dropout must lie in [0, 1]; got {dropout!r}")
+        raise GRUInputError(f"dropout must lie in [0, 1]; got {dropout!r}")
     directions = 2 if bidirectional else 1
     if len(weights) != 4 * num_layers * directions:
-        raise ValueError(
+        raise GRUInputError(
             f"weights must hold 4 tensors (weight_ih, weight_hh, bias_ih, bias_hh) per layer and direction, "
             f"{4 * num_layers * directions} in all; got {len(weights)}"
         )
+    hidden = 0
+    for index in range(num_layers * directions):
+        layer_input_size = input.shape[-1] if index < directions else directions * hidden
+        hidden = check_weights(_layer_name(index, directions), *weights[4 * index : 4 * index + 4], layer_input_size)
+    return run_gru(
+        input,
+        hx,
+        weights,
+        hidden_size=hidden,
+        num_layers=num_layers,
+        batch_first=batch_first,
+        dropout=dropout,
+        training=training,
+        bidirectional=bidirectional,
+        variant=variant,
+        lengths=lengths,
+        allow_tf32=allow_tf32,
+    )
+
+
+def _check_gru_state(hx: torch.Tensor, shape: tuple[int, ...], input: torch.Tensor, unbatched: bool) -> None:
+    """``hx`` of a multi-layer GRU, reported in the caller's terms (torch's phrase first)."""
+    check_floating("hx", hx)
+    if hx.dim() != len(shape):
+        kind = "unbatched 2-D" if unbatched else "batched 3-D"
+        raise GRUInputError(
+            with_torch_phrase(
+                f"For {kind} input, hx should also be {len(shape)}-D but got {hx.dim()}-D tensor",
+                f"hx must be {len(shape)}-D for {kind.split()[0]} input, shape {shape}; got {hx.dim()}-D",
+            )
+        )
+    if tuple(hx.shape) != shape:
+        raise GRUInputError(
+            with_torch_phrase(
+                f"Expected hidden size {shape}, got {list(hx.shape)}",
+                f"hx must have shape {shape}; got {tuple(hx.shape)}",
+            )
+        )
+    if hx.device != input.device:
+        raise GRUInputError(
+            with_torch_phrase(
+                "Input and hidden tensors are not at the same device, found input tensor at "
+                f"{input.device} and hidden tensor at {hx.device}",
+                f"hx must be on the device of input ({input.device}); got {hx.device}",
+            )
+        )
+
+
+def run_gru(
+    input: torch.Tensor,
+    hx: torch.Tensor | None,
+    weights: Weights,
+    *,
+    hidden_size: int,
+    num_layers: int,
+    batch_first: bool,
+    dropout: float,
+    training: bool,
+    bidirectional: bool,
+    variant: str,
+    lengths: torch.Tensor | Sequence[int] | None = None,
+    allow_tf32: bool = False,
+    hx_permutation: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`gru` for weights whose shapes are known to fit (``hidden_size``; the modules' own): checks the
+    input's time length, ``hx``, dtypes and devices, then runs. ``hx_permutation``: batch order to put ``hx``
+    in after it is checked (a ``PackedSequence``'s ``sorted_indices``)."""
+    directions = 2 if bidirectional else 1
     unbatched = input.dim() == 2
+    _check_not_empty_in_time(input, 1 if batch_first and not unbatched else 0)
     if unbatched:
         input = input.unsqueeze(1)
     elif batch_first:
         input = input.transpose(0, 1)
-    T, B, input_size = input.shape
-    hidden = None
-    for index in range(num_layers * directions):
-        layer_input_size = input_size if index < directions else directions * hidden
-        layer = f"layer {index // directions}{' (reverse)' if index % directions else ''}: "
-        hidden = check_weights(layer, *weights[4 * index : 4 * index + 4], layer_input_size, "input", input)
-    state_shape = (num_layers * directions, hidden) if unbatched else (num_layers * directions, B, hidden)
+    T, B = input.shape[0], input.shape[1]
+    state_shape = (num_layers * directions, B, hidden_size)
     if hx is not None:
-        check_floating("hx", hx)
-        if hx.dim() != len(state_shape):
-            kind = "unbatched" if unbatched else "batched"
-            raise ValueError(f"hx must be {len(state_shape)}-D for {kind} input, shape {state_shape}; got {hx.dim()}-D")
-    hx = _check_state("hx", hx, state_shape, input)
-    if unbatched:
-        hx = hx.unsqueeze(1)
+        _check_gru_state(hx, (state_shape[0], hidden_size) if unbatched else state_shape, input, unbatched)
+        if unbatched:
+            hx = hx.unsqueeze(1)
+    input, hx, weights, out_dtype = _autocast("layer", input, hx, weights)
+    if hx is None:
+        hx = input.new_zeros(state_shape)
+    else:
+        check_like("hx", hx, "input", input)
+        if hx_permutation is not None:
+            hx = hx.index_select(1, hx_permutation)
+    for index in range(num_layers * directions):
+        layer_weights = weights[4 * index : 4 * index + 4]
+        phrase = rnn_dtype_phrase(input.dtype, weights[0].dtype)
+        check_weights_like(_layer_name(index, directions), layer_weights, input, phrase)
     if lengths is not None:
         lengths = check_lengths(lengths, B, T, input.device)
 
-    layer_input, h_n = input, []
-    for layer in range(num_layers):
-        outputs = []
-        for direction in range(directions):
-            index = layer * directions + direction
-            x = reverse_time(layer_input, lengths) if direction else layer_input
-            output, h = _layer(x, hx[index], *weights[4 * index : 4 * index + 4], variant, lengths, allow_tf32)
-            outputs.append(reverse_time(output, lengths) if direction else output)
-            h_n.append(h)
-        layer_input = torch.cat(outputs, dim=-1) if directions > 1 else outputs[0]
-        if training and dropout > 0 and layer < num_layers - 1:
-            layer_input = F.dropout(layer_input, p=dropout, training=True)
-    output, h_n = layer_input, torch.stack(h_n)
+    with ops.no_autocast(input.device.type):
+        layer_input, h_n = input, []
+        for layer in range(num_layers):
+            outputs = []
+            for direction in range(directions):
+                index = layer * directions + direction
+                x = reverse_time(layer_input, lengths) if direction else layer_input
+                output, h = _layer(x, hx[index], weights[4 * index : 4 * index + 4], variant, lengths, allow_tf32)
+                outputs.append(reverse_time(output, lengths) if direction else output)
+                h_n.append(h)
+            layer_input = torch.cat(outputs, dim=-1) if directions > 1 else outputs[0]
+            if training and dropout > 0 and layer < num_layers - 1:
+                layer_input = F.dropout(layer_input, p=dropout, training=True)
+    output, h_n = layer_input.to(out_dtype), torch.stack(h_n).to(out_dtype)
     if unbatched:
         return output.squeeze(1), h_n.squeeze(1)
     return (output.transpose(0, 1) if batch_first else output), h_n
@@ -202,34 +314,63 @@ def gru_cell(
     allow_tf32: bool = False,
 ) -> torch.Tensor:
     """One GRU step in one fused launch. ``input`` ``[B, I]`` or unbatched ``[I]``; ``hx`` ``[B, H]`` / ``[H]``
-    or None (zeros). Returns ``h'`` shaped like ``hx``, differentiable. Same signature as
+    or None (zeros). Returns ``h'`` shaped like ``hx``, differentiable to any order. Same signature as
     :func:`tritongru.reference.gru_cell_ref`."""
     variant = check_variant(variant)
-    check_floating("input", input)
-    if input.dim() not in (1, 2):
-        raise ValueError(f"input must be 1-D (unbatched: input_size) or 2-D (batch, input_size); got {input.dim()}-D")
-    check_device("input", input)
-    if input.numel() == 0:
-        raise ValueError(f"input must not be empty; got shape {tuple(input.shape)}")
-    unbatched = input.dim() == 1
-    if unbatched:
-        input = input.unsqueeze(0)
-    B, input_size = input.shape
-    hidden = check_weights("", weight_ih, weight_hh, bias_ih, bias_hh, input_size, "input", input)
-    state_shape = (hidden,) if unbatched else (B, hidden)
-    if hx is not None:
-        check_floating("hx", hx)
-        if hx.dim() != len(state_shape):
-            raise ValueError(f"hx must be {len(state_shape)}-D like input; got {hx.dim()}-D")
-    hx = _check_state("hx", hx, state_shape, input)
-    if unbatched:
-        hx = hx.unsqueeze(0)
-    input, hx, weight_ih, weight_hh, bias_ih, bias_hh = _contiguous(input, hx, weight_ih, weight_hh, bias_ih, bias_hh)
-    if _needs_grad(input, hx, weight_ih, weight_hh, bias_ih, bias_hh):
-        h_new = GRUCellFunction.apply(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, variant, allow_tf32)
-    else:
-        h_new, _ = cell_forward(
-            input, hx, weight_ih, weight_hh, bias_ih, bias_hh, variant=variant, allow_tf32=allow_tf32
+    check_cell_input(input)
+    check_weights("", weight_ih, weight_hh, bias_ih, bias_hh, input.shape[-1], allow_empty=True)
+    return run_cell(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, variant=variant, allow_tf32=allow_tf32)
+
+
+def _check_cell_state(hx: torch.Tensor, shape: tuple[int, ...]) -> None:
+    """``hx`` of a cell, reported in the caller's terms (torch's phrase first where torch has one)."""
+    check_floating("hx", hx)
+    if hx.dim() not in (1, 2):
+        raise GRUInputError(
+            with_torch_phrase(
+                f"GRUCell: Expected hidden to be 1D or 2D, got {hx.dim()}D instead",
+                f"hx must be {len(shape)}-D like input; got {hx.dim()}-D",
+            )
         )
-        h_new = h_new.to(input.dtype)
+    if hx.dim() != len(shape):
+        raise GRUInputError(f"hx must be {len(shape)}-D like input; got {hx.dim()}-D")
+    if tuple(hx.shape) != shape:
+        if len(shape) == 2 and hx.shape[0] != shape[0]:
+            phrase = f"Input batch size {shape[0]} doesn't match hidden0 batch size {hx.shape[0]}"
+        else:
+            phrase = f"hidden0 has inconsistent hidden_size: got {hx.shape[-1]}, expected {shape[-1]}"
+        raise GRUInputError(with_torch_phrase(phrase, f"hx must have shape {shape}; got {tuple(hx.shape)}"))
+
+
+def run_cell(
+    input: torch.Tensor,
+    hx: torch.Tensor | None,
+    weight_ih: torch.Tensor,
+    weight_hh: torch.Tensor,
+    bias_ih: torch.Tensor | None,
+    bias_hh: torch.Tensor | None,
+    *,
+    variant: str,
+    allow_tf32: bool,
+) -> torch.Tensor:
+    """:func:`gru_cell` for a checked input and weights whose shapes fit it (the module's own): checks ``hx``,
+    dtypes and devices, then runs."""
+    unbatched = input.dim() == 1
+    hidden = weight_hh.shape[1]
+    state_shape = (hidden,) if unbatched else (input.shape[0], hidden)
+    if hx is not None:
+        _check_cell_state(hx, state_shape)
+    input, hx, weights, out_dtype = _autocast("cell", input, hx, [weight_ih, weight_hh, bias_ih, bias_hh])
+    if hx is None:
+        hx = input.new_zeros(state_shape)
+    check_like("hx", hx, "input", input)
+    check_weights_like("", weights, input)
+    if unbatched:
+        input, hx = input.unsqueeze(0), hx.unsqueeze(0)
+    with ops.no_autocast(input.device.type):
+        if input.shape[0] == 0 or hidden == 0:
+            h_new = reference.gru_cell_ref(input, hx, *weights, variant=variant)
+        else:
+            h_new = ops.cell(input, hx, *weights, variant, allow_tf32)
+    h_new = h_new.to(out_dtype)
     return h_new.squeeze(0) if unbatched else h_new

@@ -1,8 +1,14 @@
 """Drop-ins for ``torch.nn.GRU`` and ``torch.nn.GRUCell``.
 
-They subclass torch's modules, so arguments, parameter names and shapes, initialisation and ``state_dict``
-keys are torch's own (``load_state_dict`` works both ways, strictly); only ``forward`` is replaced. Two
-keyword-only additions: ``variant`` (``"cudnn"``, torch's formulation, or ``"classic"``) and ``allow_tf32``.
+``GRU`` subclasses ``torch.nn.RNNBase`` (mode ``"GRU"``), the base torch's own ``nn.GRU`` is built on, rather
+than ``nn.GRU`` itself: ``torch.compile`` refuses to trace any instance of ``nn.RNN``/``nn.GRU``/``nn.LSTM``
+(subclasses included) unless ``torch._dynamo.config.allow_rnn`` is set, and an ``RNNBase`` subclass keeps
+everything else of torch's: the constructor and its argument checks, parameter names, shapes, initialisation,
+``state_dict`` (``load_state_dict`` works both ways, strictly), ``_flat_weights``, ``all_weights``,
+``flatten_parameters``, pickling and ``torch.func.functional_call``. The cost: ``isinstance(m, nn.GRU)`` is
+False (``isinstance(m, nn.RNNBase)`` is True). ``GRUCell`` subclasses ``nn.GRUCell`` (dynamo has no guard on
+cells). Only ``forward`` is replaced. Two keyword-only additions: ``variant`` (``"cudnn"``, torch's
+formulation, or ``"classic"``) and ``allow_tf32``.
 """
 
 from __future__ import annotations
@@ -11,16 +17,15 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from tritongru.functional import gru, gru_cell
+from tritongru.functional import run_cell, run_gru
+from tritongru.validation import (
+    check_cell_input,
+    check_device,
+    check_floating,
+    check_input_size,
+    check_sequence_input,
+)
 from tritongru.variants import check_variant
-
-
-def _check_input_size(input: object, input_size: int) -> None:
-    """A module's weights are right by construction: a size mismatch is the input's, and is reported so."""
-    if isinstance(input, torch.Tensor) and input.dim() > 0 and input.shape[-1] != input_size:
-        raise ValueError(
-            f"input must have input_size={input_size} features in its last dimension; got {input.shape[-1]}"
-        )
 
 
 class _TritonOptions:
@@ -34,50 +39,92 @@ class _TritonOptions:
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, variant={self.variant!r}"
 
+    def __prepare_scriptable__(self):
+        """``torch.jit.script`` asks every module this first: refuse with a way forward."""
+        raise RuntimeError(
+            f"tritongru.{type(self).__name__} is not supported by torch.jit.script (TorchScript cannot run "
+            "Triton kernels or Python custom ops): use torch.compile(model, fullgraph=True), or torch.export "
+            "to save a program"
+        )
 
-class GRU(_TritonOptions, nn.GRU):
+
+class GRU(_TritonOptions, nn.RNNBase):
     """``torch.nn.GRU`` computed by tritongru's Triton kernels.
 
     ``GRU(input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
     bidirectional=False, device=None, dtype=None, *, variant="cudnn", allow_tf32=False)``.
-    ``forward(input, hx=None)`` takes what ``torch.nn.GRU`` takes (batched or unbatched tensors, or a
-    ``PackedSequence``) and returns ``(output, h_n)`` the same way.
+    ``forward(input, hx=None)`` takes what ``torch.nn.GRU`` takes (batched ``[L, N, H_in]`` / ``[N, L, H_in]``
+    or unbatched ``[L, H_in]`` tensors, or a ``PackedSequence``) and returns ``(output, h_n)`` the same way.
     """
 
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        variant: str = "cudnn",
+        allow_tf32: bool = False,
+    ) -> None:
+        super().__init__(
+            "GRU",
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            device=device,
+            dtype=dtype,
+            variant=variant,
+            allow_tf32=allow_tf32,
+        )
+
     def _weights(self) -> list[torch.Tensor | None]:
-        """``weight_ih, weight_hh, bias_ih, bias_hh`` per layer and direction (None biases when bias=False)."""
-        weights = []
-        for layer in range(self.num_layers):
-            for suffix in ("", "_reverse")[: 2 if self.bidirectional else 1]:
-                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-                    weights.append(getattr(self, f"{name}_l{layer}{suffix}") if self.bias or "weight" in name else None)
+        """``weight_ih, weight_hh, bias_ih, bias_hh`` per layer and direction (None biases when bias=False), read
+        from the attributes on every call (so ``functional_call``, weight norm and reassignment are seen)."""
+        weights: list[torch.Tensor | None] = []
+        for names in self._all_weights:
+            weights += [getattr(self, name) for name in names] + [None] * (4 - len(names))
         return weights
 
     def forward(
         self, input: torch.Tensor | PackedSequence, hx: torch.Tensor | None = None
     ) -> tuple[torch.Tensor | PackedSequence, torch.Tensor]:
         options = dict(
+            hidden_size=self.hidden_size,
             num_layers=self.num_layers,
             dropout=self.dropout,
             training=self.training,
             bidirectional=self.bidirectional,
-            variant=self.variant,
+            variant=check_variant(self.variant),
             allow_tf32=self.allow_tf32,
         )
-        _check_input_size(input.data if isinstance(input, PackedSequence) else input, self.input_size)
         if not isinstance(input, PackedSequence):
-            return gru(input, hx, self._weights(), batch_first=self.batch_first, **options)
-        # Work on the padded batch in the caller's order (hx and h_n are in that order, as in torch), and pack
-        # the output with the input's own batch_sizes and permutation.
-        padded, lengths = pad_packed_sequence(input)
-        output, h_n = gru(padded, hx, self._weights(), lengths=lengths, **options)
-        if input.sorted_indices is not None:
-            output, lengths = (
-                output.index_select(1, input.sorted_indices),
-                lengths[input.sorted_indices.cpu()],
-            )
-        data = pack_padded_sequence(output, lengths, enforce_sorted=True).data
-        return PackedSequence(data, input.batch_sizes, input.sorted_indices, input.unsorted_indices), h_n
+            check_sequence_input(input)
+            check_input_size(input, self.input_size)
+            return run_gru(input, hx, self._weights(), batch_first=self.batch_first, **options)
+        # As torch does: run in the packed (sorted) batch order, with hx put in that order, and return h_n in
+        # the caller's. The lengths come from batch_sizes, on the host: no device synchronisation.
+        data, batch_sizes, sorted_indices, unsorted_indices = input
+        check_floating("input", data)
+        check_device("input", data)
+        check_input_size(data, self.input_size)
+        padded, lengths = pad_packed_sequence(PackedSequence(data, batch_sizes))
+        output, h_n = run_gru(
+            padded, hx, self._weights(), batch_first=False, lengths=lengths, hx_permutation=sorted_indices, **options
+        )
+        packed = pack_padded_sequence(output, lengths, enforce_sorted=True)
+        if unsorted_indices is not None:
+            h_n = h_n.index_select(1, unsorted_indices)
+        return PackedSequence(packed.data, batch_sizes, sorted_indices, unsorted_indices), h_n
 
 
 class GRUCell(_TritonOptions, nn.GRUCell):
@@ -88,14 +135,15 @@ class GRUCell(_TritonOptions, nn.GRUCell):
     """
 
     def forward(self, input: torch.Tensor, hx: torch.Tensor | None = None) -> torch.Tensor:
-        _check_input_size(input, self.input_size)
-        return gru_cell(
+        check_cell_input(input)
+        check_input_size(input, self.input_size, cell=True)
+        return run_cell(
             input,
             hx,
             self.weight_ih,
             self.weight_hh,
             self.bias_ih,
             self.bias_hh,
-            variant=self.variant,
+            variant=check_variant(self.variant),
             allow_tf32=self.allow_tf32,
         )

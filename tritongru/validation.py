@@ -1,7 +1,14 @@
-"""Input checks shared by the functional API and the modules. Each raises ``TypeError``/``ValueError`` naming
-the argument, what was expected and what came, before any kernel is launched."""
+"""Input checks shared by the functional API and the modules, run once per call before any kernel launches.
+
+Errors are catchable the way ``torch.nn.GRU``'s are: :class:`GRUInputError` derives from both ``ValueError`` and
+``RuntimeError`` (torch raises either, depending on the check), :class:`GRUDtypeError` from ``TypeError``,
+``ValueError`` and ``RuntimeError``. Where torch has a message for the same mistake, tritongru's message starts
+with torch's phrase and adds its own detail in parentheses: what was expected, what came, which argument.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 
@@ -9,41 +16,70 @@ from tritongru.environment import interpreting
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
+INTERPRETING_AT_IMPORT = interpreting()
+"""Whether Triton's interpreter was on when tritongru (and so its ``@triton.jit`` kernels) was imported: Triton
+fixes the choice per kernel at definition, so a later ``TRITON_INTERPRET=1`` cannot take effect."""
+
+
+class GRUInputError(ValueError, RuntimeError):
+    """A shape, size, device, length or option tritongru cannot run: a ``ValueError`` and, like the
+    ``RuntimeError``s of torch's own GRU checks, a ``RuntimeError``."""
+
+
+class GRUDtypeError(TypeError, ValueError, RuntimeError):
+    """A dtype tritongru cannot run, or dtypes that disagree: a ``TypeError``, and a ``ValueError``/``RuntimeError``
+    as torch's GRU (``ValueError``) and GRUCell (``RuntimeError``) raise for the same mistakes."""
+
+
+def with_torch_phrase(phrase: str, detail: str) -> str:
+    """``"<torch's phrase> (<tritongru's detail>)"``."""
+    return f"{phrase} ({detail})"
+
 
 def check_floating(name: str, tensor: object) -> torch.Tensor:
-    """``tensor`` must be a tensor of a supported floating dtype."""
+    """``tensor`` must be a tensor (``TypeError``) of a supported floating dtype (:class:`GRUDtypeError`)."""
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor; got {type(tensor).__name__}")
     if tensor.dtype not in SUPPORTED_DTYPES:
         names = ", ".join(str(d).removeprefix("torch.") for d in SUPPORTED_DTYPES)
-        raise TypeError(f"{name} must have a floating dtype ({names}); got {tensor.dtype}")
+        raise GRUDtypeError(f"{name} must have a floating dtype ({names}); got {tensor.dtype}")
     return tensor
 
 
 def check_device(name: str, tensor: torch.Tensor) -> None:
     """Triton kernels run on CUDA, or on the CPU through Triton's interpreter only."""
-    if tensor.device.type == "cuda" or (tensor.device.type == "cpu" and interpreting()):
+    if tensor.device.type == "cuda":
+        return
+    if tensor.device.type == "cpu" and interpreting():
+        if not INTERPRETING_AT_IMPORT:
+            raise GRUInputError(
+                f"{name} is on the CPU and TRITON_INTERPRET is set, but it was set after tritongru was imported: "
+                "Triton chooses its interpreter when the kernels are defined, at import. Set TRITON_INTERPRET=1 "
+                "before importing tritongru or triton (in the shell, or first thing in the script or conftest.py)"
+            )
         return
     if tensor.device.type == "cpu":
-        raise ValueError(
+        raise GRUInputError(
             f"{name} is on the CPU: tritongru's Triton kernels need a CUDA device (or Triton's interpreter, "
             "TRITON_INTERPRET=1 set before triton is imported); use tritongru.reference on the CPU"
         )
-    raise ValueError(f"{name} is on {tensor.device}: tritongru's Triton kernels need a CUDA device")
+    raise GRUInputError(f"{name} is on {tensor.device}: tritongru's Triton kernels need a CUDA device")
 
 
-def check_like(name: str, tensor: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
-    """``tensor`` must share ``ref``'s dtype (``TypeError``) and device (``ValueError``)."""
+def check_like(name: str, tensor: torch.Tensor, ref_name: str, ref: torch.Tensor, torch_phrase: str = "") -> None:
+    """``tensor`` must share ``ref``'s dtype (:class:`GRUDtypeError`) and device (:class:`GRUInputError`);
+    ``torch_phrase`` leads a dtype error."""
     if tensor.dtype != ref.dtype:
-        raise TypeError(f"{name} must have the dtype of {ref_name} ({ref.dtype}); got {tensor.dtype}")
+        detail = f"{name} must have the dtype of {ref_name} ({ref.dtype}); got {tensor.dtype}"
+        raise GRUDtypeError(with_torch_phrase(torch_phrase, detail) if torch_phrase else detail)
     if tensor.device != ref.device:
-        raise ValueError(f"{name} must be on the device of {ref_name} ({ref.device}); got {tensor.device}")
+        raise GRUInputError(f"{name} must be on the device of {ref_name} ({ref.device}); got {tensor.device}")
 
 
 def check_shape(name: str, tensor: torch.Tensor, expected: tuple[int, ...], what: str = "") -> None:
     if tuple(tensor.shape) != tuple(expected):
         detail = f" ({what})" if what else ""
-        raise ValueError(f"{name} must have shape {tuple(expected)}{detail}; got {tuple(tensor.shape)}")
+        raise GRUInputError(f"{name} must have shape {tuple(expected)}{detail}; got {tuple(tensor.shape)}")
 
 
 def check_weights(
@@ -53,33 +89,59 @@ def check_weights(
     bias_ih: torch.Tensor | None,
     bias_hh: torch.Tensor | None,
     input_size: int,
-    ref_name: str,
-    ref: torch.Tensor,
+    *,
+    allow_empty: bool = False,
 ) -> int:
-    """Check one layer's weights against each other, ``input_size`` and the input tensor; return ``H``."""
+    """Check one layer's weight shapes and dtypes against each other and ``input_size``; return ``H``.
+
+    ``allow_empty``: ``H = 0`` is accepted (``torch.nn.GRUCell(10, 0)`` is valid; ``torch.nn.GRU(10, 0)`` is not).
+    """
     check_floating(f"{prefix}weight_hh", weight_hh)
-    if weight_hh.dim() != 2 or weight_hh.shape[0] != 3 * weight_hh.shape[1] or weight_hh.shape[1] == 0:
-        raise ValueError(
+    check_floating(f"{prefix}weight_ih", weight_ih)
+    if weight_hh.dim() != 2 or weight_hh.shape[0] != 3 * weight_hh.shape[1]:
+        raise GRUInputError(
             f"{prefix}weight_hh must have shape (3*hidden_size, hidden_size); got {tuple(weight_hh.shape)}"
         )
     hidden = weight_hh.shape[1]
-    check_floating(f"{prefix}weight_ih", weight_ih)
+    if hidden == 0 and not (allow_empty and weight_ih.dim() == 2 and weight_ih.shape[0] == 0):
+        raise GRUInputError(
+            f"{prefix}weight_hh must have shape (3*hidden_size, hidden_size) with hidden_size > 0"
+            f"{' (or weight_ih with 0 rows too)' if allow_empty else ''}; got {tuple(weight_hh.shape)}"
+        )
     check_shape(f"{prefix}weight_ih", weight_ih, (3 * hidden, input_size), "3*hidden_size, input_size")
     if (bias_ih is None) != (bias_hh is None):
-        raise ValueError(f"{prefix}bias_ih and {prefix}bias_hh must be given together or both be None")
-    tensors = {"weight_ih": weight_ih, "weight_hh": weight_hh}
-    if bias_ih is not None:
-        for bias_name, bias in (("bias_ih", bias_ih), ("bias_hh", bias_hh)):
+        raise GRUInputError(f"{prefix}bias_ih and {prefix}bias_hh must be given together or both be None")
+    for bias_name, bias in (("bias_ih", bias_ih), ("bias_hh", bias_hh)):
+        if bias is not None:
             check_floating(f"{prefix}{bias_name}", bias)
             check_shape(f"{prefix}{bias_name}", bias, (3 * hidden,), "3*hidden_size")
-            tensors[bias_name] = bias
-    for tensor_name, tensor in tensors.items():
-        check_like(f"{prefix}{tensor_name}", tensor, ref_name, ref)
     return hidden
 
 
+def check_weights_like(
+    prefix: str, weights: Sequence[torch.Tensor | None], input: torch.Tensor, torch_phrase: str = ""
+) -> None:
+    """Every tensor of one layer's ``weight_ih, weight_hh, bias_ih, bias_hh`` shares ``input``'s dtype and device."""
+    for name, tensor in zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), weights, strict=True):
+        if tensor is not None:
+            check_like(f"{prefix}{name}", tensor, "input", input, torch_phrase)
+
+
+def rnn_dtype_phrase(input_dtype: torch.dtype, weight_dtype: torch.dtype) -> str:
+    """torch.nn.GRU's words for an input whose dtype is not its weights'."""
+    return (
+        f"RNN input dtype ({input_dtype}) does not match weight dtype ({weight_dtype}). "
+        f"Convert input: input.to({weight_dtype}), or convert model: model.to({input_dtype})"
+    )
+
+
 def check_lengths(lengths: object, batch: int, steps: int, device: torch.device) -> torch.Tensor:
-    """Sequence lengths: ``batch`` integers in ``[1, steps]``; returned as int64 on ``device``."""
+    """Sequence lengths: ``batch`` integers in ``[1, steps]``; returned as int64 on ``device``.
+
+    Values are range-checked where they live on the host (a list, a CPU tensor) outside ``torch.compile``: no
+    device synchronisation. Lengths on the device are taken as they are (a length above ``steps`` acts as
+    ``steps``; below 1, the sequence keeps its initial state and outputs zeros).
+    """
     if not isinstance(lengths, torch.Tensor):
         try:
             lengths = torch.as_tensor(lengths)
@@ -88,11 +150,53 @@ def check_lengths(lengths: object, batch: int, steps: int, device: torch.device)
                 f"lengths must be a 1-D tensor or sequence of ints; got {type(lengths).__name__}"
             ) from error
     if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
-        raise TypeError(f"lengths must hold integers; got {lengths.dtype}")
+        raise GRUDtypeError(f"lengths must hold integers; got {lengths.dtype}")
     check_shape("lengths", lengths, (batch,), "one length per batch element")
-    if batch and (int(lengths.min()) < 1 or int(lengths.max()) > steps):
-        raise ValueError(
-            f"lengths must lie in [1, {steps}] (the sequence length); got values from {int(lengths.min())} "
-            f"to {int(lengths.max())}"
+    if batch and lengths.device.type == "cpu" and not torch.compiler.is_compiling():
+        low, high = int(lengths.min()), int(lengths.max())
+        if low < 1 or high > steps:
+            raise GRUInputError(
+                f"lengths must lie in [1, {steps}] (the sequence length); got values from {low} to {high}"
+            )
+    return lengths.to(device=device, dtype=torch.int64, non_blocking=True)
+
+
+def check_sequence_input(input: object) -> torch.Tensor:
+    """A sequence input: a floating tensor, 2-D (unbatched) or 3-D (batched), on a device the kernels run on."""
+    check_floating("input", input)
+    if input.dim() not in (2, 3):
+        raise GRUInputError(
+            with_torch_phrase(
+                f"GRU: Expected input to be 2D or 3D, got {input.dim()}D instead",
+                "input must be 2-D (unbatched: L, H_in) or 3-D (batched: L, N, H_in, or N, L, H_in with "
+                f"batch_first); got {input.dim()}-D of shape {tuple(input.shape)}",
+            )
         )
-    return lengths.to(device=device, dtype=torch.int64)
+    check_device("input", input)
+    return input
+
+
+def check_cell_input(input: object) -> torch.Tensor:
+    """A cell input: a floating tensor, 1-D (unbatched) or 2-D (batched), on a device the kernels run on."""
+    check_floating("input", input)
+    if input.dim() not in (1, 2):
+        raise GRUInputError(
+            with_torch_phrase(
+                f"GRUCell: Expected input to be 1D or 2D, got {input.dim()}D instead",
+                f"input must be 1-D (unbatched: input_size) or 2-D (batch, input_size); got {input.dim()}-D",
+            )
+        )
+    check_device("input", input)
+    return input
+
+
+def check_input_size(input: torch.Tensor, input_size: int, cell: bool = False) -> None:
+    """A module's weights are right by construction: a size mismatch is the input's, and is reported so."""
+    if input.shape[-1] != input_size:
+        phrase = (
+            f"input has inconsistent input_size: got {input.shape[-1]} expected {input_size}"
+            if cell
+            else f"input.size(-1) must be equal to input_size. Expected {input_size}, got {input.shape[-1]}"
+        )
+        detail = f"input must have input_size={input_size} features in its last dimension; got {input.shape[-1]}"
+        raise GRUInputError(with_torch_phrase(phrase, detail))
