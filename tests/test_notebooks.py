@@ -11,6 +11,7 @@ import pytest
 
 from tritongru.harness import bench, results, tuning
 from tritongru.harness.grids import Grid
+from tritongru.variants import VARIANTS
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -22,7 +23,7 @@ def results_root(tmp_path_factory, device):
     results.write(bench.run_bench(grid, device=device, progress=False), root)
     sweep = tuning.sweep(
         kernels=["cell"],
-        variants=["cudnn", "classic"],
+        variants=list(VARIANTS),
         precisions=["fp32"],
         batches=[2],
         hiddens=[16],

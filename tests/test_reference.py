@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from tritongru import reference
+from tritongru.variants import VARIANTS
 
 
 def sigmoid(v: float) -> float:
@@ -36,7 +37,7 @@ def as_tensors():
     return column(W_IH), column(W_HH), torch.tensor(B_IH, dtype=torch.float64), torch.tensor(B_HH, dtype=torch.float64)
 
 
-@pytest.mark.parametrize("variant", ["cudnn", "classic"])
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_reference_matches_hand_computed_steps(variant):
     xs, h = [0.7, -1.3, 2.1], -0.35
     expected = []
