@@ -132,21 +132,23 @@ def heuristic_configs(
     allow_tf32: bool = False,
     sm_count: int = 132,
 ) -> list[KernelConfig]:
-    """:func:`heuristic_config` first, then the same launch with the other K chunks (within 16 chunks) and
-    warps, and per step also narrower slices: the launchers take the first whose compiled kernels do not
-    spill. Near 128 registers per thread ptxas spills a few bytes for one of these and not for another, and
-    which one differs between its versions, so it cannot be told before compiling."""
+    """:func:`heuristic_config` first, then the same launch with the other K chunks (at most 16 where they are
+    unrolled), warps and pipeline stages (those of the per-step launches and fallback), and per step also
+    narrower slices: the launchers take the first whose compiled kernels do not spill. Near 128 registers per
+    thread ptxas spills a few bytes for one of these and not for another, and which one differs between its
+    versions, so it cannot be told before compiling."""
     first = heuristic_config(kernel, batch, hidden, dtype=dtype, allow_tf32=allow_tf32, sm_count=sm_count)
     if interpreting():
         return [first]
     covered = _pow2_clamp(hidden, MIN_BLOCK, 128)
     slices = (first.block_h,) if first.persistent else (64, 32, 16)
     others = [
-        replace(first, block_h=block_h, block_k=block_k, num_warps=num_warps)
+        replace(first, block_h=block_h, block_k=block_k, num_warps=num_warps, num_stages=num_stages)
         for block_h in slices
         for block_k in (128, 64, 32)
         for num_warps in (4, 8)
-        if block_k <= covered and -(-hidden // block_k) <= MAX_K_CHUNKS
+        for num_stages in (2, 1, 3)
+        if block_k <= covered and not (first.persistent and -(-hidden // block_k) > MAX_K_CHUNKS)
     ]
     return [first, *(config for config in others if config != first)]
 
