@@ -58,6 +58,25 @@ def _input_side(gi_ptr, t, t_hi, B, H, o_b, o_j, m, ACC_DTYPE: tl.constexpr):
     return gi_r, gi_z, gi_n
 
 
+@triton.jit
+def _hidden_products(
+    accs,
+    p_a,
+    weights,
+    tile,
+    H,
+    RESIDENT: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    K_CHUNKS: tl.constexpr,
+):
+    """``acc + a @ W_g^T[:, slice]`` for each gate's ``weights`` (:func:`gate_weights` of ``W_g^T``): ``a`` is
+    ``[B, H]`` at ``p_a`` (``h_{t-1}`` in ``hs``, or ``R * h``), read over the whole width; ``tile`` is
+    ``(o_b, m_b, o_j, m_j)``."""
+    o_b, m_b, o_j, m_j = tile
+    return products(accs, p_a, H, o_b, m_b, H, weights, 1, H, o_j, m_j, RESIDENT, DOT_PRECISION, BLOCK_K, K_CHUNKS)
+
+
 @triton.heuristics(
     {
         "FUSE_INPUT": lambda args: args["x_ptr"] is not None,
@@ -122,6 +141,7 @@ def gru_forward_kernel(
     if RUN_PHASE_2 or not CLASSIC:
         w_n = gate_weights(w_hh_ptr + GATE_N * H * H, 1, H, o_j, m_j, H, RESIDENT, K_CHUNKS, BLOCK_K)
     zero = tl.zeros((BLOCK_B, BLOCK_H), dtype=ACC_DTYPE)
+    tile = (o_b, m_b, o_j, m_j)
     b_hr = tl.zeros((1, BLOCK_H), dtype=ACC_DTYPE)
     b_hz = tl.zeros((1, BLOCK_H), dtype=ACC_DTYPE)
     b_hn = tl.zeros((1, BLOCK_H), dtype=ACC_DTYPE)
@@ -156,22 +176,8 @@ def gru_forward_kernel(
             p_gates = gates_ptr + (t * B + o_b)[:, None] * (NG * H) + o_j[None, :]
         if CLASSIC:
             if RUN_PHASE_1:
-                acc_r, acc_z = products(
-                    (zero, zero),
-                    p_prev,
-                    H,
-                    o_b,
-                    m_b,
-                    H,
-                    (w_r, w_z),
-                    1,
-                    H,
-                    o_j,
-                    m_j,
-                    RESIDENT,
-                    DOT_PRECISION,
-                    BLOCK_K,
-                    K_CHUNKS,
+                acc_r, acc_z = _hidden_products(
+                    (zero, zero), p_prev, (w_r, w_z), tile, H, RESIDENT, DOT_PRECISION, BLOCK_K, K_CHUNKS
                 )
                 r = sigmoid(gx_r + acc_r + b_hr)
                 z = sigmoid(gx_z + acc_z + b_hz)
@@ -185,22 +191,8 @@ def gru_forward_kernel(
             if RUN_PHASE_2:
                 if not RUN_PHASE_1:
                     z = tl.load(z_scratch_ptr + p_own, mask=m, other=0.0)
-                (acc_n,) = products(
-                    (zero,),
-                    rh_ptr,
-                    H,
-                    o_b,
-                    m_b,
-                    H,
-                    (w_n,),
-                    1,
-                    H,
-                    o_j,
-                    m_j,
-                    RESIDENT,
-                    DOT_PRECISION,
-                    BLOCK_K,
-                    K_CHUNKS,
+                (acc_n,) = _hidden_products(
+                    (zero,), rh_ptr, (w_n,), tile, H, RESIDENT, DOT_PRECISION, BLOCK_K, K_CHUNKS
                 )
                 n = tanh(gx_n + acc_n + b_hn)
                 h = tl.where(active, z * n + (1.0 - z) * h, h)
@@ -208,22 +200,8 @@ def gru_forward_kernel(
                     tl.store(p_gates + GATE_Z * H, z, mask=m)
                     tl.store(p_gates + GATE_N * H, n, mask=m)
         else:
-            acc_r, acc_z, acc_n = products(
-                (zero, zero, zero),
-                p_prev,
-                H,
-                o_b,
-                m_b,
-                H,
-                (w_r, w_z, w_n),
-                1,
-                H,
-                o_j,
-                m_j,
-                RESIDENT,
-                DOT_PRECISION,
-                BLOCK_K,
-                K_CHUNKS,
+            acc_r, acc_z, acc_n = _hidden_products(
+                (zero, zero, zero), p_prev, (w_r, w_z, w_n), tile, H, RESIDENT, DOT_PRECISION, BLOCK_K, K_CHUNKS
             )
             r = sigmoid(gx_r + acc_r + b_hr)
             z = sigmoid(gx_z + acc_z + b_hz)
