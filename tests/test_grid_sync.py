@@ -42,6 +42,22 @@ def grid_sync_config(monkeypatch) -> list[tuple[list[int], int]]:
     return checks
 
 
+@pytest.fixture
+def broken_barrier(monkeypatch) -> None:
+    """Break the barrier on purpose: every poll of a counter through the interpreter's atomics is answered
+    'everyone has arrived', so no program ever waits."""
+    builder_type = type(interpreter.interpreter_builder)
+    real_rmw = builder_type.create_atomic_rmw
+
+    def no_wait(self, op, ptr, val, *args):
+        result = real_rmw(self, op, ptr, val, *args)
+        if (val.data == 0).all():  # a poll adds 0; an arrival adds 1
+            result.data[:] = POISON - 1
+        return result
+
+    monkeypatch.setattr(builder_type, "create_atomic_rmw", no_wait)
+
+
 def layer_and_oracle(variant: str, device: torch.device):
     """``(ours, expected)``: output, h_n and every gradient of one layer, through tritongru and the oracle."""
     scale = H**-0.5
@@ -77,19 +93,9 @@ def test_barrier_holds_under_random_delays(variant, grid_sync_config, monkeypatc
 
 
 @pytest.mark.skipif(ON_GPU, reason="breaks the barrier through the CPU interpreter's atomics")
-def test_broken_barrier_gives_wrong_results(grid_sync_config, monkeypatch, device):
+def test_broken_barrier_gives_wrong_results(grid_sync_config, broken_barrier, monkeypatch, device):
     """The check above has teeth: with every poll answered 'everyone has arrived' and the programs of the other
     slices slowed down, the first slice reads ``h`` before it is written and the output is wrong."""
-    builder_type = type(interpreter.interpreter_builder)
-    real_rmw = builder_type.create_atomic_rmw
-
-    def no_wait(self, op, ptr, val, *args):
-        result = real_rmw(self, op, ptr, val, *args)
-        if (val.data == 0).all():  # a poll of the counter
-            result.data[:] = POISON - 1
-        return result
-
-    monkeypatch.setattr(builder_type, "create_atomic_rmw", no_wait)
     with concurrent_programs(monkeypatch, store_delay=5e-3):
         (output, *_), (expected, *_) = layer_and_oracle("cudnn", device)
     assert not torch.allclose(output.nan_to_num(1e9), expected, atol=1e-3)
@@ -131,18 +137,8 @@ def test_barrier_stress_kernel_sees_no_stale_tag(programs, monkeypatch, device):
 
 
 @pytest.mark.skipif(ON_GPU, reason="breaks the barrier through the CPU interpreter's atomics")
-def test_barrier_stress_kernel_counts_stale_tags_without_a_barrier(monkeypatch, device):
+def test_barrier_stress_kernel_counts_stale_tags_without_a_barrier(broken_barrier, monkeypatch, device):
     """The stress kernel has teeth: with every poll answered 'everyone has arrived', programs run ahead and
     see tags of other steps."""
-    builder_type = type(interpreter.interpreter_builder)
-    real_rmw = builder_type.create_atomic_rmw
-
-    def no_wait(self, op, ptr, val, *args):
-        result = real_rmw(self, op, ptr, val, *args)
-        if (val.data == 0).all():  # a poll of the counter
-            result.data[:] = POISON - 1
-        return result
-
-    monkeypatch.setattr(builder_type, "create_atomic_rmw", no_wait)
     with concurrent_programs(monkeypatch):
         assert tritongru.launchers.stress_barrier(4, steps=12, max_delay_ns=200, device=device) > 0
