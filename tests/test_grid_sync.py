@@ -142,3 +142,14 @@ def test_barrier_stress_kernel_counts_stale_tags_without_a_barrier(broken_barrie
     see tags of other steps."""
     with concurrent_programs(monkeypatch):
         assert tritongru.launchers.stress_barrier(4, steps=12, max_delay_ns=200, device=device) > 0
+
+
+def test_counts_that_could_reach_the_poison_run_per_step(grid_sync_config, monkeypatch, device):
+    """A sequence so long that the counters could reach the poison value (millions of steps) runs per step
+    instead of being misread as a timeout: here the poison is lowered to what this layer's counters reach."""
+    monkeypatch.setattr(tritongru.launchers, "POISON", SLICES * T)
+    with concurrent_programs(monkeypatch):
+        ours, expected = layer_and_oracle("cudnn", device)
+    assert grid_sync_config == [], "no grid-synchronised launch"
+    for actual, wanted in zip(ours, expected, strict=True):
+        assert_close(actual, wanted, torch.float32)

@@ -51,7 +51,7 @@ PHASES = {("forward", "cudnn"): 1, ("forward", "classic"): 2, ("backward", "cudn
 BARRIER_TIMEOUT_S = 2.0
 """How long one program waits at a grid barrier before it gives up and marks the launch failed."""
 
-INTERPRETER_POLLS_PER_S = 20_000
+INTERPRETER_POLLS_PER_S = 100_000
 """Under the interpreter the barrier's budget is counted in polls: about this many per second of waiting."""
 
 
@@ -136,7 +136,8 @@ def _fits_at_once(kernel, grid: tuple[int, ...], kwargs: dict, device: torch.dev
         return True
     compiled = kernel.warmup(grid=grid, **kwargs)
     compiled._init_handles()
-    return math.prod(grid) <= _resident_programs(compiled, device.index or 0)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return math.prod(grid) <= _resident_programs(compiled, index)
 
 
 def _check_barriers(sync: torch.Tensor, expected: int) -> None:
@@ -187,15 +188,16 @@ def kernel_calls(kind: str, variant: str, plan: LaunchPlan, steps: int, args: di
 
 def _launch(kernel, kind: str, variant: str, plan: LaunchPlan, steps: int, args: dict) -> None:
     """Make the calls of :func:`kernel_calls`; a grid-synchronised launch is checked afterwards, and falls
-    back to per-step launches where its grid cannot be resident at once."""
+    back to per-step launches where its grid cannot be resident at once (or its counters could overflow)."""
     device = args["hs_ptr"].device
     with _on_device(device):
         if plan.grid_sync:
             (call,) = kernel_calls(kind, variant, plan, steps, args)
-            if _fits_at_once(kernel, plan.grid, call, device):
+            arrivals = plan.grid[0] * (PHASES[kind, variant] - (kind == "backward")) * steps
+            # a count that could reach POISON (millions of steps) would read as a timeout: run those per step
+            if arrivals < POISON and _fits_at_once(kernel, plan.grid, call, device):
                 kernel[plan.grid](**call)
-                barriers_per_step = PHASES[kind, variant] - (kind == "backward")
-                _check_barriers(call["sync_ptr"], plan.grid[0] * barriers_per_step * steps)
+                _check_barriers(call["sync_ptr"], arrivals)
                 return
             plan = LaunchPlan(plan.grid, persistent=False, grid_sync=False, use_pdl=_pdl_available(device))
         for call in kernel_calls(kind, variant, plan, steps, args):
