@@ -129,6 +129,16 @@ def test_counters_are_checked():
         tritongru.launchers._check_barriers(torch.tensor([12, 11], dtype=torch.int32), 12)
 
 
+@pytest.mark.skipif(not ON_GPU, reason="on the CPU the counters are checked at once (the test above)")
+def test_gpu_counters_are_checked_without_waiting(device):
+    """On a GPU the host does not wait for a launch to read its counters: a poisoned counter is reported by
+    the next check of finished launches, and each launch is reported once."""
+    tritongru.launchers._check_barriers(torch.tensor([POISON], dtype=torch.int32, device=device), 1)
+    with pytest.raises(RuntimeError, match="timed out"):
+        tritongru.check_grid_barriers()
+    tritongru.check_grid_barriers()
+
+
 @pytest.mark.parametrize("programs", [2, 5])
 def test_barrier_stress_kernel_sees_no_stale_tag(programs, monkeypatch, device):
     """The barrier alone: programs delayed at random at every step never read another's stale step tag."""

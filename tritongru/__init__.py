@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 
 from tritongru import reference
 from tritongru.functional import gru, gru_cell, gru_layer
+from tritongru.launchers import check_grid_barriers
 from tritongru.modules import GRU, GRUCell
 from tritongru.validation import GRUDtypeError, GRUInputError
 from tritongru.variants import VARIANTS
@@ -22,6 +23,7 @@ __all__ = [
     "GRUDtypeError",
     "GRUInputError",
     "__version__",
+    "check_grid_barriers",
     "gru",
     "gru_cell",
     "gru_layer",

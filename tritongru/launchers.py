@@ -12,8 +12,9 @@ How a sequence runs (:func:`plan_launch`, from the :class:`~tritongru.configs.Ke
   programs that meet at a grid barrier after every phase. Used where programs run concurrently: on CUDA when
   the compiled kernel's resources let the whole grid be resident at once (checked before launching; the
   driver refuses a cooperative grid that cannot be), under the interpreter only when its programs run in
-  threads (the test suite's barrier tests). After the launch the barrier counters are checked: a timed-out
-  barrier raises ``RuntimeError`` (results invalid), except while a CUDA graph is being captured.
+  threads (the test suite's barrier tests). The barrier counters are checked after the launch: a timed-out
+  barrier raises ``RuntimeError`` (results invalid); on a GPU without waiting for it, at a later launch or
+  :func:`check_grid_barriers` (see :func:`_check_barriers`).
 - **per step**: one launch per step and phase (cudnn forward 1, classic forward 2, cudnn backward 2, classic
   backward 3), ``slices x batch blocks`` programs; on Hopper and newer each launch after the first is
   dispatched while the previous one finishes (programmatic dependent launch), hiding the gap between them.
@@ -23,12 +24,15 @@ How a sequence runs (:func:`plan_launch`, from the :class:`~tritongru.configs.Ke
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import math
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import triton
@@ -140,19 +144,64 @@ def _fits_at_once(kernel, grid: tuple[int, ...], kwargs: dict, device: torch.dev
     return math.prod(grid) <= _resident_programs(compiled, index)
 
 
-def _check_barriers(sync: torch.Tensor, expected: int) -> None:
+class _Unchecked(NamedTuple):
+    """A GPU launch's barrier counters, copied to pinned host memory; readable once ``copied`` has passed."""
+
+    counters: torch.Tensor
+    expected: int
+    copied: torch.cuda.Event
+
+
+_unchecked: collections.deque[_Unchecked] = collections.deque()
+_unchecked_lock = threading.Lock()
+
+
+def _raise_on_bad_counts(counts: list[int], expected: int) -> None:
     """Raise if a grid barrier timed out (a counter at :data:`POISON` or above) or counted wrong."""
-    if sync.is_cuda and torch.cuda.is_current_stream_capturing():
-        return  # reading the counters would end the capture; a timeout there is not reported
-    counts = sync.tolist()
     if any(count >= POISON for count in counts):
         raise RuntimeError(
-            f"tritongru: a grid barrier of the persistent kernel timed out after {BARRIER_TIMEOUT_S} s: not every "
+            f"tritongru: a grid barrier of a persistent launch timed out after {BARRIER_TIMEOUT_S} s: not every "
             "program of the launch was running at once (another kernel, process or MIG slice may hold part of "
-            "the GPU). The results of this call are invalid. Set TRITONGRU_GRID_SYNC=0 to run per step instead."
+            "the GPU). Its results, and whatever was computed from them, are invalid. Set TRITONGRU_GRID_SYNC=0 "
+            "to run per step instead."
         )
     if any(count != expected for count in counts):
         raise RuntimeError(f"tritongru: grid barrier counters {counts}, expected {expected} each (internal error)")
+
+
+def _check_barriers(sync: torch.Tensor, expected: int) -> None:
+    """Check a launch's barrier counters ``sync`` (int32, one per batch block) against ``expected`` arrivals.
+
+    On the CPU now. On a GPU without waiting for it: the counters are copied to pinned host memory behind an
+    event and read by :func:`check_grid_barriers` once the launch has finished (every grid-synchronised launch
+    first checks the finished ones), so the tensor path never synchronises with the host. Not at all while a
+    CUDA graph is being captured."""
+    if not sync.is_cuda:
+        _raise_on_bad_counts(sync.tolist(), expected)
+        return
+    if torch.cuda.is_current_stream_capturing():
+        return
+    counters = torch.empty(sync.shape, dtype=sync.dtype, pin_memory=True)
+    counters.copy_(sync, non_blocking=True)
+    copied = torch.cuda.Event()
+    copied.record()
+    with _unchecked_lock:
+        _unchecked.append(_Unchecked(counters, expected, copied))
+
+
+def check_grid_barriers(wait: bool = True) -> None:
+    """Raise ``RuntimeError`` if a grid barrier of an earlier launch timed out (its results are invalid).
+
+    ``wait=True`` waits for every launch made so far to finish and checks them all; ``wait=False`` checks only
+    those that have finished. Grid-synchronised launches on a GPU are checked without waiting, so a timeout is
+    reported by a later launch, or here: call it at the end of a run to be sure."""
+    with _unchecked_lock:
+        finished = []
+        while _unchecked and (wait or _unchecked[0].copied.query()):
+            finished.append(_unchecked.popleft())
+    for check in finished:
+        check.copied.synchronize()
+        _raise_on_bad_counts(check.counters.tolist(), check.expected)
 
 
 def kernel_calls(kind: str, variant: str, plan: LaunchPlan, steps: int, args: dict) -> list[dict]:
@@ -196,6 +245,7 @@ def _launch(kernel, kind: str, variant: str, plan: LaunchPlan, steps: int, args:
             arrivals = plan.grid[0] * (PHASES[kind, variant] - (kind == "backward")) * steps
             # a count that could reach POISON (millions of steps) would read as a timeout: run those per step
             if arrivals < POISON and _fits_at_once(kernel, plan.grid, call, device):
+                check_grid_barriers(wait=False)
                 kernel[plan.grid](**call)
                 _check_barriers(call["sync_ptr"], arrivals)
                 return
@@ -585,5 +635,6 @@ def stress_barrier(programs: int, steps: int, max_delay_ns: int, device: torch.d
         if not _fits_at_once(barrier_stress_kernel, (programs,), call, device):
             raise ValueError(f"{programs} programs cannot all be resident on {device} at once")
         barrier_stress_kernel[(programs,)](**call)
-    _check_barriers(sync, programs * steps)
+        _check_barriers(sync, programs * steps)
+        check_grid_barriers()
     return int(errors.item())

@@ -69,7 +69,7 @@ def run_tests(repo: Path, *, workers: int = 8, timeout_s: float = 300) -> tuple[
 def layer_stress(variant: str, batch: int, hidden: int, steps: int, device: torch.device) -> str | None:
     """One float32 layer, forward and backward, against its oracle; None when it agrees, else what differs."""
     import tritongru
-    from tritongru import reference
+    from tritongru import launchers, reference
 
     torch.manual_seed(hidden + steps)
     scale = hidden**-0.5
@@ -87,6 +87,7 @@ def layer_stress(variant: str, batch: int, hidden: int, steps: int, device: torc
     cotangent = torch.randn_like(output)
     ours = torch.autograd.grad((output * cotangent).sum(), [x, weights[1]])
     wanted = torch.autograd.grad((expected * cotangent).sum(), [x, weights[1]])
+    launchers.check_grid_barriers()
     problems = []
     for name, actual, reference_value in zip(
         ("output", "d input", "d weight_hh"), (output, *ours), (expected, *wanted), strict=True
@@ -148,6 +149,7 @@ def speedup_table(document: dict) -> list[str]:
 
 def run_selftest(repo: Path, out: Path, *, echo: Callable[[str], None] = print) -> int:
     """All three parts; exit status 0 when the tests and the stress pass."""
+    from tritongru import launchers
     from tritongru.harness import bench, plots, results
 
     if not torch.cuda.is_available():
@@ -163,6 +165,7 @@ def run_selftest(repo: Path, out: Path, *, echo: Callable[[str], None] = print) 
     document = bench.run_bench(
         TARGET_REGION, providers=("tritongru-cudnn", "tritongru-classic", "cudnn"), device=device, progress=False
     )
+    launchers.check_grid_barriers()  # a timed-out barrier in the bench makes its times meaningless
     path = results.write(document, out)
     figures = plots.draw_all([document], path.with_suffix(""))
     echo(f"[3/3 bench, {time.perf_counter() - start:.0f} s] results {path}, {len(figures)} plots")
