@@ -14,9 +14,10 @@ nodes, and a vmap rule; the two forward ops have registered autograd:
   allow_tf32) -> (dgates_x [T,B,3H], dgates_hn [T,B,H] or [0] (classic), dh0 [B,H])``: the ``dh`` recurrence
   (BPTT) of both; the cell's backward is this op with ``T = 1``.
 
-``hs``, ``h_n``, ``h'``, the gates and their gradients are in the compute dtype (float64 for float64 storage,
-float32 otherwise). Every parameter and input gradient is then one product over all ``T*B`` rows
-(:func:`parameter_grads`, plain PyTorch, so ``torch.func`` transforms and compilers see through it).
+``hs``, the gates and their gradients are in the storage dtype (the weights'); ``h_n``, ``h'`` and ``dh0`` in
+the compute dtype (float64 for float64 storage, float32 otherwise). Every parameter and input gradient is then
+one product over all ``T*B`` rows (:func:`parameter_grads`, plain PyTorch, in the storage dtype, so
+``torch.func`` transforms and compilers see through it).
 
 Gradients: first-order gradients always come from the backward kernel and :func:`parameter_grads`, also
 under ``create_graph=True`` and ``torch.func`` (whose ``grad``/``vjp``/``jacrev`` always build that graph).
