@@ -27,11 +27,11 @@ _SPACE = {
     "block_h": (16, 32, 64),
     "block_k": (32, 64, 128),
     "num_warps": (4, 8),
-    "num_stages": (1, 2),
+    "num_stages": (1, 2, 3, 4),
     "persistent": (True, False),
 }
 SEARCH_SPACE: dict[str, dict[str, tuple]] = {"forward": _SPACE, "backward": _SPACE, "cell": _SPACE}
-"""The declared search space per kernel, 216 configs before pruning: the batch block, the hidden slice each
+"""The declared search space per kernel, 432 configs before pruning: the batch block, the hidden slice each
 program owns, the K chunk of the step's products, warps, pipeline stages, and whether the sequence runs in
 one launch (weights held on chip) or one launch per step (weights streamed).
 
