@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from tritongru.compile_check import barrier_problems
+from tritongru.compile_check import barrier_problems, calls
 
 
 def test_kernels_compile_for_hopper_without_spills_and_with_their_barrier():
@@ -21,6 +21,15 @@ def test_kernels_compile_for_hopper_without_spills_and_with_their_barrier():
     assert result.returncode == 0, result.stdout + result.stderr
     assert ", 0 failed" in result.stdout
     assert "grid-sync" in result.stdout and "stress" in result.stdout, "the barrier's kernels were compiled"
+
+
+def test_the_check_runs_in_parts():
+    """``--kernels`` and ``--precisions`` select a part of the full check, every formulation of it."""
+    part = calls(kernels=("backward",), precisions=("bf16", "tf32"))
+    assert {(c.kernel, c.variant, c.precision) for c in part} == {
+        ("backward", variant, precision) for variant in ("cudnn", "classic") for precision in ("bf16", "tf32")
+    }
+    assert len(calls()) == sum(len(calls(kernels=(kernel,))) for kernel in ("forward", "backward", "cell"))
 
 
 def test_barrier_check_reads_ptx():

@@ -17,6 +17,7 @@ cross it). It needs Triton's CUDA backend but no GPU, and must run without ``TRI
     python -m tritongru.compile_check --arch 90               # every size of SIZES, the extreme flags
     python -m tritongru.compile_check --arch 90 --every-flag  # ... and every combination of flags
     python -m tritongru.compile_check --arch 90 --quick       # two sizes, bf16, one flag combination
+    python -m tritongru.compile_check --arch 90 --kernels backward --precisions bf16 tf32  # a part
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 import triton
 
 from tritongru.compiled import Resources, kernel_resources
-from tritongru.configs import KernelConfig
+from tritongru.configs import KERNELS, KernelConfig
 from tritongru.environment import interpreting
 from tritongru.kernels.backward import gru_backward_kernel
 from tritongru.kernels.forward import gru_forward_kernel
@@ -105,15 +106,19 @@ class Compiled:
         )
 
 
-def calls(*, quick: bool = False, every_flag: bool = False, precisions: tuple[str, ...] = tuple(PRECISIONS)):
-    """Every launcher call the check covers: each kernel and formulation at :data:`SIZES` (or
+def calls(
+    *,
+    quick: bool = False,
+    every_flag: bool = False,
+    precisions: tuple[str, ...] = tuple(PRECISIONS),
+    kernels: tuple[str, ...] = KERNELS,
+):
+    """Every launcher call the check covers: each of ``kernels`` and formulation at :data:`SIZES` (or
     :data:`QUICK_SIZES`, bf16, all flags on) in ``precisions``, with :data:`FLAGS` (or every combination)."""
     sizes = QUICK_SIZES if quick else SIZES
     precisions = ("bf16",) if quick else precisions
     found = []
-    for kernel, variant, precision, (batch, hidden) in itertools.product(
-        ("forward", "cell", "backward"), VARIANTS, precisions, sizes
-    ):
+    for kernel, variant, precision, (batch, hidden) in itertools.product(kernels, VARIANTS, precisions, sizes):
         choices = EVERY_FLAG[kernel] if every_flag else FLAGS[kernel][:1] if quick else FLAGS[kernel]
         found += [Call(kernel, variant, precision, batch, hidden, tuple(flags.items())) for flags in choices]
     return found
@@ -191,6 +196,7 @@ def check(
     quick: bool = False,
     every_flag: bool = False,
     precisions: tuple[str, ...] = tuple(PRECISIONS),
+    kernels: tuple[str, ...] = KERNELS,
     jobs: int = 1,
     echo=None,
 ) -> tuple[int, list[str]]:
@@ -199,7 +205,7 @@ def check(
     barrier in a grid-synchronised kernel."""
     if interpreting():
         raise RuntimeError("compile_check needs the real compiler: unset TRITON_INTERPRET")
-    todo = calls(quick=quick, every_flag=every_flag, precisions=precisions)
+    todo = calls(quick=quick, every_flag=every_flag, precisions=precisions, kernels=kernels)
     compiled, failures = 0, []
     with concurrent.futures.ProcessPoolExecutor(jobs) as pool:
         for call, outcome in zip(todo, pool.map(_check_call, todo, itertools.repeat(arch)), strict=True):
@@ -226,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="two sizes, bf16, one flag combination")
     parser.add_argument("--every-flag", action="store_true", help="every combination of optional inputs/outputs")
     parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=list(PRECISIONS))
+    parser.add_argument("--kernels", nargs="+", default=list(KERNELS), choices=list(KERNELS))
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="compiler processes (default: CPUs)")
     args = parser.parse_args(argv)
     compiled, failures = check(
@@ -233,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         quick=args.quick,
         every_flag=args.every_flag,
         precisions=tuple(args.precisions),
+        kernels=tuple(args.kernels),
         jobs=args.jobs,
         echo=print,
     )
