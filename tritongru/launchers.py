@@ -194,7 +194,10 @@ def check_grid_barriers(wait: bool = True) -> None:
 
     ``wait=True`` waits for every launch made so far to finish and checks them all; ``wait=False`` checks only
     those that have finished. Grid-synchronised launches on a GPU are checked without waiting, so a timeout is
-    reported by a later launch, or here: call it at the end of a run to be sure."""
+    reported by a later launch, or here: call it at the end of a run to be sure. Nothing is checked while
+    the current stream is capturing a CUDA graph (querying an event would end the capture)."""
+    if not _unchecked or torch.cuda.is_current_stream_capturing():
+        return
     with _unchecked_lock:
         finished = []
         while _unchecked and (wait or _unchecked[0].copied.query()):
