@@ -92,12 +92,12 @@ def heuristic_config(
     rows (one launch, no grid barrier). Above it, persistent (the whole sequence in one launch, a grid barrier
     per phase) with the narrowest hidden slice (16, 32 or 64 units) whose ``slices x batch blocks`` programs
     fit on ``sm_count`` SMs at once, when the tile stays within :data:`PERSISTENT_TILE_MAX` elements and the
-    slice's share of ``W_hh`` fits :data:`RESIDENT_BYTES_MAX`; else
-    one launch per step, slices of 64 on 8 warps with the weights streamed in chunks of 64 (the cell, one
-    step, always so). Persistent 16-bit storage streams K in chunks of 128 on 4 warps, 32- and 64-bit in
-    chunks of 64 on 8 warps. These are the
-    choices that compile for sm_90 without spilling: ``python -m tritongru.compile_check`` compiles every
-    size it serves and fails on a spill.
+    slice's share of ``W_hh`` fits :data:`RESIDENT_BYTES_MAX`; else one launch per step, slices of 64 on 8
+    warps with the weights streamed in chunks of 64 (the cell, one step, always so). Persistent 16-bit
+    storage streams K in chunks of 128 on 4 warps, 32- and 64-bit in chunks of 64 on 8 warps. These are the
+    choices that compile for sm_90 without spilling: ``python -m tritongru.compile_check`` compiles every size
+    it serves and fails on a spill.
+
     Under the interpreter: few, large tiles (its cost is per program and per tile, not per element).
     """
     if kernel not in KERNELS:
@@ -166,6 +166,14 @@ def select_config(
     store_gates: bool = False,
 ) -> KernelConfig:
     """The config a launcher uses: the tuned winner for this key if one is cached, else the heuristic.
+
+    The config decides how a sequence runs (:func:`heuristic_config` has the rule): weights held on chip for
+    the whole sequence in one launch (``persistent``; one slice, or several meeting at a grid barrier) where a
+    slice's share of ``W_hh`` fits in shared memory and the grid fits on the SMs at once; otherwise the
+    per-step fallback, one launch per step with the weights streamed and the gaps hidden by programmatic
+    dependent launch. In place of the heuristic's config, the launchers take on a GPU the first of its
+    alternatives (:func:`heuristic_configs`) whose compiled kernels do not spill; and any persistent grid
+    falls back to per step at launch time when its compiled kernel cannot be resident all at once.
 
     Memoised in memory per key: the tuning cache's files are read once per process (and again after this
     process writes to them, see :func:`clear_memo`), never per launch.
