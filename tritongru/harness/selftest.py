@@ -23,6 +23,9 @@ from pathlib import Path
 
 import torch
 
+import tritongru
+from tritongru import launchers, reference
+from tritongru.harness import bench, plots, results
 from tritongru.harness.grids import Grid
 from tritongru.variants import VARIANTS
 
@@ -68,9 +71,6 @@ def run_tests(repo: Path, *, workers: int = 8, timeout_s: float = 300) -> tuple[
 
 def layer_stress(variant: str, batch: int, hidden: int, steps: int, device: torch.device) -> str | None:
     """One float32 layer, forward and backward, against its oracle; None when it agrees, else what differs."""
-    import tritongru
-    from tritongru import launchers, reference
-
     torch.manual_seed(hidden + steps)
     scale = hidden**-0.5
     module = torch.nn.GRU(hidden, hidden, device=device)
@@ -101,8 +101,6 @@ def layer_stress(variant: str, batch: int, hidden: int, steps: int, device: torc
 
 def run_stress(device: torch.device, *, steps: int = 4000) -> list[tuple[str, bool, str]]:
     """Part 2: ``(what, passed, detail)`` per stress run."""
-    from tritongru import launchers
-
     outcomes = []
     sms = torch.cuda.get_device_properties(device).multi_processor_count
     for programs in sorted({2, 32, sms}):
@@ -149,9 +147,6 @@ def speedup_table(document: dict) -> list[str]:
 
 def run_selftest(repo: Path, out: Path, *, echo: Callable[[str], None] = print) -> int:
     """All three parts; exit status 0 when the tests and the stress pass."""
-    from tritongru import launchers
-    from tritongru.harness import bench, plots, results
-
     if not torch.cuda.is_available():
         echo("tritongru selftest proves the kernels on a GPU; no CUDA device here (use pytest on the CPU)")
         return 2
