@@ -304,7 +304,8 @@ def _kernel_grads(call: _Call, cotangents, primals, lengths, outputs, gates) -> 
                 outputs, _, gates = gru_layer(*primals, lengths, call.variant, call.allow_tf32, True)
         if call.cell:
             (grad_h_new,) = cotangents
-            hs = torch.stack([h0.to(outputs.dtype), outputs])
+            # hs in the storage dtype, as the layer's: the backward kernel compiles the same specialisation
+            hs = torch.stack([h0.to(gates.dtype), outputs.to(gates.dtype)])
             grad_output, grad_h_n, grad_h0_direct = grad_h_new[None], None, None
         else:
             grad_hs, grad_h_n = cotangents
