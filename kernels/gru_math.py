@@ -1,10 +1,22 @@
 """Shared ``@triton.jit`` helpers: gate names, activations, tiles of a program, and the products of a step.
 
-Every recurrent program owns one tile of ``BLOCK_B`` batch rows x ``BLOCK_H`` hidden units (its *slice*). In a
-launch that runs many steps, the weights it multiplies by are loaded once as tuples of ``[BLOCK_K, BLOCK_H]``
-tiles (:func:`gate_weights`), one tuple per gate, and stay on chip while the time loop runs; a step's products
-(:func:`products`) stream the full-width operand (``h_{t-1}``, ``R * h``, gate gradients) from global memory
-chunk by chunk against them.
+Every recurrent program owns ``BLOCK_H`` hidden units (its *slice*) of one or more blocks of ``BLOCK_B`` batch
+rows. In a launch that runs many steps, the weights it multiplies by are loaded once (:func:`gate_weights`) and
+stay on chip while the time loop runs; a step's products stream the full-width operand (``h_{t-1}``, ``R * h``,
+gate gradients) that other programs wrote, against them.
+
+**How the warps share a product** (``SPLIT_K``, chosen per launch by ``tritongru.configs``): a tile product
+``a [BLOCK_B, K] @ w [K, BLOCK_H]`` is too small for Triton's default split of a dot over the warps: with
+``BLOCK_B = 16`` the ``mma`` layout puts every warp on the same 16 rows, and each warp computes the whole tile.
+With ``SPLIT_K`` the warps split ``K`` instead: every chunk of ``BLOCK_K`` columns is a batch of ``S = num_warps``
+sub-chunks (``a [S, BLOCK_B, BLOCK_K / S]``, ``w [S, BLOCK_K / S, BLOCK_H]``), one per warp (a batched
+``tl.dot`` puts its warps on the batch axis), and one cross-warp sum per product ends it. Without ``SPLIT_K``
+the tile must have a row block of 16 per warp (``BLOCK_B >= 16 * num_warps``), and the warps split the rows.
+
+**One round trip per operand** (:func:`products`): every chunk of the exchanged operand is loaded before any is
+used. Triton would place each chunk's store to shared memory (on its way into the ``mma`` layout) right after
+that chunk's load, and a load cannot issue past a store that waits for the one before it; :func:`_issued_together`
+makes every chunk's first use depend on the last chunk's load, so all loads of the operand are in flight at once.
 """
 
 import triton
@@ -17,9 +29,9 @@ GATE_Z: tl.constexpr = tl.constexpr(1)
 GATE_N: tl.constexpr = tl.constexpr(2)
 """Gate order everywhere, as torch stores it: ``W = [W_r; W_z; W_n]``, gate ``g`` in rows ``g*H .. g*H+H-1``."""
 
+_INTERPRETING = tl.constexpr(interpreting())
 # Triton's interpreter multiplies bfloat16 ``tl.dot`` operands as raw bits (seen with triton 3.9); there the
 # operands are widened to float32 first, which is exact (a product of two bf16 values fits in float32).
-_WIDEN_BF16_DOT = tl.constexpr(interpreting())
 
 
 @triton.jit
@@ -39,15 +51,24 @@ def tanh(x):
 
 
 @triton.jit
-def program_tile(B, H, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
-    """This program's tile: batch rows ``o_b`` (int64) and their mask ``m_b``, hidden units ``o_j`` and their
-    mask ``m_j``, the ``[BLOCK_B, BLOCK_H]`` mask ``m`` and the tile's offsets ``p_own`` in a ``[B, H]`` array.
-    Grid axis 0 runs over hidden slices, axis 1 over batch blocks."""
+def step_rows(t, B):
+    """Rows of a ``[T, B, ...]`` array before step ``t``, as int64: ``t * B * 3H`` passes 2^31 at sizes people
+    train at (T=4096, B=256, H=1024)."""
+    return tl.cast(t, tl.int64) * B
+
+
+@triton.jit
+def batch_block(i_block, B, BLOCK_B: tl.constexpr):
+    """Rows ``o_b`` (int64) of batch block ``i_block`` and their mask ``m_b``."""
+    o_b = tl.cast(i_block, tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
+    return o_b, o_b < B
+
+
+@triton.jit
+def hidden_slice(H, BLOCK_H: tl.constexpr):
+    """This program's hidden units ``o_j`` (grid axis 0 runs over slices) and their mask ``m_j``."""
     o_j = tl.program_id(0) * BLOCK_H + tl.arange(0, BLOCK_H)
-    o_b = (tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
-    m_b = o_b < B
-    m_j = o_j < H
-    return o_b, m_b, o_j, m_j, m_b[:, None] & m_j[None, :], o_b[:, None] * H + o_j[None, :]
+    return o_j, o_j < H
 
 
 @triton.jit
@@ -57,14 +78,52 @@ def gate_row(p, gate, o_j, m_j, H, ACC_DTYPE: tl.constexpr):
 
 
 @triton.jit
-def dot(a, w, acc, DOT_PRECISION: tl.constexpr):
-    """``acc + a @ w`` with ``a`` cast to ``w``'s dtype (tensor cores for bf16/fp16/tf32), ``acc``'s precision."""
-    a = a.to(w.dtype)
-    if _WIDEN_BF16_DOT:
-        if w.dtype == tl.bfloat16:
-            a = a.to(tl.float32)
-            w = w.to(tl.float32)
-    return tl.dot(a, w, acc, input_precision=DOT_PRECISION, out_dtype=acc.dtype)
+def _chunk_columns(k0, BLOCK_K: tl.constexpr, SPLIT: tl.constexpr):
+    """The K offsets of the chunk that starts at ``k0``: ``[BLOCK_K]``, or with ``SPLIT > 1`` ``[SPLIT, BLOCK_K /
+    SPLIT]`` (row ``s`` the sub-chunk of warp ``s``)."""
+    if SPLIT > 1:
+        KC: tl.constexpr = BLOCK_K // SPLIT
+        return k0 + tl.arange(0, SPLIT)[:, None] * KC + tl.arange(0, KC)[None, :]
+    else:
+        return k0 + tl.arange(0, BLOCK_K)
+
+
+@triton.jit
+def _operand_chunk(
+    p_a, stride_a, o_b, m_b, k0, K, BLOCK_K: tl.constexpr, SPLIT: tl.constexpr, EVEN_K: tl.constexpr
+):  # fmt: skip
+    """``(a, mask)``: ``a[b, k]`` at ``p_a + b*stride_a + k`` for the chunk at ``k0``, zero where ``mask`` is not
+    (past ``K`` unless ``EVEN_K``: chunks that tile ``K`` exactly; outside ``m_b``): ``[BLOCK_B, BLOCK_K]``, or
+    ``[SPLIT, BLOCK_B, BLOCK_K / SPLIT]``. Loaded past L1: other programs wrote it."""
+    k = _chunk_columns(k0, BLOCK_K, SPLIT)
+    if SPLIT > 1:
+        k = k[:, None, :]
+        if EVEN_K:
+            mask = tl.broadcast_to(m_b[None, :, None], (SPLIT, o_b.shape[0], BLOCK_K // SPLIT))
+        else:
+            mask = m_b[None, :, None] & (k < K)
+        a = tl.load(p_a + o_b[None, :, None] * stride_a + k, mask=mask, other=0.0, cache_modifier=".cg")
+    else:
+        if EVEN_K:
+            mask = tl.broadcast_to(m_b[:, None], (o_b.shape[0], BLOCK_K))
+        else:
+            mask = m_b[:, None] & (k < K)[None, :]
+        a = tl.load(p_a + o_b[:, None] * stride_a + k[None, :], mask=mask, other=0.0, cache_modifier=".cg")
+    return a, mask
+
+
+@triton.jit
+def _weight_chunk(p_w, stride_k, stride_j, o_j, m_j, k0, K, BLOCK_K: tl.constexpr, SPLIT: tl.constexpr):
+    """``w[k, j]`` at ``p_w + k*stride_k + j*stride_j`` for the chunk at ``k0`` (zero past ``K``):
+    ``[BLOCK_K, BLOCK_H]``, or ``[SPLIT, BLOCK_K / SPLIT, BLOCK_H]``."""
+    k = _chunk_columns(k0, BLOCK_K, SPLIT)
+    if SPLIT > 1:
+        k = k[:, :, None]
+        mask = (k < K) & m_j[None, None, :]
+        return tl.load(p_w + k * stride_k + o_j[None, None, :] * stride_j, mask=mask, other=0.0)
+    else:
+        mask = (k < K)[:, None] & m_j[None, :]
+        return tl.load(p_w + k[:, None] * stride_k + o_j[None, :] * stride_j, mask=mask, other=0.0)
 
 
 @triton.jit
@@ -78,30 +137,114 @@ def gate_weights(
     RESIDENT: tl.constexpr,
     K_CHUNKS: tl.constexpr,
     BLOCK_K: tl.constexpr,
+    SPLIT: tl.constexpr,
 ):
     """One gate's weights for this slice, ``w[k, j]`` at ``p_w + k*stride_k + j*stride_j`` (``k < K``). The
     forward reads ``W_g^T`` (``stride_k=1``), the backward ``W_g`` (``stride_j=1``).
 
-    ``RESIDENT``: loaded once and held for the whole launch, a tuple of ``K_CHUNKS`` tiles
-    ``[BLOCK_K, BLOCK_H]`` (zero past ``K``); the compiler keeps them in shared memory. Otherwise (one step per
-    launch, where holding buys nothing) just ``p_w``: :func:`products` streams the tiles chunk by chunk."""
+    ``RESIDENT``: loaded once and held for the whole launch, a tuple of ``K_CHUNKS`` chunk tiles (zero past
+    ``K``; see :func:`_weight_chunk`); the compiler keeps them in shared memory. Otherwise (one step per launch,
+    where holding buys nothing) just ``p_w``: :func:`products` streams the chunks."""
     if RESIDENT:
-        o_k = tl.arange(0, BLOCK_K)
         tiles = ()
         for c in tl.static_range(K_CHUNKS):
-            k = c * BLOCK_K + o_k
-            m_w = (k < K)[:, None] & m_j[None, :]
-            tiles = tiles + (tl.load(p_w + k[:, None] * stride_k + o_j[None, :] * stride_j, mask=m_w, other=0.0),)
+            tiles = tiles + (_weight_chunk(p_w, stride_k, stride_j, o_j, m_j, c * BLOCK_K, K, BLOCK_K, SPLIT),)
         return tiles
     else:
         return p_w
 
 
 @triton.jit
+def _tie(a, b, zero):
+    """``(a | (b & zero), b)``, which is ``(a, b)`` for ``zero == 0``: ``a`` now depends on ``b``, so nothing
+    uses ``a`` before ``b`` has arrived, and no instruction that uses ``a`` is scheduled (by Triton or ptxas)
+    between the loads of ``a`` and ``b``. ``zero``: an integer tile of ``a``'s element width that is 0 at run time
+    and unknown to the compilers (else they fold the ``and`` away). Two integer instructions per 32-bit
+    register."""
+    if _INTERPRETING:
+        return a, b
+    else:
+        if a.dtype.primitive_bitwidth == 64:
+            return tl.inline_asm_elementwise(
+                "{ .reg .b64 t; and.b64 t, $3, $4; or.b64 $0, $2, t; mov.b64 $1, $3; }",
+                "=l,=l,l,l,l",
+                [a, b, zero],
+                dtype=(a.dtype, b.dtype),
+                is_pure=False,
+                pack=1,
+            )
+        else:
+            return tl.inline_asm_elementwise(
+                "{ .reg .b32 t; and.b32 t, $3, $4; or.b32 $0, $2, t; mov.b32 $1, $3; }",
+                "=r,=r,r,r,r",
+                [a, b, zero],
+                dtype=(a.dtype, b.dtype),
+                is_pure=False,
+                pack=32 // a.dtype.primitive_bitwidth,
+            )
+
+
+@triton.jit
+def _issued_together(chunks, K):
+    """The tiles of ``chunks`` (``(tile, mask)`` pairs from :func:`_operand_chunk`), all loaded before any is
+    used: each is tied (:func:`_tie`) to the last one, so every load is issued before the first tile is stored
+    to shared memory on its way into the ``mma`` layout (one round trip for all). The ties are not pure: the
+    compiler would otherwise move those conversions above them, next to each load. ``K > 0`` is the run-time
+    value the zero is made of."""
+    last = chunks[len(chunks) - 1][0]
+    if last.dtype.primitive_bitwidth == 64:
+        zero = tl.zeros(last.shape, dtype=tl.int64) + (K < 0).to(tl.int64)
+    elif last.dtype.primitive_bitwidth == 32:
+        zero = tl.zeros(last.shape, dtype=tl.int32) + (K < 0).to(tl.int32)
+    else:
+        zero = tl.zeros(last.shape, dtype=tl.int16) + (K < 0).to(tl.int16)
+    tied = ()
+    for i in tl.static_range(len(chunks) - 1):
+        tile, last = _tie(chunks[i][0], last, zero)
+        tied = tied + (tile,)
+    return tied + (last,)
+
+
+@triton.jit
+def _dot(a, w, acc, DOT_PRECISION: tl.constexpr):
+    """``acc + a @ w`` (batched when 3-D) with ``a`` cast to ``w``'s dtype (tensor cores for bf16/fp16/tf32)."""
+    a = a.to(w.dtype)
+    if _INTERPRETING:
+        if w.dtype == tl.bfloat16:
+            a = a.to(tl.float32)
+            w = w.to(tl.float32)
+    return tl.dot(a, w, acc, input_precision=DOT_PRECISION, out_dtype=acc.dtype)
+
+
+@triton.jit
+def _zero_accumulators(
+    n: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, SPLIT: tl.constexpr, ACC_DTYPE: tl.constexpr
+):
+    zeros = ()
+    for _ in tl.static_range(n):
+        if SPLIT > 1:
+            zeros = zeros + (tl.zeros((SPLIT, BLOCK_B, BLOCK_H), dtype=ACC_DTYPE),)
+        else:
+            zeros = zeros + (tl.zeros((BLOCK_B, BLOCK_H), dtype=ACC_DTYPE),)
+    return zeros
+
+
+@triton.jit
+def _finish(accs, SPLIT: tl.constexpr):
+    """The tile of each accumulator: the cross-warp sum of its sub-chunk products when ``SPLIT > 1``."""
+    if SPLIT > 1:
+        done = ()
+        for g in tl.static_range(len(accs)):
+            done = done + (tl.sum(accs[g], axis=0),)
+        return done
+    else:
+        return accs
+
+
+@triton.jit
 def products(
-    accs,
-    p_a,
-    stride_a,
+    p_as,
+    strides_a,
     o_b,
     m_b,
     K,
@@ -110,36 +253,68 @@ def products(
     w_stride_j,
     o_j,
     m_j,
+    ACC_DTYPE: tl.constexpr,
     RESIDENT: tl.constexpr,
+    SUMMED: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     BLOCK_K: tl.constexpr,
     K_CHUNKS: tl.constexpr,
+    WAVE: tl.constexpr,
+    SPLIT: tl.constexpr,
+    EVEN_K: tl.constexpr = False,
 ):
-    """``tuple(acc + a @ w for acc, w in zip(accs, weights))``: ``a[b, k]`` at ``p_a + o_b*stride_a + k``
-    (``k < K``), ``weights`` a tuple of gates from :func:`gate_weights`. One K loop: each chunk of ``a`` is
-    loaded once, bypassing L1 (other programs wrote it), and feeds every gate's product. Resident weights:
-    the loop is unrolled over their tiles and nothing but ``a`` is loaded; streamed weights: a loop that the
-    compiler may pipeline, loading each gate's tile beside ``a``."""
-    o_k = tl.arange(0, BLOCK_K)
+    """Tile products ``a @ w`` over ``K``: ``a[b, k]`` at ``p_a + b*stride_a + k`` (``b`` in ``o_b``, masked by
+    ``m_b``) for each ``p_a`` of the tuple ``p_as`` and its ``stride_a`` of ``strides_a``, ``w`` each gate of the
+    tuple ``weights`` (:func:`gate_weights`). One ``p_a`` with several gates: one ``[BLOCK_B, BLOCK_H]``
+    product per gate (the forward's r, z, n from one ``h_{t-1}``); with ``SUMMED``, one ``p_a`` per gate and a
+    1-tuple of their sum (the backward's ``[dar, daz, dhn] @ W_hh[:, slice]``). Float ``ACC_DTYPE`` accumulators.
+
+    Resident weights: the chunks of every ``a`` are loaded ``WAVE`` at a time, all of a wave issued before any
+    is used (one round trip per wave; one wave for all where registers and shared memory hold them), then the
+    unrolled products. Streamed weights: a loop over chunks that the compiler may pipeline, loading the weights
+    beside ``a``."""
+    n_acc: tl.constexpr = 1 if SUMMED else len(weights)
+    BLOCK_B: tl.constexpr = o_b.shape[0]
+    BLOCK_H: tl.constexpr = o_j.shape[0]
+    accs = _zero_accumulators(n_acc, BLOCK_B, BLOCK_H, SPLIT, ACC_DTYPE)
     if RESIDENT:
-        for c in tl.static_range(K_CHUNKS):
-            k = c * BLOCK_K + o_k
-            m_a = m_b[:, None] & (k < K)[None, :]
-            a = tl.load(p_a + o_b[:, None] * stride_a + k[None, :], mask=m_a, other=0.0, cache_modifier=".cg")
-            updated = ()
-            for g in tl.static_range(len(weights)):
-                updated = updated + (dot(a, weights[g][c], accs[g], DOT_PRECISION),)
-            accs = updated
+        # the (operand, chunk) pairs in order, loaded WAVE at a time: one round trip per wave
+        pairs: tl.constexpr = len(p_as) * K_CHUNKS
+        for first in tl.static_range(0, pairs, WAVE):
+            chunks = ()
+            # (constexpr indices stay inline: a name assigned in a kernel holds a tensor, not a constexpr)
+            for u in tl.static_range(min(WAVE, pairs - first)):
+                chunks = chunks + (
+                    _operand_chunk(
+                        p_as[(first + u) // K_CHUNKS], strides_a[(first + u) // K_CHUNKS], o_b, m_b,
+                        (first + u) % K_CHUNKS * BLOCK_K, K, BLOCK_K, SPLIT, EVEN_K,
+                    ),
+                )  # fmt: skip
+            chunks = _issued_together(chunks, K)
+            for u in tl.static_range(len(chunks)):
+                if SUMMED:
+                    w = weights[(first + u) // K_CHUNKS][(first + u) % K_CHUNKS]
+                    accs = (_dot(chunks[u], w, accs[0], DOT_PRECISION),)
+                else:
+                    updated = ()
+                    for g in tl.static_range(len(weights)):
+                        w = weights[g][(first + u) % K_CHUNKS]
+                        updated = updated + (_dot(chunks[u], w, accs[g], DOT_PRECISION),)
+                    accs = updated
     else:
         for k0 in tl.range(0, K, BLOCK_K):
-            k = k0 + o_k
-            m_k = k < K
-            m_a = m_b[:, None] & m_k[None, :]
-            a = tl.load(p_a + o_b[:, None] * stride_a + k[None, :], mask=m_a, other=0.0, cache_modifier=".cg")
-            m_w = m_k[:, None] & m_j[None, :]
             updated = ()
             for g in tl.static_range(len(weights)):
-                p_w = weights[g] + k[:, None] * w_stride_k + o_j[None, :] * w_stride_j
-                updated = updated + (dot(a, tl.load(p_w, mask=m_w, other=0.0), accs[g], DOT_PRECISION),)
+                w = _weight_chunk(weights[g], w_stride_k, w_stride_j, o_j, m_j, k0, K, BLOCK_K, SPLIT)
+                if SUMMED:
+                    a, _ = _operand_chunk(p_as[g], strides_a[g], o_b, m_b, k0, K, BLOCK_K, SPLIT, False)
+                    if g == 0:
+                        updated = (_dot(a, w, accs[0], DOT_PRECISION),)
+                    else:
+                        updated = (_dot(a, w, updated[0], DOT_PRECISION),)
+                else:
+                    if g == 0:
+                        a, _ = _operand_chunk(p_as[0], strides_a[0], o_b, m_b, k0, K, BLOCK_K, SPLIT, False)
+                    updated = updated + (_dot(a, w, accs[g], DOT_PRECISION),)
             accs = updated
-    return accs
+    return _finish(accs, SPLIT)

@@ -1,82 +1,119 @@
-"""Predict the µs per step of the weight-stationary kernels on an H100 from their compiled figures.
+"""Predict the µs per step of the weight-stationary kernels on an H100 from what their compiled code does.
 
-    python profiling/predict_steps.py            # the four sizes of the performance issue, bf16
+    python profiling/predict_steps.py                      # the performance issue's sizes, bf16 and TF32
+    python profiling/predict_steps.py --batch 16 --hidden 768 --precisions bf16
 
 No GPU is needed (nor used): each size's config, as the launchers would take it on an H100, is compiled for
-sm_90 (``tritongru.compile_check``), and a step is priced with the model below. Every number it prints is a
-PREDICTION, to be replaced by what ``tritongru selftest`` measures; the model's constants are assumptions or
-published H100 SXM figures, named here so that a measurement can say which one was wrong.
+sm_90 (``tritongru.compile_check.compile_call``), and its time loop is read (``tritongru.compiled.step_facts``):
+round trips to L2 for data other programs wrote, ``mma`` instructions per warp, grid-barrier arrivals. A step
+is priced from those counts alone:
 
-A step of the forward kernel on one program (slice ``block_h`` of ``block_b`` rows): wait at the grid barrier,
-then stream the full ``h_{t-1}`` of its rows from L2 against the resident weights (in shared memory: the
-compiled kernel's shared-memory figure says how much), then the gates, the update and the store:
+    step = arrivals x BARRIER + round trips x L2_ROUND_TRIP + mma time + phases x EPILOGUE
+    mma time = max(every warp's mma x FLOP per mma / the SM's mma rate,      (the SM's tensor cores, shared)
+                   one warp's mma x MMA_ISSUE / independent accumulators)      (one warp's chain)
 
-    step = barriers x (BARRIER + L2_LATENCY) + max(h bytes / L2 rate, weight bytes / smem rate, flops / mma rate)
-           + EPILOGUE
-
-The classic form pays two barriers per step (its second product runs on ``R * h``); a per-step launch pays
-LAUNCH instead of a barrier and reads its weights from L2 every step. The backward streams the gate gradients
-(three per unit) instead of ``h``.
+Every number it prints is a PREDICTION, to be replaced by what ``tritongru selftest`` measures; the
+constants below are assumptions or published H100 SXM figures, named so that a measurement can say which one
+was wrong. A per-step launch (where no grid of held weights fits) pays LAUNCH per phase instead of a barrier
+and reads its weights from L2 every step.
 """
 
-import torch
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
 
 from tritongru.compile_check import Call, compile_call
+from tritongru.compiled import MMA_K, step_facts
 from tritongru.environment import interpreting
+from tritongru.precisions import PRECISIONS
 from tritongru.variants import VARIANTS
 
 CLOCK_GHZ = 1.755  # H100 SXM boost clock (spec)
-BARRIER_US = 0.8  # assumption: a release add and acquire polls through L2 across the programs of a batch block
-L2_LATENCY_US = 0.5  # assumption: ~900 cycles to the first chunk of h after the barrier
+BARRIER_US = 0.8  # assumption: a release add and acquire polls through L2 across the programs of a group
+L2_ROUND_TRIP_US = 0.5  # assumption: ~900 cycles from issuing a wave of exchange loads to using them
+MMA_FLOP_PER_CLK_SM = 1024  # assumption: mma.sync per SM, a quarter of the dense wgmma rate (spec 989 TFLOP/s)
+MMA_ISSUE_CYCLES = 32  # assumption: latency of one mma.sync a dependent accumulator waits for
+EPILOGUE_US = 0.1  # assumption: activations, the update and the stores of one phase's tiles
 LAUNCH_US = 3.0  # assumption: a per-step launch behind the previous one with programmatic dependent launch
-L2_BYTES_PER_CLK = 64  # per SM, assumption (half of the L1's 128 B/clk port)
-SMEM_BYTES_PER_CLK = 128  # per SM (spec)
-MMA_FLOP_PER_CLK = {"bf16": 1024, "tf32": 512}  # per SM with mma.sync: assumption, half the dense wgmma rate
-EPILOGUE_US = 0.1  # assumption: activations, the update and the stores of one tile
+L2_BYTES_PER_CLK_SM = 64  # assumption: L2 to one SM (half of the L1's 128 B/clk port)
 
-POINTS = [(16, 768), (64, 256), (64, 1024), (256, 1024)]
+SIZES = [(16, 768), (64, 256), (64, 1024), (256, 1024), (512, 512)]
+"""``(batch, hidden)`` of the performance issue: the target region's corners and two large batches."""
 
 
-def predict(kernel: str, variant: str, precision: str, batch: int, hidden: int) -> tuple[str, float]:
-    """``(description of the config and its compiled figures, predicted µs per step)``."""
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+def predict(kernel: str, variant: str, precision: str, batch: int, hidden: int) -> tuple[str, float, dict]:
+    """``(description of the config and its compiled figures, predicted µs per step, the counts used)``."""
     flags = {"bias": True, "lengths": False} | ({"store_gates": True} if kernel == "forward" else {})
-    call = Call(kernel, variant, precision, batch, hidden, tuple(flags.items()))
-    config, compiled = compile_call(call, 90)
-    mode, found = compiled[0].mode, compiled[0].resources
-    slices, batch_blocks = -(-hidden // config.block_h), -(-batch // config.block_b)
-    rows = min(config.block_b, batch)
-    streamed = rows * hidden * dtype.itemsize * (3 if kernel == "backward" else 1)
-    weights = 3 * hidden * config.block_h * dtype.itemsize
-    flops = 2 * rows * hidden * 3 * config.block_h
+    config, compiled = compile_call(Call(kernel, variant, precision, batch, hidden, tuple(flags.items())), 90)
+    first = compiled[0]
+    slices, groups = config.grid(batch, hidden)
+    dtype = PRECISIONS[precision].dtype
     rate = CLOCK_GHZ * 1e3  # cycles per µs
-    held = mode != "per-step"  # per step, the weights come from L2 every step instead of shared memory
-    work = max(
-        streamed / (L2_BYTES_PER_CLK * rate),
-        weights / ((SMEM_BYTES_PER_CLK if held else L2_BYTES_PER_CLK) * rate),
-        flops / (MMA_FLOP_PER_CLK[precision] * rate),
-    )
-    syncs = 2 if variant == "classic" else 1  # barriers per step, forward and backward alike
-    wait = LAUNCH_US if mode == "per-step" else BARRIER_US if slices > 1 else 0.0
-    step = syncs * (wait + L2_LATENCY_US) + work + syncs * EPILOGUE_US
+    phases = 2 if variant == "classic" else 1
+    if first.mode == "per-step":
+        # every step reads the slice's weights and the whole operand from L2, one launch per phase
+        streamed = (3 * hidden * config.block_h + config.block_b * hidden) * dtype.itemsize
+        flops = 2 * config.block_b * hidden * 3 * config.block_h
+        work = max(streamed / (L2_BYTES_PER_CLK_SM * rate), flops / (MMA_FLOP_PER_CLK_SM * rate))
+        counts = {"round trips": "-", "mma per warp": "-", "arrivals": 0}
+        step = phases * (LAUNCH_US + L2_ROUND_TRIP_US + EPILOGUE_US) + work
+    else:
+        facts = step_facts(first.resources.ptx)
+        k = MMA_K.get(dtype.itemsize)
+        flop_per_mma = 2 * 16 * 8 * k if k else 0
+        # independent accumulators per warp: a tile of m16n8 blocks per gate (the backward sums its three gates)
+        chains = (config.block_b // 16) * (config.block_h // 8) * (1 if kernel == "backward" else 3)
+        throughput = facts.mma * config.num_warps * flop_per_mma / (MMA_FLOP_PER_CLK_SM * rate)
+        chain = facts.mma * MMA_ISSUE_CYCLES / max(1, chains) / rate
+        trips = sum(facts.round_trips)
+        counts = {"round trips": facts.round_trips, "mma per warp": facts.mma, "arrivals": facts.arrivals}
+        barrier = BARRIER_US if slices > 1 else 0.0
+        step = facts.arrivals * barrier + trips * L2_ROUND_TRIP_US + max(throughput, chain) + phases * EPILOGUE_US
     described = (
-        f"{mode}, {slices * batch_blocks} programs (slice {config.block_h}, block_b {config.block_b}, "
-        f"K chunk {config.block_k}, {config.num_warps} warps): {found.registers} registers, "
-        f"{found.shared // 1024} KB shared, {found.spills} B spilled"
+        f"{first.mode}, {slices * groups} programs (slice {config.block_h}, {config.batch_blocks} x {config.block_b}"
+        f" rows, K chunk {config.block_k}, {config.num_warps} warps): {first.resources.registers} registers, "
+        f"{first.resources.shared // 1024} KB shared, {first.resources.spills} B spilled"
     )
-    return described, step
+    return described, step, counts
 
 
-def main() -> None:
+def _row(args: tuple) -> str:
+    kernel, variant, precision, batch, hidden = args
+    described, step, counts = predict(kernel, variant, precision, batch, hidden)
+    trips = counts["round trips"]
+    trips = "-" if trips == "-" else "/".join(str(n) for n in trips if n)
+    return (
+        f"| {precision} | {batch} | {hidden} | {kernel} | {variant} | {described} | {trips} | "
+        f"{counts['mma per warp']} | {counts['arrivals']} | {step:.2f} (prediction) |"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, nargs="+", help="batch sizes (default: the issue's sizes)")
+    parser.add_argument("--hidden", type=int, nargs="+", help="hidden sizes (default: the issue's sizes)")
+    parser.add_argument("--precisions", nargs="+", default=["bf16", "tf32"], choices=["bf16", "fp16", "tf32"])
+    parser.add_argument("--jobs", type=int, default=2, help="compiler processes")
+    args = parser.parse_args(argv)
     if interpreting():
         raise SystemExit("unset TRITON_INTERPRET: the prediction compiles for sm_90")
-    print("| B | H | kernel | form | config and compiled figures (sm_90) | predicted µs/step |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for batch, hidden in POINTS:
-        for kernel in ("forward", "backward"):
-            for variant in VARIANTS:
-                described, step = predict(kernel, variant, "bf16", batch, hidden)
-                print(f"| {batch} | {hidden} | {kernel} | {variant} | {described} | {step:.2f} (prediction) |")
+    sizes = [(b, h) for b in args.batch for h in args.hidden] if args.batch and args.hidden else SIZES
+    todo = [
+        (kernel, variant, precision, batch, hidden)
+        for precision in args.precisions
+        for batch, hidden in sizes
+        for kernel in ("forward", "backward")
+        for variant in VARIANTS
+    ]
+    print(
+        "| precision | B | H | kernel | form | config and compiled figures (sm_90) | round trips per phase | "
+        "mma per warp | barriers | predicted µs/step |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    with concurrent.futures.ProcessPoolExecutor(args.jobs) as pool:
+        for line in pool.map(_row, todo):
+            print(line, flush=True)
 
 
 if __name__ == "__main__":

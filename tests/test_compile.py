@@ -77,9 +77,9 @@ def test_launchers_take_the_first_alternative_that_does_not_spill():
         assert done.returncode == 0, done.stderr
         return done.stdout.split()[-2:]
 
-    assert chosen(0) == ["128", "4"], "nothing spills: the heuristic's own config"
-    assert chosen(128) == ["64", "4"], "K chunks of 128 spill: the same launch with chunks of 64"
-    assert chosen(-1) == ["128", "4"], "every alternative spills: the heuristic's own config"
+    assert chosen(0) == ["256", "8"], "nothing spills: the heuristic's own config"
+    assert chosen(256) == ["128", "8"], "K chunks of 256 spill: the same launch with chunks of 128"
+    assert chosen(-1) == ["256", "8"], "every alternative spills: the heuristic's own config"
 
 
 SPILLS_READ = """
@@ -87,7 +87,7 @@ from tritongru import launchers
 from tritongru.compiled import kernel_resources
 from tritongru.configs import KernelConfig
 
-config = KernelConfig(16, 16, 128)
+config = KernelConfig(16, 16, 128, num_warps=8, split_k=True)
 flags = {"bias": True, "store_gates": False}
 kind, args = launchers.meta_arguments("forward", "cudnn", "bf16", 16, 256, 64, flags, config)
 (_, call), *_ = launchers.compiled_calls(kind, "cudnn", config, 16, 256, args, 90)
@@ -98,9 +98,9 @@ print(free.registers, capped.registers, capped.spills)
 """
 
 
-def test_spills_and_registers_are_read_from_ptxas():
-    """The figures come from ptxas: the persistent forward kernel capped at 40 registers reports them capped,
-    and the registers it had to spill."""
+def test_spills_and_registers_are_read_from_the_cubin():
+    """The figures come from the compiled cubin: the persistent forward kernel capped at 40 registers reports
+    them capped, and the registers it had to spill."""
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
     done = subprocess.run([sys.executable, "-c", SPILLS_READ], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr

@@ -24,7 +24,7 @@ from tritongru.variants import VARIANTS
 # H=40 in slices of 16: three programs per batch block, the last owning 8 units; B=20: two batch blocks.
 T, B, I, H = 6, 20, 5, 40
 SLICES = 3
-GRID_SYNC = KernelConfig(block_b=16, block_h=16, block_k=16, persistent=True)
+GRID_SYNC = KernelConfig(block_b=16, block_h=16, block_k=32, num_warps=2, persistent=True, split_k=True)
 
 
 @pytest.fixture

@@ -27,15 +27,20 @@ SHAPES = [
 ]
 
 LAUNCH_MODES = {
-    # one program owns the whole hidden width of its rows (every H here is <= 64): CTA barriers only
-    "one-slice": KernelConfig(block_b=16, block_h=64, block_k=16, persistent=True),
-    # slices of 16 units (H=33: three, the last ragged) meeting at a grid barrier every phase; on the CPU the
-    # interpreter's programs run in threads for it
-    "grid-sync": KernelConfig(block_b=16, block_h=16, block_k=16, persistent=True),
-    # the same slices, one launch per step and phase
-    "per-step": KernelConfig(block_b=16, block_h=16, block_k=16, persistent=False),
+    # one program owns the whole hidden width of its rows (every H here is <= 64), its 4 warps splitting K:
+    # CTA barriers only
+    "one-slice": KernelConfig(block_b=16, block_h=64, block_k=64, persistent=True, split_k=True),
+    # slices of 16 units (H=33: three, the last ragged) meeting at a grid barrier every phase, each program
+    # stepping two batch blocks (B=17: both in one program), 2 warps splitting K in chunks of 32 (H=33: two, the
+    # last ragged); on the CPU the interpreter's programs run in threads for it
+    "grid-sync": KernelConfig(
+        block_b=16, block_h=16, block_k=32, num_warps=2, persistent=True, split_k=True, batch_blocks=2
+    ),
+    # the same slices, one launch per step and phase, one warp owning the rows, K in chunks of 16
+    "per-step": KernelConfig(block_b=16, block_h=16, block_k=16, num_warps=1, persistent=False),
 }
-"""Small tiles: B=17 spans two batch blocks, H=33 three slices, and every reduction several K chunks."""
+"""Small tiles: B=17 spans two batch blocks, H=33 three slices, and every reduction several K chunks; the warps
+split K (a batched product and a cross-warp sum) or the rows (one warp)."""
 
 
 @pytest.fixture(params=list(LAUNCH_MODES))
@@ -244,13 +249,14 @@ def test_cell_launch_is_single(forward_launches, device):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_launches_per_mode(variant, forward_launches, monkeypatch, device):
-    """One slice or a grid barrier: the whole time loop in one launch of ``slices x batch blocks`` programs;
-    per step: T launches (cudnn) or 2T (classic, one per phase)."""
+    """One slice or a grid barrier: the whole time loop in one launch of ``slices x groups of batch blocks``
+    programs (grid-sync: each program steps both batch blocks of B=17); per step: T launches (cudnn) or 2T
+    (classic, one per phase)."""
     gi = torch.randn(6, 17, 3 * 33, device=device)
     h0 = torch.zeros(17, 33, device=device)
     w_hh = torch.randn(3 * 33, 33, device=device)
     per_step = 6 * (2 if variant == "classic" else 1)
-    expected = {"one-slice": [(1, 2)], "grid-sync": [(3, 2)], "per-step": [(3, 2)] * per_step}
+    expected = {"one-slice": [(1, 2)], "grid-sync": [(3, 1)], "per-step": [(3, 2)] * per_step}
     for mode, config in LAUNCH_MODES.items():
         forward_launches.clear()
         with contextlib.ExitStack() as stack:

@@ -1,5 +1,6 @@
 """The tuning harness on a tiny search space: pruning, the correctness gate, winners in the cache, the sweep."""
 
+import itertools
 import json
 import math
 import os
@@ -21,7 +22,7 @@ FP32 = PRECISIONS["fp32"]
 
 
 def config(**overrides) -> KernelConfig:
-    return KernelConfig(**({"block_b": 16, "block_h": 16, "block_k": 16} | overrides))
+    return KernelConfig(**({"block_b": 16, "block_h": 16, "block_k": 16, "num_warps": 1} | overrides))
 
 
 def spec(kernel="forward", variant="cudnn", **overrides) -> ProblemSpec:
@@ -34,8 +35,12 @@ def reason(cfg, *, limits=NOMINAL_LIMITS, **overrides):
 
 
 def test_candidates_cover_the_declared_space():
+    """Every combination of the declared values whose warps share the tile without computing the same
+    products: splitting K takes 16 columns per warp, splitting the rows 16 rows per warp."""
     for kernel, space in search_space.SEARCH_SPACE.items():
-        assert len(search_space.candidates(kernel)) == math.prod(len(values) for values in space.values())
+        combinations = [dict(zip(space, values, strict=True)) for values in itertools.product(*space.values())]
+        valid = [c for c in combinations if (c["block_k"] if c["split_k"] else c["block_b"]) >= 16 * c["num_warps"]]
+        assert len(search_space.candidates(kernel)) == len(valid) < math.prod(len(v) for v in space.values())
     assert len(search_space.candidates("forward", search_space.search_space("forward", tiny=True))) == 8
 
 
@@ -47,7 +52,9 @@ def test_pruning_reasons():
     assert "block_h" in reason(config(block_h=64), hidden=20)
     assert "block_k" in reason(config(block_k=64), hidden=20)
     assert reason(config(block_k=64), kernel="cell", hidden=20, input_size=40) is None, "cell reduces over I"
-    assert "threads" in reason(config(num_warps=16), batch=3)
+    assert "threads" in reason(config(num_warps=16, split_k=True, block_k=256), batch=3, hidden=256)
+    assert reason(config(num_warps=4, split_k=True, block_k=64), hidden=20) is None, "4 warps x 16 columns"
+    assert "batch blocks" in reason(config(batch_blocks=2), batch=40), "one batch block per program fits"
     assert "unrolled chunks" in reason(config(block_k=16), hidden=2048)
     small_gpu = DeviceLimits(shared_memory=1 << 20, registers=65_536, sm_count=4)
     assert "resident" in reason(config(), batch=40, hidden=40, limits=small_gpu), "3 slices x 3 batch blocks > 4"
@@ -87,7 +94,7 @@ from tritongru.harness.search_space import ProblemSpec, compiled_resources
 from tritongru.precisions import PRECISIONS
 
 problem = ProblemSpec("forward", "cudnn", PRECISIONS["fp32"], batch=3, hidden=40, input_size=12)
-config = KernelConfig(16, 16, 32, num_warps=8)
+config = KernelConfig(16, 16, 128, num_warps=8, split_k=True)
 used = compiled_resources(config, problem, arch=90)
 flags = {"bias": True, "store_gates": False, "lengths": False}
 kind, args = launchers.meta_arguments("forward", "cudnn", "fp32", 3, 40, 12, flags, config)
@@ -102,7 +109,7 @@ print(json.dumps([used.registers_per_thread, used.shared_memory, used.spill_byte
 
 def test_resources_read_from_the_sm90_compile():
     """Without a GPU: every kernel a grid-synchronised config compiles to (the persistent launch and its
-    per-step fallback) goes through ptxas for sm_90 (in a process without the interpreter); the most any of
+    per-step fallback) is compiled for sm_90 (in a process without the interpreter); the most any of
     them needs is reported."""
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
     done = subprocess.run(
@@ -113,7 +120,7 @@ def test_resources_read_from_the_sm90_compile():
     assert kernels == 2, "the grid-synchronised kernel and its per-step fallback"
     assert 0 < registers == most_registers <= 255
     assert spills == most_spills
-    weights = 3 * 64 * 16 * 4  # three gates x K=40 in two chunks of 32 x a 16-unit slice, fp32
+    weights = 3 * 128 * 16 * 4  # three gates x K=40 in one chunk of 128 (16 per warp) x a 16-unit slice, fp32
     assert weights <= shared <= 2 * weights
 
 
@@ -122,7 +129,8 @@ def test_prune_splits_the_candidates():
     kept, pruned = search_space.prune(configs, spec(), NOMINAL_LIMITS)
     assert len(kept) + len(pruned) == len(configs)
     assert kept and pruned
-    assert all(c.block_b == 16 and c.block_h <= 32 and c.block_k <= 32 for c in kept)
+    assert all(c.block_b == 16 and c.block_h <= 32 and c.block_k <= 16 * c.num_warps for c in kept)
+    assert {c.split_k for c in kept} == {True}, "4 or 8 warps cannot split 16 rows"
 
 
 def small_problem(device, kernel, variant="cudnn", seq_len=3, **overrides):

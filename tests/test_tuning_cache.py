@@ -12,7 +12,16 @@ import torch
 from tritongru import tuning_cache
 from tritongru.environment import device_name, triton_version
 
-CONFIG = {"block_b": 16, "block_h": 32, "block_k": 16, "num_warps": 4, "num_stages": 2, "persistent": False}
+CONFIG = {
+    "block_b": 16,
+    "block_h": 32,
+    "block_k": 64,
+    "num_warps": 4,
+    "num_stages": 2,
+    "persistent": False,
+    "split_k": True,
+    "batch_blocks": 1,
+}
 
 
 @pytest.fixture

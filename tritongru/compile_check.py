@@ -10,9 +10,11 @@ compiler down to a cubin with Triton's bundled ``ptxas``, with the specialisatio
 shared memory per program.
 
 It checks what must hold before a GPU ever runs them: nothing fails to compile; no config the launchers
-would take spills or needs more shared memory than an SM has; and in every grid-synchronised kernel the
+would take spills or needs more shared memory than an SM has; in every grid-synchronised kernel the
 barrier is what it must be (a release atomic to arrive, acquire loads to poll, no asynchronous copy that could
-cross it). It needs Triton's CUDA backend but no GPU, and must run without ``TRITON_INTERPRET``::
+cross it); and every grid-synchronised step does what its plan says (:func:`step_problems`): one round trip to
+L2 per wave of exchanged data and phase, no warp computing products another warp computes. It needs
+Triton's CUDA backend but no GPU, and must run without ``TRITON_INTERPRET``::
 
     python -m tritongru.compile_check --arch 90               # every size of SIZES, the extreme flags
     python -m tritongru.compile_check --arch 90 --every-flag  # ... and every combination of flags
@@ -32,7 +34,7 @@ from dataclasses import dataclass
 
 import triton
 
-from tritongru.compiled import Resources, kernel_resources
+from tritongru.compiled import Resources, kernel_resources, planned_step, step_facts
 from tritongru.configs import KERNELS, KernelConfig
 from tritongru.environment import interpreting
 from tritongru.kernels.backward import gru_backward_kernel
@@ -100,9 +102,10 @@ class Compiled:
 
     def describe(self) -> str:
         c, r = self.config, self.resources
+        split = "K" if c.split_k else "rows"
         return (
-            f"{self.mode:9} {self.phases:9} b{c.block_b}/h{c.block_h}/k{c.block_k}/w{c.num_warps}/s{c.num_stages}"
-            f"  regs {r.registers:3}  spill {r.spills:4} B  smem {r.shared:6} B"
+            f"{self.mode:9} {self.phases:9} b{c.block_b}x{c.batch_blocks}/h{c.block_h}/k{c.block_k}/w{c.num_warps}"
+            f"({split})/s{c.num_stages}  regs {r.registers:3}  spill {r.spills:4} B  smem {r.shared:6} B"
         )
 
 
@@ -170,7 +173,25 @@ def barrier_problems(ptx: str) -> list[str]:
     return problems
 
 
-def _problems(compiled: Compiled, arch: int) -> list[str]:
+def step_problems(call: Call, compiled: Compiled) -> list[str]:
+    """How a grid-synchronised kernel's time loop (:func:`tritongru.compiled.step_facts`) differs from its plan
+    (:func:`tritongru.compiled.planned_step`): more round trips for exchanged data than waves, warps computing
+    the same products, or barriers other than one per phase (empty when it does what the plan says)."""
+    kind = "backward" if call.kernel == "backward" else "forward"
+    dtype = PRECISIONS[call.precision].dtype
+    found = step_facts(compiled.resources.ptx)
+    planned = planned_step(kind, call.variant, compiled.config, call.hidden, dtype)
+    problems = []
+    if found.round_trips != planned.round_trips:
+        problems.append(f"round trips per phase {found.round_trips}, planned {planned.round_trips}")
+    if found.mma != planned.mma:
+        problems.append(f"{found.mma} mma per warp and step, planned {planned.mma} (the tile's over the warps)")
+    if found.arrivals != planned.arrivals:
+        problems.append(f"{found.arrivals} barrier arrivals per step, planned {planned.arrivals}")
+    return problems
+
+
+def _problems(call: Call, compiled: Compiled, arch: int) -> list[str]:
     found = []
     if compiled.resources.spills:
         found.append(f"spills {compiled.resources.spills} bytes of registers")
@@ -178,6 +199,8 @@ def _problems(compiled: Compiled, arch: int) -> list[str]:
         found.append(f"needs {compiled.resources.shared} bytes of shared memory")
     if compiled.mode == "grid-sync":
         found += barrier_problems(compiled.resources.ptx)
+        if call.kernel != "cell":
+            found += step_problems(call, compiled)
     return found
 
 
@@ -187,7 +210,7 @@ def _check_call(call: Call, arch: int) -> list[tuple[str, list[str]]] | str:
         _, compiled = compile_call(call, arch)
     except Exception as error:  # any compiler error is a finding to report
         return f"{type(error).__name__}: {str(error).splitlines()[0]}"
-    return [(f"{call.describe()}  {c.describe()}", _problems(c, arch)) for c in compiled]
+    return [(f"{call.describe()}  {c.describe()}", _problems(call, c, arch)) for c in compiled]
 
 
 def check(

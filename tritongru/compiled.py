@@ -3,10 +3,11 @@
 Triton's JIT specialises every call: each argument by its type, 16-byte alignment and divisibility by 16 (and
 the value 1 or ``None`` as a constant), unless the kernel says ``do_not_specialize``. :func:`specialise`
 reproduces that for a call's keyword arguments (meta tensors do: only dtypes and alignment matter), and
-:func:`kernel_resources` compiles it to a cubin with Triton's bundled ``ptxas`` for ``sm_<arch>`` and reads
-what one program needs: registers and spilled bytes (``ptxas -v``), shared memory (Triton's metadata). It needs
-Triton's CUDA backend but no GPU, and must run without ``TRITON_INTERPRET``; Triton caches compiles on disk,
-so a launch of the same call afterwards reuses the work.
+:func:`kernel_resources` compiles it to a cubin for ``sm_<arch>`` as the JIT does (Triton's bundled ``ptxas``,
+its own flags) and reads what one program needs: registers and spilled bytes from the cubin
+(:func:`cubin_usage`), shared memory from Triton's metadata. It needs Triton's CUDA backend but no GPU,
+and must run without ``TRITON_INTERPRET``; Triton caches compiles on disk, so a launch of the same call
+afterwards reuses the work.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from triton.runtime.autotuner import Heuristics
 
 @dataclass(frozen=True)
 class Resources:
-    """What one program of a compiled kernel needs: ``registers`` per thread, ``spills`` (bytes of spill
-    stores), ``shared`` (bytes of shared memory), and the kernel's ``ptx``."""
+    """What one program of a compiled kernel needs: ``registers`` per thread, ``spills`` (bytes of stack its
+    spilled registers take), ``shared`` (bytes of shared memory), and the kernel's ``ptx``."""
 
     registers: int
     spills: int
@@ -81,8 +82,8 @@ def compile_key(kernel, call: dict) -> tuple:
 
 
 def kernel_resources(kernel, call: dict, arch: int) -> Resources:
-    """Compile ``kernel(**call)`` for ``sm_<arch>`` and read its resources (registers and spills from
-    ``ptxas -v``); remembered per distinct compile for the life of the process."""
+    """Compile ``kernel(**call)`` for ``sm_<arch>`` and read its resources (registers and spills from the
+    cubin); remembered per distinct compile for the life of the process."""
     key = (compile_key(kernel, call), arch)
     if key not in _found:
         _found[key] = _compile(kernel, call, arch)
@@ -93,20 +94,162 @@ _found: dict[tuple, Resources] = {}
 
 
 def _compile(kernel, call: dict, arch: int) -> Resources:
-    from triton.backends.nvidia.compiler import get_ptxas, sm_arch_from_capability
-
     source, options = specialise(kernel, call)
     compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options=options)
-    ptx = compiled.asm["ptx"]
+    registers, stack = cubin_usage(compiled.asm["cubin"])
+    return Resources(registers=registers, spills=stack, shared=compiled.metadata.shared, ptx=compiled.asm["ptx"])
+
+
+def cubin_usage(cubin: bytes) -> tuple[int, int]:
+    """``(registers per thread, stack bytes)`` of the one kernel in ``cubin``, as ``cuobjdump -res-usage``
+    reads them from the cubin Triton built (with its own ptxas flags; no second ptxas run). The kernels keep
+    no arrays in local memory, so their stack is their spilled registers."""
     with tempfile.TemporaryDirectory() as directory:
-        path = Path(directory) / "kernel.ptx"
-        path.write_text(ptx)
+        path = Path(directory) / "kernel.cubin"
+        path.write_bytes(cubin)
         report = subprocess.run(
-            [get_ptxas(arch).path, "-v", f"--gpu-name={sm_arch_from_capability(arch)}", str(path), "-o", "/dev/null"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stderr
-    registers = int(re.search(r"Used (\d+) registers", report).group(1))
-    spills = int(re.search(r"(\d+) bytes spill stores", report).group(1))
-    return Resources(registers=registers, spills=spills, shared=compiled.metadata.shared, ptx=ptx)
+            [triton.knobs.nvidia.cuobjdump.path, "-res-usage", str(path)], capture_output=True, text=True, check=True
+        ).stdout
+    usage = re.search(r"REG:(\d+) STACK:(\d+)", report)
+    return int(usage.group(1)), int(usage.group(2))
+
+
+@dataclass(frozen=True)
+class StepFacts:
+    """What one pass of a persistent kernel's time loop does, read from its PTX (:func:`step_facts`): one step
+    of one batch block (a program steps its batch blocks in a loop of the same code). ``round_trips`` per phase
+    (how many times a warp waits for data other programs wrote: loads bypassing L1, ``ld.global.cg``, whose
+    results are needed before the next ones are issued), ``mma`` (tensor-core instructions one warp issues) and
+    ``arrivals`` (grid-barrier arrivals)."""
+
+    round_trips: tuple[int, ...]
+    mma: int
+    arrivals: int
+
+
+_LABEL = re.compile(r"^(\$L__BB\d+_\d+):(.*)$")
+_REGISTER = re.compile(r"%[a-z]+\d+")
+_ARRIVAL = re.compile(r"^(red|atom)\.global\.gpu\.release\.add")
+
+
+def _blocks(ptx: str) -> list[tuple[str, list[str]]]:
+    """``(label, lines)`` of every basic block in text order; a block's first line is its label line with
+    the comments LLVM puts after it (which name its loop)."""
+    blocks: list[tuple[str, list[str]]] = [("", [])]
+    for raw in ptx.splitlines():
+        line = raw.strip()
+        label = _LABEL.match(line)
+        if label:
+            blocks.append((label.group(1), [line]))
+        elif line:
+            blocks[-1][1].append(line)
+    return blocks
+
+
+def time_loop(ptx: str) -> list[str]:
+    """The instructions of the kernel's time loop in the order one iteration runs them: the outermost loop
+    with the most instructions, from its header on (blocks LLVM placed before the header, its latch, come
+    last), nested loops included (the barrier's spin loop). Raises ``ValueError`` when the PTX has no loop."""
+    blocks = _blocks(ptx)
+    members: dict[str, list[int]] = {}
+    parent_of: dict[str, str] = {}
+    for index, (label, lines) in enumerate(blocks):
+        comments = " ".join(line for line in lines if line.startswith("//") or "//" in line[:1] or line is lines[0])
+        name = label.removeprefix("$L__")
+        header = re.search(r"in Loop: Header=(\w+)", comments)
+        if "Loop Header" in comments:
+            members.setdefault(name, []).append(index)
+            parent = re.search(r"Parent Loop (\w+)", comments)
+            if parent:
+                parent_of[name] = parent.group(1)
+        elif header:
+            members.setdefault(header.group(1), []).append(index)
+    if not members:
+        raise ValueError("no loop in this PTX")
+
+    def outermost(name: str) -> str:
+        while name in parent_of:
+            name = parent_of[name]
+        return name
+
+    loops: dict[str, list[int]] = {}
+    for name, indices in members.items():
+        loops.setdefault(outermost(name), []).extend(indices)
+    instructions = lambda indices: [line for i in indices for line in blocks[i][1][1:] if not line.startswith(".")]
+    header, indices = max(loops.items(), key=lambda item: len(instructions(item[1])))
+    indices = sorted(set(indices))
+    start = next(i for i in indices if blocks[i][0] == f"$L__{header}")
+    ordered = [i for i in indices if i >= start] + [i for i in indices if i < start]
+    return [line for line in instructions(ordered) if not line.startswith("//")]
+
+
+def _operands(line: str) -> tuple[str, list[str], list[str]]:
+    """``(opcode, registers written, registers read)`` of one PTX instruction."""
+    line = re.sub(r"^@!?%\w+\s+", "", line.split("//")[0]).rstrip(";").strip()
+    opcode, _, rest = line.partition(" ")
+    if opcode.startswith(("st.", "red.", "stmatrix", "bar", "bra", "ret", "fence", "membar")):
+        return opcode, [], _REGISTER.findall(rest)
+    depth, split = 0, len(rest)
+    for position, char in enumerate(rest):
+        depth += char in "{["
+        depth -= char in "}]"
+        if char == "," and depth == 0:
+            split = position
+            break
+    return opcode, _REGISTER.findall(rest[:split]), _REGISTER.findall(rest[split:])
+
+
+def step_facts(ptx: str) -> StepFacts:
+    """Count what one iteration of the time loop (:func:`time_loop`) waits for and issues.
+
+    The model of a round trip: every exchange load (``ld.global.cg``) issued since the last wait is in
+    flight; the first instruction that reads one of their registers (a copy only renames it) waits for all of
+    them, and they all arrive together. A grid-barrier arrival (release add) ends a phase."""
+    phases, pending, trips, mma, arrivals = [], set(), 0, 0, 0
+    for line in time_loop(ptx):
+        opcode, written, read = _operands(line)
+        if _ARRIVAL.match(opcode):
+            arrivals += 1
+            phases.append(trips)
+            pending, trips = set(), 0
+            continue
+        if opcode.startswith("mma.sync") or opcode.startswith("wgmma.mma_async"):
+            mma += 1
+        renames = opcode.startswith("mov") and read and all(register in pending for register in read)
+        if opcode.startswith("ld.global.cg") or renames:
+            pending.update(written)
+        elif pending.intersection(read):
+            trips += 1
+            pending.clear()
+    if trips or not phases:
+        phases.append(trips)
+    return StepFacts(round_trips=tuple(phases), mma=mma, arrivals=arrivals)
+
+
+EXCHANGED_OPERANDS = {("forward", "cudnn"): (1,), ("forward", "classic"): (1, 1), ("backward", "cudnn"): (3,)}
+EXCHANGED_OPERANDS["backward", "classic"] = (1, 2)
+"""Full-width operands other programs wrote that each phase of a step multiplies: forward ``h_{t-1}`` (classic:
+then ``R * h``), backward the gate gradients (cudnn: ``dar, daz, dhn``; classic: ``dan``, then ``dar, daz``;
+its phase 0, which reads none, runs with the phase before it)."""
+
+MMA_K = {2: 16, 4: 8}
+"""K of one ``mma.sync`` by the storage dtype's bytes: ``m16n8k16`` for bf16/fp16, ``m16n8k8`` for TF32."""
+
+
+def planned_step(kind: str, variant: str, config, hidden: int, dtype) -> StepFacts:
+    """What one pass of the grid-synchronised ``kind`` kernel's time loop (one batch block of a step: the
+    kernel loops over its ``batch_blocks``, each the same code) should do under ``config``, from its plan: one
+    round trip per phase and wave of exchanged chunks (:func:`tritongru.configs.wave_chunks`); the tile's
+    ``mma`` shared out over the warps with none computed twice (``mma`` is 0 where the products run without
+    tensor cores: IEEE float32 and float64); one barrier arrival per phase (the backward's phase 0 of its last
+    step comes before the loop)."""
+    from tritongru.configs import wave_chunks
+
+    chunks = -(-hidden // config.block_k)
+    wave = wave_chunks(config, hidden, dtype)
+    operands = EXCHANGED_OPERANDS[kind, variant]
+    trips = tuple(-(-(n * chunks) // wave) for n in operands)
+    k = MMA_K.get(dtype.itemsize)
+    tile = (config.block_b // 16) * (config.block_h // 8) * 3 * chunks * config.block_k
+    mma = tile // k // config.num_warps if k else 0
+    return StepFacts(round_trips=trips, mma=mma, arrivals=len(trips))

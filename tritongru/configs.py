@@ -8,6 +8,7 @@ Under Triton's interpreter (CPU) tuning collapses to the heuristic's single conf
 from __future__ import annotations
 
 import functools
+import itertools
 import warnings
 from dataclasses import asdict, dataclass, replace
 
@@ -25,11 +26,13 @@ KERNELS = ("forward", "backward", "cell")
 class KernelConfig:
     """Block sizes and launch parameters of one recurrent kernel launch.
 
-    A program owns ``block_b`` batch rows x ``block_h`` hidden units (its slice; the grid is ``slices x batch
-    blocks``); ``block_k`` is the chunk of the reductions (the K loop over the hidden and, for the cell, input
-    width). ``persistent=True`` runs the whole time loop in one launch: one slice needs only CTA barriers,
-    several meet at a grid barrier (a cooperative launch; see :mod:`tritongru.launchers`); ``False`` launches
-    once per step and phase.
+    A program owns ``block_h`` hidden units (its slice) of ``batch_blocks`` blocks of ``block_b`` batch rows,
+    stepped in turn with the slice's weights held once (the grid is ``slices x groups of batch blocks``);
+    ``block_k`` is the chunk of the reductions (the K loop over the hidden and, for the cell, input width).
+    ``split_k``: the warps split every chunk's ``K`` (one cross-warp sum per product) instead of the rows; see
+    :mod:`tritongru.kernels.gru_math`. ``persistent=True`` runs the whole time loop in one launch: one slice needs
+    only CTA barriers, several meet at a grid barrier (a cooperative launch; see :mod:`tritongru.launchers`);
+    ``False`` launches once per step and phase.
     """
 
     block_b: int
@@ -38,6 +41,8 @@ class KernelConfig:
     num_warps: int = 4
     num_stages: int = 2
     persistent: bool = True
+    split_k: bool = False
+    batch_blocks: int = 1
 
     def __post_init__(self) -> None:
         problem = tuning_cache.config_problem(asdict(self))
@@ -51,6 +56,11 @@ class KernelConfig:
     def from_dict(cls, data: dict) -> KernelConfig:
         return cls(**{key: data[key] for key in cls.__dataclass_fields__ if key in data})
 
+    def grid(self, batch: int, hidden: int) -> tuple[int, int]:
+        """``(hidden slices, groups of batch blocks)``: the programs of one launch for a ``[batch, hidden]``
+        state."""
+        return -(-hidden // self.block_h), -(-batch // (self.block_b * self.batch_blocks))
+
 
 def _pow2_clamp(n: int, low: int, high: int) -> int:
     return max(low, min(high, 1 << max(0, n - 1).bit_length()))
@@ -59,21 +69,54 @@ def _pow2_clamp(n: int, low: int, high: int) -> int:
 ONE_SLICE_MAX_HIDDEN = 64
 """Up to this hidden size one program owns the whole width of its rows: no grid barrier at all."""
 
-PERSISTENT_TILE_MAX = 512
-"""Largest ``block_b x block_h`` tile of a persistent program: 32 x 32 spills on sm_90 (B=256, H=512, bf16)."""
-
 MAX_K_CHUNKS = 16
 """Most K chunks a reduction is unrolled into: more only lengthen the compile for the same data."""
 
 RESIDENT_BYTES_MAX = 200 * 1024
 """Most ``W_hh`` bytes one program holds for a persistent launch (``3 x H x block_h`` elements in the storage
-dtype): the compiler keeps them in shared memory, 227 KB per SM on sm_90, with room left for the streamed
-operand's chunk."""
+dtype): the compiler keeps them in shared memory, 227 KB per SM on sm_90, with room left for the exchanged
+operand on its way into the ``mma`` layout."""
+
+SHARED_BYTES_MAX = 227 * 1024
+"""Shared memory one program may use on sm_90 (H100, H200)."""
+
+IN_FLIGHT_BYTES_PER_THREAD = 320
+"""Bytes of the exchanged operand one thread may have in flight at once (80 registers): the loads of one wave
+(:func:`wave_chunks`) must fit beside the accumulators, the state and the prefetched inputs."""
+
+PERSISTENT_WARPS = 8
+"""Warps of a persistent program. Compiled for sm_90, 4 warps (48 registers of loads each) at B=16 H=768 bf16
+leave the loads one round trip apart in the PTX but not in the SASS: ptxas reuses registers of the first
+loads for the last ones; with 8 warps (24 registers each) every load is issued before the first use in both.
+More warps also halve each warp's ``mma`` chain."""
 
 
 @functools.cache
 def _sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def _chunk(hidden: int, num_warps: int) -> int:
+    """The K chunk of a split product: the widest of 64, 32 or 16 columns per warp that divides ``hidden``
+    (no chunk then multiplies padding), else 16 per warp (the least padding)."""
+    return next((width * num_warps for width in (64, 32, 16) if hidden % (width * num_warps) == 0), 16 * num_warps)
+
+
+def resident_bytes(config: KernelConfig, hidden: int, dtype: torch.dtype) -> int:
+    """Bytes of ``W_hh`` one program of ``config`` holds on chip: three gates, ``K`` padded to whole chunks."""
+    return 3 * (-(-hidden // config.block_k) * config.block_k) * config.block_h * dtype.itemsize
+
+
+def wave_chunks(config: KernelConfig, hidden: int, dtype: torch.dtype) -> int:
+    """How many K chunks of the exchanged operand a persistent program loads at once (one round trip each
+    wave): as many as fit :data:`IN_FLIGHT_BYTES_PER_THREAD` in registers and the shared memory left beside the
+    resident weights (each loaded chunk passes through shared memory on its way into the ``mma`` layout), at
+    least one. Per step, where the K loop is pipelined instead, 1."""
+    if not config.persistent:
+        return 1
+    chunk = config.block_b * config.block_k * dtype.itemsize
+    registers = IN_FLIGHT_BYTES_PER_THREAD * 32 * config.num_warps
+    return max(1, min(registers, _staging_room(config, hidden, dtype)) // chunk)
 
 
 def heuristic_config(
@@ -87,40 +130,75 @@ def heuristic_config(
 ) -> KernelConfig:
     """A config that is correct for every shape and reasonable without tuning.
 
-    On a GPU: batch blocks of 32 rows (16 for IEEE float32 and float64, whose products run without tensor
-    cores; 64 spills at H=1024). Up to :data:`ONE_SLICE_MAX_HIDDEN`, one program owns the whole width of its
-    rows (one launch, no grid barrier). Above it, persistent (the whole sequence in one launch, a grid barrier
-    per phase) with the narrowest hidden slice (16, 32 or 64 units) whose ``slices x batch blocks`` programs
-    fit on ``sm_count`` SMs at once, when the tile stays within :data:`PERSISTENT_TILE_MAX` elements and the
-    slice's share of ``W_hh`` fits :data:`RESIDENT_BYTES_MAX`; else one launch per step, slices of 64 on 8
-    warps with the weights streamed in chunks of 64 (the cell, one step, always so). Persistent 16-bit
-    storage streams K in chunks of 128 on 4 warps, 32- and 64-bit in chunks of 64 on 8 warps. These are the
-    choices that compile for sm_90 without spilling: ``python -m tritongru.compile_check`` compiles every size
-    it serves and fails on a spill.
+    On a GPU the warps split K (``split_k``) over chunks of 16 to 64 columns per warp (:func:`_chunk`), and a
+    program's tile is 16 rows of a 16-unit slice (:data:`PERSISTENT_TILE`: the largest whose per-warp partial
+    sums leave room for a wave of exchanged loads without spilling). Up to :data:`ONE_SLICE_MAX_HIDDEN`, one
+    program of 4 warps owns the whole width of its rows (one launch, no grid barrier). Above it, persistent:
+    the whole sequence in one launch, a grid barrier per phase, the slices' weights held on chip
+    (:data:`RESIDENT_BYTES_MAX`), on :data:`PERSISTENT_WARPS` warps, each program stepping as few batch blocks
+    as let its ``slices x groups`` grid fit on ``sm_count`` SMs at once (up to
+    :data:`~tritongru.tuning_cache.MAX_BATCH_BLOCKS`). So bf16 and fp16 stay persistent up to ``H = 2048``
+    (``B = 256`` there, ``B = 1024`` at ``H = 1024``, 132 SMs) and float32 and TF32 up to ``H = 1024``. Where
+    no such grid fits (float32 at ``H = 2048``, larger batches) and for the cell (one step): one launch per
+    step, slices of 64 on 8 warps with the weights streamed. ``python -m tritongru.compile_check`` compiles
+    every size it serves and fails on a spill.
 
-    Under the interpreter: few, large tiles (its cost is per program and per tile, not per element).
+    Under the interpreter: few, large tiles (its cost is per program and per tile, not per element), the
+    warps splitting K.
     """
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {KERNELS}; got {kernel!r}")
     if interpreting():
         block = _pow2_clamp(hidden, MIN_BLOCK, 64)
-        return KernelConfig(block_b=_pow2_clamp(batch, MIN_BLOCK, 64), block_h=block, block_k=block)
-    wide = dtype.itemsize >= 4
-    tensor_cores = dtype.itemsize == 2 or (dtype == torch.float32 and allow_tf32)
-    block_b = _pow2_clamp(batch, MIN_BLOCK, 32 if tensor_cores else 16)
-    block_k = _pow2_clamp(hidden, MIN_BLOCK, 64 if wide else 128)
-    num_warps = 8 if wide else 4
-    batch_blocks = -(-batch // block_b)
+        return KernelConfig(_pow2_clamp(batch, MIN_BLOCK, 64), block, block_k=64, split_k=True)
     if hidden <= ONE_SLICE_MAX_HIDDEN:
         block = _pow2_clamp(hidden, MIN_BLOCK, ONE_SLICE_MAX_HIDDEN)
-        return KernelConfig(block_b, block, min(block_k, block), num_warps, num_stages=2, persistent=True)
-    block_h = next((width for width in (16, 32, 64) if -(-hidden // width) * batch_blocks <= sm_count), None)
-    if kernel != "cell" and block_h is not None and block_b * block_h <= PERSISTENT_TILE_MAX:
-        resident_bytes = 3 * (-(-hidden // block_k) * block_k) * block_h * dtype.itemsize
-        if resident_bytes <= RESIDENT_BYTES_MAX:
-            # two stages for the per-step fallback's streamed K loop (the persistent kernel's loops ignore it)
-            return KernelConfig(block_b, block_h, block_k, num_warps, num_stages=2, persistent=True)
-    return KernelConfig(block_b, block_h=64, block_k=64, num_warps=8, num_stages=2, persistent=False)
+        return KernelConfig(MIN_BLOCK, block, 64, 4, split_k=True, batch_blocks=1)
+    if kernel != "cell":
+        config = _persistent(batch, hidden, dtype, sm_count)
+        if config is not None:
+            return config
+    return KernelConfig(MIN_BLOCK, 64, block_k=16 * 8, num_warps=8, persistent=False, split_k=True)
+
+
+PERSISTENT_TILE = (16, 16)
+"""``(block_b, block_h)`` of a persistent program's tile. With the warps splitting K, every warp holds a
+partial sum of the whole tile for each gate (8 warps: 8 copies), so the tile sets the registers: compiled for
+sm_90 (B=64 H=1024 bf16, 8 warps, gates saved), ``16 x 16`` tiles stepping two batch blocks take 174 registers,
+``32 x 16`` and ``16 x 32`` tiles spill."""
+
+
+def _persistent(batch: int, hidden: int, dtype: torch.dtype, sm_count: int) -> KernelConfig | None:
+    """The persistent config of :func:`heuristic_config`, or None where none fits."""
+    block_b, block_h = PERSISTENT_TILE
+    slices, blocks = -(-hidden // block_h), -(-batch // block_b)
+    if slices > sm_count:
+        return None
+    steps_of_blocks = -(-blocks // (sm_count // slices))
+    if steps_of_blocks > tuning_cache.MAX_BATCH_BLOCKS:
+        return None
+    config = KernelConfig(
+        block_b,
+        block_h,
+        _chunk(hidden, PERSISTENT_WARPS),
+        PERSISTENT_WARPS,
+        persistent=True,
+        split_k=True,
+        batch_blocks=steps_of_blocks,
+    )
+    if resident_bytes(config, hidden, dtype) > RESIDENT_BYTES_MAX:
+        return None
+    # one chunk of the exchanged operand must fit in the shared memory beside the held weights
+    while _staging_room(config, hidden, dtype) < block_b * config.block_k * dtype.itemsize:
+        if config.block_k == MIN_BLOCK * PERSISTENT_WARPS:
+            return None
+        config = replace(config, block_k=config.block_k // 2)
+    return config
+
+
+def _staging_room(config: KernelConfig, hidden: int, dtype: torch.dtype) -> int:
+    """Bytes of shared memory a persistent program of ``config`` has beside the weights it holds."""
+    return SHARED_BYTES_MAX - resident_bytes(config, hidden, dtype) - 2048
 
 
 def heuristic_configs(
@@ -140,16 +218,15 @@ def heuristic_configs(
     first = heuristic_config(kernel, batch, hidden, dtype=dtype, allow_tf32=allow_tf32, sm_count=sm_count)
     if interpreting():
         return [first]
-    covered = _pow2_clamp(hidden, MIN_BLOCK, 128)
+    covered = _pow2_clamp(hidden, MIN_BLOCK, 1 << 30)
     slices = (first.block_h,) if first.persistent else (64, 32, 16)
-    others = [
-        replace(first, block_h=block_h, block_k=block_k, num_warps=num_warps, num_stages=num_stages)
-        for block_h in slices
-        for block_k in (128, 64, 32)
-        for num_warps in (4, 8)
-        for num_stages in (2, 1, 3)
-        if block_k <= covered and not (first.persistent and -(-hidden // block_k) > MAX_K_CHUNKS)
-    ]
+    others = []
+    warps = (first.num_warps, *(w for w in (8, 4) if w != first.num_warps))
+    for block_h, num_warps, per_warp, num_stages in itertools.product(slices, warps, (64, 32, 16), (2, 1, 3)):
+        block_k = per_warp * num_warps
+        if block_k > max(covered, 16 * num_warps) or (first.persistent and -(-hidden // block_k) > MAX_K_CHUNKS):
+            continue
+        others.append(replace(first, block_h=block_h, block_k=block_k, num_warps=num_warps, num_stages=num_stages))
     return [first, *(config for config in others if config != first)]
 
 

@@ -6,18 +6,19 @@ the exact recurrent state (``h``, ``dh``) is kept in the *compute dtype* (float3
 
 How a sequence runs (:func:`plan_launch`, from the :class:`~tritongru.configs.KernelConfig`):
 
-- **persistent**, one slice (``block_h >= H``): the whole sequence in one launch, one program per batch block
-  owning the whole hidden width; CTA barriers only.
-- **persistent**, several slices: the whole sequence in one *cooperative* launch of ``slices x batch blocks``
-  programs that meet at a grid barrier after every phase. Used where programs run concurrently: on CUDA when
+- **persistent**, one slice (``block_h >= H``): the whole sequence in one launch, one program per group of
+  ``batch_blocks`` batch blocks owning the whole hidden width; CTA barriers only.
+- **persistent**, several slices: the whole sequence in one *cooperative* launch of ``slices x groups``
+  programs (each stepping its group's ``batch_blocks`` batch blocks in turn, the slice's weights held once)
+  that meet at a grid barrier after every phase. Used where programs run concurrently: on CUDA when
   the compiled kernel's resources let the whole grid be resident at once (checked before launching; the
   driver refuses a cooperative grid that cannot be), under the interpreter only when its programs run in
   threads (the test suite's barrier tests). The barrier counters are checked after the launch: a timed-out
   barrier raises ``RuntimeError`` (results invalid); on a GPU without waiting for it, at a later launch or
   :func:`check_grid_barriers` (see :func:`_check_barriers`).
 - **per step**: one launch per step and phase (cudnn forward 1, classic forward 2, cudnn backward 2, classic
-  backward 3), ``slices x batch blocks`` programs; on Hopper and newer each launch after the first is
-  dispatched while the previous one finishes (programmatic dependent launch), hiding the gap between them.
+  backward 3), ``slices x batch blocks`` programs (one batch block each); on Hopper and newer each launch after
+  the first is dispatched while the previous one finishes (programmatic dependent launch), hiding the gap.
 
 ``TRITONGRU_GRID_SYNC=0`` in the environment turns the grid barrier off: several slices then run per step.
 """
@@ -31,7 +32,7 @@ import math
 import os
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import torch
@@ -39,7 +40,7 @@ import triton
 import triton.language as tl
 
 from tritongru.compiled import compile_key, kernel_resources
-from tritongru.configs import KernelConfig, heuristic_config, heuristic_configs, select_config
+from tritongru.configs import KernelConfig, heuristic_config, heuristic_configs, select_config, wave_chunks
 from tritongru.environment import interpreting
 from tritongru.kernels.backward import gru_backward_kernel
 from tritongru.kernels.forward import gru_forward_kernel
@@ -61,8 +62,9 @@ INTERPRETER_POLLS_PER_S = 100_000
 
 @dataclass(frozen=True)
 class LaunchPlan:
-    """How one sequence runs: ``grid`` ``(hidden slices, batch blocks)``; ``persistent`` (whole sequence in one
-    launch); ``grid_sync`` (programs meet at a grid barrier); ``use_pdl`` (programmatic dependent launch)."""
+    """How one sequence runs: ``grid`` ``(hidden slices, groups of batch blocks)`` (per step a group is one
+    batch block); ``persistent`` (whole sequence in one launch); ``grid_sync`` (programs meet at a grid
+    barrier); ``use_pdl`` (programmatic dependent launch)."""
 
     grid: tuple[int, int]
     persistent: bool
@@ -82,12 +84,18 @@ def _pdl_available(device: torch.device) -> bool:
 
 def plan_launch(config: KernelConfig, batch: int, hidden: int, device: torch.device) -> LaunchPlan:
     """The launch plan of ``config`` for a ``[batch, hidden]`` state on ``device`` (see the module docstring)."""
-    grid = (triton.cdiv(hidden, config.block_h), triton.cdiv(batch, config.block_b))
+    grid = config.grid(batch, hidden)
     if config.persistent and grid[0] == 1:
         return LaunchPlan(grid, persistent=True, grid_sync=False, use_pdl=False)
     if config.persistent and grid_sync_available(device):
         return LaunchPlan(grid, persistent=True, grid_sync=True, use_pdl=False)
-    return LaunchPlan(grid, persistent=False, grid_sync=False, use_pdl=_pdl_available(device))
+    return _per_step(config, batch, hidden, _pdl_available(device))
+
+
+def _per_step(config: KernelConfig, batch: int, hidden: int, use_pdl: bool) -> LaunchPlan:
+    """One launch per step and phase: a program per slice and batch block (stepping several batch blocks per
+    program only pays where the programs hold their weights across steps)."""
+    return LaunchPlan(replace(config, batch_blocks=1).grid(batch, hidden), False, False, use_pdl)
 
 
 @contextlib.contextmanager
@@ -100,7 +108,7 @@ def _on_device(device: torch.device) -> Iterator[None]:
         yield
 
 
-def _kernel_constants(dtype: torch.dtype, allow_tf32: bool, config: KernelConfig) -> dict:
+def _kernel_constants(dtype: torch.dtype, allow_tf32: bool, config: KernelConfig, hidden: int) -> dict:
     precision = precision_of(dtype, allow_tf32)
     return dict(
         ACC_DTYPE=tl.float64 if precision.compute_dtype == torch.float64 else tl.float32,
@@ -108,6 +116,9 @@ def _kernel_constants(dtype: torch.dtype, allow_tf32: bool, config: KernelConfig
         BLOCK_B=config.block_b,
         BLOCK_H=config.block_h,
         BLOCK_K=config.block_k,
+        BATCH_BLOCKS=config.batch_blocks,
+        SPLIT=config.num_warps if config.split_k else 1,
+        WAVE=wave_chunks(config, hidden, dtype),
         num_warps=config.num_warps,
         num_stages=config.num_stages,
     )
@@ -230,6 +241,7 @@ def kernel_calls(kind: str, variant: str, plan: LaunchPlan, steps: int, args: di
             sync_ptr=None,
             GRID_SYNC=False,
             RESIDENT=False,
+            BATCH_BLOCKS=1,
             USE_PDL=plan.use_pdl,
             launch_pdl=plan.use_pdl and (i, phase) != (0, 0),
         )
@@ -252,7 +264,8 @@ def _launch(kernel, kind: str, variant: str, plan: LaunchPlan, steps: int, args:
                 kernel[plan.grid](**call)
                 _check_barriers(call["sync_ptr"], arrivals)
                 return
-            plan = LaunchPlan(plan.grid, persistent=False, grid_sync=False, use_pdl=_pdl_available(device))
+            per_step_grid = (plan.grid[0], triton.cdiv(args["B"], args["BLOCK_B"]))
+            plan = LaunchPlan(per_step_grid, persistent=False, grid_sync=False, use_pdl=_pdl_available(device))
         for call in kernel_calls(kind, variant, plan, steps, args):
             kernel[plan.grid](**call)
 
@@ -314,7 +327,7 @@ def forward_arguments(
         H=H,
         I=input_size,
         CLASSIC=classic,
-        **_kernel_constants(storage, allow_tf32, config),
+        **_kernel_constants(storage, allow_tf32, config, H),
     )
     return args, config
 
@@ -354,7 +367,7 @@ def backward_arguments(
         B=B,
         H=H,
         CLASSIC=variant == "classic",
-        **_kernel_constants(storage, allow_tf32, config),
+        **_kernel_constants(storage, allow_tf32, config, H),
     )
     return args, config
 
@@ -363,8 +376,8 @@ def gpu_plans(config: KernelConfig, batch: int, hidden: int, arch: int) -> dict[
     """The plans the launchers can run ``config`` with on a GPU of compute capability ``arch`` (e.g. 90): its
     own (``"one-slice"``, ``"grid-sync"`` or ``"per-step"``), and for a grid-synchronised one also the per-step
     fallback taken where its grid cannot be resident at once."""
-    grid = (triton.cdiv(hidden, config.block_h), triton.cdiv(batch, config.block_b))
-    per_step = LaunchPlan(grid, persistent=False, grid_sync=False, use_pdl=arch >= 90)
+    grid = config.grid(batch, hidden)
+    per_step = _per_step(config, batch, hidden, use_pdl=arch >= 90)
     if not config.persistent:
         return {"per-step": per_step}
     if grid[0] == 1:
@@ -450,7 +463,7 @@ def first_spill_free(
     sm_count: int,
 ) -> KernelConfig:
     """The first of :func:`~tritongru.configs.heuristic_configs` whose compiled kernels for an ``arch`` GPU do
-    not spill registers (read from ``ptxas``, no GPU needed); the first one where all of them spill."""
+    not spill registers (read from their cubins, no GPU needed); the first one where all of them spill."""
     p = PRECISIONS[precision]
     candidates = heuristic_configs(kernel, batch, hidden, dtype=p.dtype, allow_tf32=p.allow_tf32, sm_count=sm_count)
     kind_kernel = {"forward": gru_forward_kernel, "backward": gru_backward_kernel}

@@ -42,15 +42,19 @@ from tritongru.environment import device_name, slug, triton_version, write_atomi
 from tritongru.precisions import precision_of
 
 FORMAT = "tritongru-tuning-cache"
-FORMAT_VERSION = 2
-"""Version 2 names precisions as :data:`tritongru.precisions.PRECISIONS` does (``fp32``, ``tf32``, ``bf16``,
-...) and keys on ``store_gates``; a version-1 file is ignored with a warning."""
+FORMAT_VERSION = 3
+"""Version 3 configs say how the warps split a product (``split_k``) and how many batch blocks a program steps
+(``batch_blocks``); version 2 named precisions as :data:`tritongru.precisions.PRECISIONS` does and keyed on
+``store_gates``. A file of another version is ignored with a warning (its configs were tuned for other kernels)."""
 
-CONFIG_KEYS = ("block_b", "block_h", "block_k", "num_warps", "num_stages", "persistent")
+CONFIG_KEYS = ("block_b", "block_h", "block_k", "num_warps", "num_stages", "persistent", "split_k", "batch_blocks")
 """The keys of a config dict as :func:`lookup` returns it (the fields of ``configs.KernelConfig``)."""
 
 NUM_WARPS = (1, 2, 4, 8, 16)
 """The warp counts a launch config may ask for."""
+
+MAX_BATCH_BLOCKS = 32
+"""The most batch blocks one program may step in turn (a loop in the kernel: one round trip each)."""
 
 MIN_BLOCK = 16
 """The smallest block size: ``tl.dot`` needs every tile dimension to be at least 16 on the GPU."""
@@ -114,7 +118,10 @@ def search_paths(device: str) -> list[Path]:
 def config_problem(config: object) -> str | None:
     """What makes ``config`` unusable as a launch config, or ``None`` when it is one: a dict with every key of
     :data:`CONFIG_KEYS`, block sizes powers of two >= 16, ``num_warps`` in :data:`NUM_WARPS`, ``num_stages``
-    a positive int, ``persistent`` a bool."""
+    a positive int, ``persistent`` and ``split_k`` bools, ``batch_blocks`` in ``1 .. MAX_BATCH_BLOCKS``, and
+    warps that share the tile without computing the same products: with ``split_k`` a K chunk of at least 16
+    columns per warp (``block_k >= 16 * num_warps``), without it a row block of 16 per warp
+    (``block_b >= 16 * num_warps``; ``tl.dot``'s row tile is 16)."""
     if not isinstance(config, dict):
         return "no 'config' table"
     missing = [key for key in CONFIG_KEYS if key not in config]
@@ -129,8 +136,19 @@ def config_problem(config: object) -> str | None:
         return f"num_warps {config['num_warps']!r} is not one of {NUM_WARPS}"
     if not is_int(config["num_stages"]) or config["num_stages"] < 1:
         return f"num_stages {config['num_stages']!r} is not a positive int"
-    if not isinstance(config["persistent"], bool):
-        return f"persistent {config['persistent']!r} is not a bool"
+    for key in ("persistent", "split_k"):
+        if not isinstance(config[key], bool):
+            return f"{key} {config[key]!r} is not a bool"
+    if not is_int(config["batch_blocks"]) or not 1 <= config["batch_blocks"] <= MAX_BATCH_BLOCKS:
+        return f"batch_blocks {config['batch_blocks']!r} is not an int in 1..{MAX_BATCH_BLOCKS}"
+    warps = config["num_warps"]
+    if config["split_k"] and config["block_k"] < MIN_BLOCK * warps:
+        return f"split_k over {warps} warps needs block_k >= {MIN_BLOCK * warps}, got {config['block_k']}"
+    if not config["split_k"] and config["block_b"] < MIN_BLOCK * warps:
+        return (
+            f"{warps} warps splitting the rows need block_b >= {MIN_BLOCK * warps}, got {config['block_b']} "
+            "(else several warps compute the same rows: use split_k)"
+        )
     return None
 
 

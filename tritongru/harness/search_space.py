@@ -15,41 +15,48 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
-from tritongru.configs import KERNELS, MAX_K_CHUNKS, KernelConfig
+from tritongru.configs import KERNELS, MAX_K_CHUNKS, KernelConfig, resident_bytes, wave_chunks
 from tritongru.precisions import Precision
+from tritongru.tuning_cache import MIN_BLOCK, config_problem
 
 _SPACE = {
     "block_b": (16, 32, 64),
     "block_h": (16, 32, 64),
-    "block_k": (32, 64, 128),
+    "block_k": (64, 128, 256, 512),
     "num_warps": (4, 8),
     "num_stages": (1, 2, 3, 4),
     "persistent": (True, False),
+    "split_k": (True, False),
+    "batch_blocks": (1, 2, 4, 8),
 }
 SEARCH_SPACE: dict[str, dict[str, tuple]] = {"forward": _SPACE, "backward": _SPACE, "cell": _SPACE}
-"""The declared search space per kernel, 432 configs before pruning: the batch block, the hidden slice each
-program owns, the K chunk of the step's products, warps, pipeline stages, and whether the sequence runs in
-one launch (weights held on chip) or one launch per step (weights streamed).
+"""The declared search space per kernel: the batch block, the hidden slice each program owns, the K chunk of
+the step's products, warps, pipeline stages, whether the sequence runs in one launch (weights held on chip)
+or one launch per step (weights streamed), whether the warps split K or the rows, and how many batch blocks
+one program steps. :func:`candidates` keeps the valid combinations (the warps must share the tile without
+computing the same products: :func:`tritongru.tuning_cache.config_problem`), 2,400 of 4,608.
 
 ``num_stages`` only matters per step, where the K loop streams weights and Triton may pipeline it: a
 persistent launch pins its time loop to one stage (no load may be pipelined above a grid barrier) and
 unrolls its K loop over the held tiles, so its stages compile to the same code (checked for sm_90 with Triton
-3.9: stages 1 to 4 give the same PTX) and only stage 2 is tried, the stages of its per-step fallback. Every
-config costs a compile, and a full ``tritongru tune`` should finish in well under an hour."""
+3.9: stages 1 to 4 give the same PTX) and only stage 2 is tried, the stages of its per-step fallback.
+``batch_blocks`` only matters where the grid would not fit the SMs: only the fewest that fit are tried.
+Every config costs a compile, and a full ``tritongru tune`` should finish in well under an hour."""
 
 TINY_SPACE: dict[str, tuple] = {
     "block_b": (16,),
     "block_h": (16, 32),
     "block_k": (16, 32),
-    "num_warps": (4,),
+    "num_warps": (1,),
     "num_stages": (2,),
     "persistent": (True, False),
 }
-"""A few configs for the CPU interpreter and tests, where warps and stages mean nothing."""
+"""A few configs for the CPU interpreter and tests, where warps and stages mean nothing (one warp owning the
+rows)."""
 
 
 @dataclass(frozen=True)
@@ -120,10 +127,12 @@ def search_space(kernel: str, *, tiny: bool = False) -> dict[str, tuple]:
 
 
 def candidates(kernel: str, space: dict[str, Sequence] | None = None) -> list[KernelConfig]:
-    """Every config of the Cartesian product of ``space`` (default: the kernel's :data:`SEARCH_SPACE`); a
-    ``KernelConfig`` field that ``space`` leaves out keeps its default."""
+    """Every valid config of the Cartesian product of ``space`` (default: the kernel's :data:`SEARCH_SPACE`);
+    a ``KernelConfig`` field that ``space`` leaves out keeps its default."""
     space = space if space is not None else search_space(kernel)
-    return [KernelConfig(**dict(zip(space, values, strict=True))) for values in itertools.product(*space.values())]
+    fields = {name: field.default for name, field in KernelConfig.__dataclass_fields__.items()}
+    combinations = (fields | dict(zip(space, values, strict=True)) for values in itertools.product(*space.values()))
+    return [KernelConfig(**chosen) for chosen in combinations if config_problem(chosen) is None]
 
 
 def _cover(n: int) -> int:
@@ -134,23 +143,24 @@ def _cover(n: int) -> int:
 def estimate_resources(config: KernelConfig, spec: ProblemSpec) -> Resources:
     """Resources by arithmetic on the tiles, for where nothing is compiled for a GPU (the CPU interpreter).
 
-    Shared memory: the three gates' weights this program holds, ``3 x K x block_h`` in the storage dtype (the
-    compiler keeps them in shared memory), plus one ``[block_b, block_k]`` chunk of the streamed operand.
-    Registers per thread: three fp32 (fp64 for float64) gate accumulators ``[block_b, block_h]`` over
-    ``32 * num_warps`` threads, plus a fixed 64 for addresses, loop state and prefetched inputs. Nothing
-    spills. On a GPU, :func:`compiled_resources` reads all three from the real compile instead."""
-    itemsize = spec.precision.dtype.itemsize
-    reduction = _cover_chunks(max(spec.hidden, spec.input_size) if spec.kernel == "cell" else spec.hidden, config)
-    words_per_acc = 2 if spec.precision.dtype == torch.float64 else 1
-    accumulators = 3 * config.block_b * config.block_h * words_per_acc
+    Shared memory: the three gates' weights this program holds (:func:`tritongru.configs.resident_bytes`; the
+    compiler keeps them in shared memory), plus one wave of ``[block_b, block_k]`` chunks of the exchanged
+    operand on its way into the ``mma`` layout (:func:`tritongru.configs.wave_chunks`). Registers per thread:
+    three fp32 (fp64 for float64) gate accumulators ``[block_b, block_h]`` per batch block over ``32 *
+    num_warps`` threads (``num_warps`` copies when the warps split K), plus a fixed 64 for addresses, loop state
+    and prefetched inputs. Nothing spills. On a GPU, :func:`compiled_resources` reads all three from the real
+    compile instead."""
+    dtype = spec.precision.dtype
+    reduction = max(spec.hidden, spec.input_size) if spec.kernel == "cell" else spec.hidden
+    words_per_acc = 2 if dtype == torch.float64 else 1
+    copies = config.num_warps if config.split_k else 1
+    accumulators = 3 * config.block_b * config.block_h * words_per_acc * copies * config.batch_blocks
+    chunks = min(wave_chunks(config, reduction, dtype), -(-reduction // config.block_k))
+    held = resident_bytes(config, reduction, dtype) if config.persistent else 0
     return Resources(
         registers_per_thread=math.ceil(accumulators / (32 * config.num_warps)) + 64,
-        shared_memory=(3 * reduction * config.block_h + config.block_b * config.block_k) * itemsize,
+        shared_memory=held + chunks * config.block_b * config.block_k * dtype.itemsize,
     )
-
-
-def _cover_chunks(n: int, config: KernelConfig) -> int:
-    return -(-n // config.block_k) * config.block_k
 
 
 def compiled_resources(config: KernelConfig, spec: ProblemSpec, *, arch: int | None = None) -> Resources:
@@ -195,8 +205,10 @@ def prune_reason(
     if config.block_h > _cover(spec.hidden):
         return f"block_h {config.block_h} > {_cover(spec.hidden)}, which already covers hidden {spec.hidden}"
     reduction = max(spec.hidden, spec.input_size) if spec.kernel == "cell" else spec.hidden
-    if config.block_k > _cover(reduction):
-        return f"block_k {config.block_k} > {_cover(reduction)}, which already covers K {reduction}"
+    # the warps splitting K need 16 columns each, so a chunk of 16 x num_warps covers any K that small
+    covering = max(_cover(reduction), MIN_BLOCK * config.num_warps if config.split_k else MIN_BLOCK)
+    if config.block_k > covering:
+        return f"block_k {config.block_k} > {covering}, which already covers K {reduction}"
     if config.persistent and config.num_stages == 1:
         return "a persistent launch compiles to the same code for every num_stages: stage 2 stands for it"
     if -(-reduction // config.block_k) > MAX_K_CHUNKS:
@@ -204,12 +216,19 @@ def prune_reason(
     threads = 32 * config.num_warps
     if config.block_b * config.block_h < threads:
         return f"{threads} threads for a {config.block_b}x{config.block_h} tile"
-    slices, batch_blocks = -(-spec.hidden // config.block_h), -(-spec.batch // config.block_b)
-    if config.persistent and slices > 1 and slices * batch_blocks > limits.sm_count:
+    slices, groups = config.grid(spec.batch, spec.hidden)
+    if config.persistent and slices > 1 and slices * groups > limits.sm_count:
         return (
-            f"{slices * batch_blocks} programs cannot all be resident on {limits.sm_count} SMs: the launchers "
+            f"{slices * groups} programs cannot all be resident on {limits.sm_count} SMs: the launchers "
             "would run it per step"
         )
+    fewer = config.batch_blocks // 2
+    if fewer and (
+        not config.persistent
+        or slices == 1
+        or slices * replace(config, batch_blocks=fewer).grid(spec.batch, spec.hidden)[1] <= limits.sm_count
+    ):
+        return f"{config.batch_blocks} batch blocks per program where {fewer} would do"
     used = resources(config, spec)
     if used.shared_memory > limits.shared_memory:
         return f"shared memory ~{used.shared_memory} B > {limits.shared_memory} B"

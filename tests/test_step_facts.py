@@ -1,0 +1,178 @@
+"""What one step of the persistent kernels waits for, read from their compiled sm_90 code (Triton's compiler and
+ptxas run without a GPU): one round trip to L2 per wave of data other programs wrote, per phase and batch
+block; every warp computing its own share of the tile's ``mma``; no spills. First the reading itself, on PTX
+written here, so that the counting is shown to have teeth; then the launchers' configs at the sizes the
+performance work is judged at."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tritongru.compiled import StepFacts, planned_step, step_facts, time_loop
+from tritongru.configs import KernelConfig
+
+PREAMBLE = """
+.visible .entry kernel(
+)
+{
+\tmov.b32 \t%r1, 0;
+"""
+
+LOOP_HEADER = """$L__BB0_2:                              // =>This Loop Header: Depth=1
+                                        //     Child Loop BB0_3 Depth 2
+"""
+
+SPIN = """$L__BB0_3:                              // =>  This Inner Loop Header: Depth=2
+                                        //   Parent Loop BB0_2 Depth=1
+\tld.global.gpu.acquire.b32 \t%r90, [ %rd9 + 0 ];
+\tsetp.lt.s32 \t%p9, %r90, %r91;
+\t@%p9 bra \t$L__BB0_3;
+"""
+
+LATCH = """$L__BB0_6:                              // %._crit_edge
+                                        //   in Loop: Header=BB0_2 Depth=1
+\tadd.s32 \t%r2, %r2, 1;
+\tsetp.lt.s32 \t%p1, %r2, %r3;
+\t@%p1 bra \t$L__BB0_2;
+$L__BB0_7:
+\tret;
+}
+"""
+
+
+def kernel(*body: str, latch_first: bool = False) -> str:
+    """PTX of a kernel whose time loop runs ``body``; LLVM may place the loop's latch before its header."""
+    loop = LOOP_HEADER + "".join(body) + SPIN
+    if not latch_first:
+        return PREAMBLE + loop + LATCH
+    latch, end = LATCH.split("$L__BB0_7")
+    return PREAMBLE + latch + loop + "$L__BB0_7" + end
+
+
+def load(n: int) -> str:
+    return f"\t@%p2 ld.global.cg.v4.b32 \t{{ %r{n}0, %r{n}1, %r{n}2, %r{n}3 }}, [ %rd{n} + 0 ];\n"
+
+
+def stage(n: int) -> str:
+    return f"\tst.shared.v4.b32 \t[%r7+{n}], {{%r{n}0, %r{n}1, %r{n}2, %r{n}3}};\n"
+
+
+MMA = (
+    "\tmma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 { %f1, %f2, %f3, %f4 }, { %r5, %r6, %r7, %r8 }, "
+    "{ %r9, %r10 }, { %f1, %f2, %f3, %f4 };\n"
+)
+ARRIVE = "\tbar.sync \t0;\n\tred.global.gpu.release.add.u32 \t[ %rd9 + 0 ], %r4;\n"
+TIE = "\t{ .reg .b32 t; and.b32 t, %r30, %r60; or.b32 %r70, %r10, t; mov.b32 %r71, %r30; }\n"
+
+
+def test_chunks_loaded_one_after_another_are_one_round_trip_each():
+    """The old kernels' pattern: a chunk's load, its store to shared memory (which waits for it), the next."""
+    facts = step_facts(kernel(load(1), stage(1), load(2), stage(2), load(3), stage(3), MMA, ARRIVE))
+    assert facts == StepFacts(round_trips=(3,), mma=1, arrivals=1)
+
+
+def test_chunks_loaded_together_are_one_round_trip():
+    assert step_facts(kernel(load(1), load(2), load(3), stage(1), stage(2), stage(3), ARRIVE)).round_trips == (1,)
+
+
+def test_a_copy_is_not_a_use_but_arithmetic_is():
+    """A register copy only renames a loaded value (ptxas propagates it), so the wait is at the copy's first
+    use; arithmetic on it (the tie of two chunks) waits for both loads at once."""
+    copies = "\tmov.b32 \t%r80, %r10;\n\tmov.b32 \t%r81, %r20;\n"
+    assert step_facts(kernel(load(1), copies, load(2), "\tst.shared.b32 \t[%r7], %r80;\n", ARRIVE)).round_trips == (1,)
+    assert step_facts(kernel(load(1), load(3), TIE, load(2), stage(2), ARRIVE)).round_trips == (2,)
+
+
+def test_barrier_arrivals_end_phases_and_the_latch_comes_last():
+    """Two phases (the classic form): each its own round trip, counted in the order one iteration runs even
+    where LLVM placed the loop's latch before its header."""
+    body = (load(1), stage(1), MMA, MMA, ARRIVE, load(2), stage(2), MMA, ARRIVE)
+    for latch_first in (False, True):
+        assert step_facts(kernel(*body, latch_first=latch_first)) == StepFacts((1, 1), mma=3, arrivals=2)
+
+
+def test_the_time_loop_is_the_largest_outer_loop():
+    """A loop before the time loop (a K loop that is not unrolled) is not the step."""
+    before = (
+        f"$L__BB0_1:                              // =>This Inner Loop Header: Depth=1\n{MMA}\t@%p5 bra \t$L__BB0_1;\n"
+    )
+    ptx = kernel(load(1), stage(1), MMA, MMA, ARRIVE).replace(LOOP_HEADER, before + LOOP_HEADER)
+    assert any("ld.global.cg" in line for line in time_loop(ptx))
+    assert step_facts(ptx).mma == 2
+
+
+def test_the_plan_counts_waves_and_the_tile():
+    """The plan's arithmetic: B=16 H=768 bf16 forward in chunks of 256 on 8 warps, all chunks in one wave; the
+    same per batch block when a program steps two; the backward's three gate gradients in one wave, classic's
+    two phases; TF32's mma is m16n8k8."""
+    import torch
+
+    config = KernelConfig(16, 16, 256, num_warps=8, split_k=True)
+    assert planned_step("forward", "cudnn", config, 768, torch.bfloat16) == StepFacts((1,), mma=36, arrivals=1)
+    two = KernelConfig(16, 16, 256, num_warps=8, split_k=True, batch_blocks=2)
+    assert planned_step("forward", "classic", two, 768, torch.bfloat16) == StepFacts((1, 1), mma=36, arrivals=2)
+    assert planned_step("backward", "cudnn", config, 768, torch.bfloat16) == StepFacts((1,), mma=36, arrivals=1)
+    assert planned_step("backward", "classic", config, 768, torch.bfloat16) == StepFacts((1, 1), 36, arrivals=2)
+    assert planned_step("forward", "cudnn", config, 768, torch.float32).mma == 72
+    # TF32 at H=1024: 192 KB of weights held leave room for four 8 KB chunks of the eight at a time
+    few = KernelConfig(16, 16, 128, num_warps=8, split_k=True)
+    assert planned_step("forward", "cudnn", few, 1024, torch.float32).round_trips == (2,)
+
+
+SIZES = [(16, 768), (64, 256), (64, 1024), (256, 1024), (512, 512)]
+"""The sizes of the performance issue: the target region's corners and two large batches."""
+
+FORWARD_WAVES = {("tf32", 1024): 2}
+"""Waves of one batch block's ``h_{t-1}`` in the forward where not one: TF32 at H=1024 holds 192 KB of weights
+per program (slices of 16), which leaves room in shared memory for one 32 KB chunk of two at a time."""
+
+FACTS = """
+import json, sys
+from tritongru import launchers
+from tritongru.compiled import kernel_resources, planned_step, step_facts
+from tritongru.configs import heuristic_config
+from tritongru.precisions import PRECISIONS
+
+kernel, variant, precision, batch, hidden = sys.argv[1:4] + [int(n) for n in sys.argv[4:6]]
+p = PRECISIONS[precision]
+config = heuristic_config(kernel, batch, hidden, dtype=p.dtype, allow_tf32=p.allow_tf32, sm_count=132)
+flags = {"bias": True, "lengths": False} | ({"store_gates": True} if kernel == "forward" else {})
+kind, args = launchers.meta_arguments(kernel, variant, precision, batch, hidden, 64, flags, config)
+plan = launchers.gpu_plans(config, batch, hidden, 90)
+(call,) = launchers.kernel_calls(kind, variant, plan["grid-sync"], 2, args)
+found = kernel_resources(launchers.gru_forward_kernel if kind == "forward" else launchers.gru_backward_kernel, call, 90)
+print(json.dumps({
+    "config": config.to_dict(), "plans": sorted(plan), "spills": found.spills,
+    "found": step_facts(found.ptx).__dict__, "planned": planned_step(kind, variant, config, hidden, p.dtype).__dict__,
+}))
+"""
+
+
+@pytest.mark.parametrize("kernel", ["forward", "backward"])
+@pytest.mark.parametrize("variant", ["cudnn", "classic"])
+@pytest.mark.parametrize("precision", ["bf16", "tf32"])
+@pytest.mark.parametrize("batch, hidden", SIZES, ids=[f"B{b}-H{h}" for b, h in SIZES])
+def test_the_launchers_step_is_one_round_trip_per_wave_with_the_warps_splitting_the_tile(
+    kernel, variant, precision, batch, hidden
+):
+    """The grid-synchronised kernel of the config the launchers take on an H100 (its heuristic: the compile
+    check shows that it and its fallback compile without spilling, so the launchers take it), compiled for
+    sm_90: its time loop does what the plan says, the forward's one round trip per phase and batch block."""
+    import json
+
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    command = [sys.executable, "-c", FACTS, kernel, variant, precision, str(batch), str(hidden)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.splitlines()[-1])
+    config = KernelConfig.from_dict(report["config"])
+    assert config.persistent and "grid-sync" in report["plans"], "persistent, one cooperative launch"
+    assert report["spills"] == 0
+    assert report["found"] == report["planned"], "the compiled step against its plan"
+    if kernel == "forward":
+        waves = FORWARD_WAVES.get((precision, hidden), 1)
+        assert report["found"]["round_trips"] == [waves] * (2 if variant == "classic" else 1), "per batch block"
