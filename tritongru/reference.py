@@ -75,7 +75,7 @@ def block_diagonal_weight_hh(weight_hh: torch.Tensor, num_heads: int) -> torch.T
     _check_heads(weight_hh, num_heads)
     if num_heads == 1:
         return weight_hh
-    blocks = weight_hh.view(3, num_heads, hidden // num_heads, hidden // num_heads)
+    blocks = weight_hh.reshape(3, num_heads, hidden // num_heads, hidden // num_heads)
     eye = torch.eye(num_heads, dtype=weight_hh.dtype, device=weight_hh.device)
     return torch.einsum("ghuc,hk->ghukc", blocks, eye).reshape(3 * hidden, hidden)
 
