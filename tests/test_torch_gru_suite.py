@@ -136,6 +136,20 @@ def test_module_db_gru_construction_errors(args, kwargs, error, message, device)
         tritongru.GRU(*args, device=device, **kwargs)
 
 
+@pytest.mark.parametrize("proj_size", [3, 1, -1])
+def test_gru_refuses_projections_as_torch_does(proj_size, device):
+    """test_nn's check that projections are LSTM-only: GRU(10, 20, proj_size=...) raises torch's ValueError, word
+    for word. ``proj_size=0`` (no projection) builds the plain GRU, where torch refuses the keyword itself."""
+    message = "proj_size argument is only supported for LSTM, not RNN or GRU"
+    with pytest.raises(ValueError) as theirs:
+        nn.GRU(10, 20, proj_size=proj_size, device=device)
+    with pytest.raises(ValueError) as ours:
+        tritongru.GRU(10, 20, proj_size=proj_size, device=device)
+    assert str(ours.value) == str(theirs.value) == message
+    module = tritongru.GRU(10, 20, proj_size=0, device=device)
+    assert module.proj_size == 0 and module.weight_hh_l0.shape == (60, 20)
+
+
 def test_module_db_gru_forward_dtype_error(device):
     module = tritongru.GRU(3, 5, device=device)
     pattern = (

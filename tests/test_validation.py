@@ -11,6 +11,7 @@ tripwires do catch a launch on every path (module, cell, functional; with and wi
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from helpers import ON_GPU
@@ -20,7 +21,15 @@ import tritongru
 import tritongru.launchers
 import tritongru.validation
 from tritongru import gru, gru_cell, gru_layer
-from tritongru.validation import check_device
+from tritongru.validation import (
+    GRUDtypeError,
+    GRUInputError,
+    check_device,
+    check_num_heads,
+    check_weights,
+    check_zoneout,
+    check_zoneout_seed,
+)
 
 IN, H, L, B, T = 5, 7, 2, 3, 4
 """Sizes of the valid inputs every case below spoils in one way."""
@@ -622,3 +631,92 @@ def test_non_tensor_state_and_weights(model, cell, device):
     weights[0] = None
     with pytest.raises(TypeError, match=r"^layer 0: weight_ih must be a torch.Tensor; got NoneType"):
         gru(x, None, weights)
+
+
+# ------------------------------------------------------------------ variant arguments: heads, zoneout, seeds
+
+DIVIDES = r"^num_heads must be a positive int that divides hidden_size=12 \(each head owns .*\); "
+SEED_RANGE = r"^zoneout_seed must be an int in \[0, 2\*\*63 - 1\] or None; "
+
+
+@pytest.mark.parametrize(
+    "num_heads, hidden, error, pattern",
+    [
+        pytest.param(0, 12, GRUInputError, DIVIDES + "got 0$", id="0"),
+        pytest.param(-3, 12, GRUInputError, r"^num_heads must be a positive int .*; got -3$", id="negative"),
+        pytest.param(5, 12, GRUInputError, DIVIDES + "got 5$", id="5"),
+        pytest.param(2, 17, GRUInputError, r"divides hidden_size=17 .*got 2$", id="odd-hidden"),
+        pytest.param(2.0, 12, GRUDtypeError, r"^num_heads must be an int .*; got float$", id="float"),
+        pytest.param(True, 12, GRUDtypeError, r"^num_heads must be an int .*; got bool$", id="bool"),
+        pytest.param("3", 12, GRUDtypeError, r"^num_heads must be an int .*; got str$", id="str"),
+        pytest.param(None, 12, GRUDtypeError, r"^num_heads must be an int .*; got NoneType$", id="None"),
+    ],
+)
+def test_bad_num_heads(num_heads, hidden, error, pattern):
+    with pytest.raises(error, match=pattern):
+        check_num_heads(num_heads, hidden)
+
+
+@pytest.mark.parametrize("num_heads, hidden", [(1, 17), (17, 17), (4, 12), (np.int64(3), 12)])
+def test_good_num_heads(num_heads, hidden):
+    checked = check_num_heads(num_heads, hidden)
+    assert checked == num_heads and type(checked) is int
+
+
+@pytest.mark.parametrize(
+    "zoneout, error, pattern",
+    [
+        pytest.param(1.0, GRUInputError, r"^zoneout must be a float in \[0, 1\) .*; got 1\.0$", id="one"),
+        pytest.param(1.5, GRUInputError, r"^zoneout must be a float in \[0, 1\) .*; got 1\.5$", id="above"),
+        pytest.param(-0.1, GRUInputError, r"^zoneout must be a float in \[0, 1\) .*; got -0\.1$", id="negative"),
+        pytest.param(float("nan"), GRUInputError, r"^zoneout must be a float in \[0, 1\) .*; got nan$", id="nan"),
+        pytest.param(1, GRUInputError, r"^zoneout must be a float in \[0, 1\) .*; got 1$", id="int-one"),
+        pytest.param("0.1", GRUDtypeError, r"^zoneout must be a float in \[0, 1\) .*; got str$", id="str"),
+        pytest.param(None, GRUDtypeError, r"^zoneout must be a float .*; got NoneType$", id="None"),
+        pytest.param(False, GRUDtypeError, r"^zoneout must be a float .*; got bool$", id="bool"),
+        pytest.param(torch.tensor(0.1), GRUDtypeError, r"^zoneout must be a float .*; got Tensor$", id="tensor"),
+    ],
+)
+def test_bad_zoneout(zoneout, error, pattern):
+    with pytest.raises(error, match=pattern):
+        check_zoneout(zoneout)
+
+
+@pytest.mark.parametrize("zoneout", [0, 0.0, 0.25, np.float32(0.5), 1 - 2**-40])
+def test_good_zoneout(zoneout):
+    assert check_zoneout(zoneout) == float(zoneout)
+
+
+@pytest.mark.parametrize(
+    "seed, error, pattern",
+    [
+        pytest.param(1.0, GRUDtypeError, r"^zoneout_seed must be an int or None; got float$", id="float"),
+        pytest.param("7", GRUDtypeError, r"^zoneout_seed must be an int or None; got str$", id="str"),
+        pytest.param(True, GRUDtypeError, r"^zoneout_seed must be an int or None; got bool$", id="bool"),
+        pytest.param(torch.tensor(7), GRUDtypeError, r"^zoneout_seed must be an int or None; got Tensor$", id="tensor"),
+        pytest.param(-1, GRUInputError, SEED_RANGE + "got -1$", id="-1"),
+        pytest.param(2**63, GRUInputError, SEED_RANGE + f"got {2**63}$", id="2^63"),
+    ],
+)
+def test_bad_zoneout_seed(seed, error, pattern):
+    with pytest.raises(error, match=pattern):
+        check_zoneout_seed(seed)
+
+
+@pytest.mark.parametrize("seed", [None, 0, 1, 2**63 - 1, np.int64(12)])
+def test_good_zoneout_seed(seed):
+    checked = check_zoneout_seed(seed)
+    assert checked == seed and (seed is None or type(checked) is int)
+
+
+def test_multi_head_weight_shapes(device):
+    """``check_weights(num_heads=k)`` takes the diagonal blocks ``[3H, H // k]`` and names the expected shape."""
+    weights = layer_weights(device, hidden=12)
+    blocks = torch.randn(36, 4, device=device)
+    assert check_weights("", weights[0], blocks, weights[2], weights[3], IN, num_heads=3) == 12
+    pattern = r"^layer 0: weight_hh must have shape \(3\*hidden_size, hidden_size // num_heads\) with num_heads=3"
+    with pytest.raises(GRUInputError, match=pattern + r"; got \(36, 12\)$"):
+        check_weights("layer 0: ", *weights, IN, num_heads=3)
+    dense = r"^weight_hh must have shape \(3\*hidden_size, hidden_size\); got \(36, 4\)$"
+    with pytest.raises(GRUInputError, match=dense):
+        check_weights("", weights[0], blocks, weights[2], weights[3], IN)

@@ -3,7 +3,8 @@
 Drop-ins for ``torch.nn.GRU`` / ``torch.nn.GRUCell`` (:class:`GRU`, :class:`GRUCell`), a functional API for
 research code that owns its weights (:func:`gru`, :func:`gru_layer`, :func:`gru_cell`), the kernels as
 ``torch.library`` custom ops (``torch.ops.tritongru``, :mod:`tritongru.ops`), and the plain-PyTorch reference of
-both formulations (:mod:`tritongru.reference`). Bad input raises :class:`GRUInputError` or :class:`GRUDtypeError`,
+both formulations and of the multi-head, zoneout and LayerNorm variants (:mod:`tritongru.reference`; zoneout's
+masks: :mod:`tritongru.zoneout`). Bad input raises :class:`GRUInputError` or :class:`GRUDtypeError`,
 catchable as the ``ValueError``/``RuntimeError`` torch raises for the same mistakes.
 """
 

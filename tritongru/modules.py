@@ -52,9 +52,10 @@ class GRU(_TritonOptions, nn.RNNBase):
     """``torch.nn.GRU`` computed by tritongru's Triton kernels.
 
     ``GRU(input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-    bidirectional=False, device=None, dtype=None, *, variant="cudnn", allow_tf32=False)``.
+    bidirectional=False, device=None, dtype=None, *, proj_size=0, variant="cudnn", allow_tf32=False)``.
     ``forward(input, hx=None)`` takes what ``torch.nn.GRU`` takes (batched ``[L, N, H_in]`` / ``[N, L, H_in]``
     or unbatched ``[L, H_in]`` tensors, or a ``PackedSequence``) and returns ``(output, h_n)`` the same way.
+    ``proj_size`` exists for LSTMs only: 0 is accepted, anything else raises torch's ``ValueError``.
     """
 
     def __init__(
@@ -69,9 +70,12 @@ class GRU(_TritonOptions, nn.RNNBase):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         *,
+        proj_size: int = 0,
         variant: str = "cudnn",
         allow_tf32: bool = False,
     ) -> None:
+        if proj_size != 0:
+            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
         super().__init__(
             "GRU",
             input_size,

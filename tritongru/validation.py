@@ -8,11 +8,13 @@ with torch's phrase and adds its own detail in parentheses: what was expected, w
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import torch
 
 from tritongru.environment import interpreting
+from tritongru.zoneout import MAX_SEED
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -91,18 +93,27 @@ def check_weights(
     input_size: int,
     *,
     allow_empty: bool = False,
+    num_heads: int = 1,
 ) -> int:
     """Check one layer's weight shapes and dtypes against each other and ``input_size``; return ``H``.
 
     ``allow_empty``: ``H = 0`` is accepted (``torch.nn.GRUCell(10, 0)`` is valid; ``torch.nn.GRU(10, 0)`` is not).
+    ``num_heads``: ``weight_hh`` holds the diagonal blocks of a block-diagonal recurrent weight, shape
+    ``(3*hidden_size, hidden_size // num_heads)`` (``num_heads=1``: the dense ``(3*hidden_size, hidden_size)``).
     """
     check_floating(f"{prefix}weight_hh", weight_hh)
     check_floating(f"{prefix}weight_ih", weight_ih)
-    if weight_hh.dim() != 2 or weight_hh.shape[0] != 3 * weight_hh.shape[1]:
+    if num_heads == 1:
+        if weight_hh.dim() != 2 or weight_hh.shape[0] != 3 * weight_hh.shape[1]:
+            raise GRUInputError(
+                f"{prefix}weight_hh must have shape (3*hidden_size, hidden_size); got {tuple(weight_hh.shape)}"
+            )
+    elif weight_hh.dim() != 2 or weight_hh.shape[0] != 3 * num_heads * weight_hh.shape[1]:
         raise GRUInputError(
-            f"{prefix}weight_hh must have shape (3*hidden_size, hidden_size); got {tuple(weight_hh.shape)}"
+            f"{prefix}weight_hh must have shape (3*hidden_size, hidden_size // num_heads) with num_heads="
+            f"{num_heads}; got {tuple(weight_hh.shape)}"
         )
-    hidden = weight_hh.shape[1]
+    hidden = weight_hh.shape[0] // 3
     if hidden == 0 and not (allow_empty and weight_ih.dim() == 2 and weight_ih.shape[0] == 0):
         raise GRUInputError(
             f"{prefix}weight_hh must have shape (3*hidden_size, hidden_size) with hidden_size > 0"
@@ -200,3 +211,61 @@ def check_input_size(input: torch.Tensor, input_size: int, cell: bool = False) -
         )
         detail = f"input must have input_size={input_size} features in its last dimension; got {input.shape[-1]}"
         raise GRUInputError(with_torch_phrase(phrase, detail))
+
+
+def _is_int(value: object) -> bool:
+    """An integer that is not a bool (``True`` as a count or a seed is a slip, as torch's checks treat it)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_num_heads(num_heads: object, hidden_size: int) -> int:
+    """``num_heads``: a positive int that divides ``hidden_size`` (each head owns ``hidden_size // num_heads``
+    units); returned as an int."""
+    if not _is_int(num_heads):
+        raise GRUDtypeError(
+            f"num_heads must be an int (heads of the block-diagonal recurrent weight); got {type(num_heads).__name__}"
+        )
+    if num_heads < 1 or hidden_size % num_heads:
+        raise GRUInputError(
+            f"num_heads must be a positive int that divides hidden_size={hidden_size} (each head owns "
+            f"hidden_size // num_heads units); got {num_heads}"
+        )
+    return int(num_heads)
+
+
+def check_zoneout(zoneout: object) -> float:
+    """``zoneout``: a float in ``[0, 1)``, the probability that a unit keeps its previous state at a step;
+    returned as a float."""
+    if not isinstance(zoneout, numbers.Real) or isinstance(zoneout, bool):
+        raise GRUDtypeError(
+            f"zoneout must be a float in [0, 1) (the probability that a unit keeps its state); "
+            f"got {type(zoneout).__name__}"
+        )
+    if not 0 <= zoneout < 1:
+        raise GRUInputError(
+            f"zoneout must be a float in [0, 1) (the probability that a unit keeps its state); got {zoneout}"
+        )
+    return float(zoneout)
+
+
+def check_zoneout_seed(zoneout_seed: object) -> int | None:
+    """``zoneout_seed``: None (drawn from torch's generator) or an int in ``[0, 2**63 - 1]``; returned as an int."""
+    if zoneout_seed is None:
+        return None
+    if not _is_int(zoneout_seed):
+        raise GRUDtypeError(f"zoneout_seed must be an int or None; got {type(zoneout_seed).__name__}")
+    if not 0 <= zoneout_seed <= MAX_SEED:
+        raise GRUInputError(f"zoneout_seed must be an int in [0, 2**63 - 1] or None; got {zoneout_seed}")
+    return int(zoneout_seed)
+
+
+def check_zoneout_mask(zoneout_mask: object, expected: tuple[int, ...], what: str) -> torch.Tensor:
+    """An explicit zoneout mask: a bool tensor (True where a unit keeps its previous state) of shape ``expected``."""
+    if not isinstance(zoneout_mask, torch.Tensor):
+        raise GRUDtypeError(f"zoneout_mask must be a bool torch.Tensor or None; got {type(zoneout_mask).__name__}")
+    if zoneout_mask.dtype != torch.bool:
+        raise GRUDtypeError(
+            f"zoneout_mask must be a bool tensor (True where a unit keeps its state); got {zoneout_mask.dtype}"
+        )
+    check_shape("zoneout_mask", zoneout_mask, expected, what)
+    return zoneout_mask

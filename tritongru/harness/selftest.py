@@ -34,11 +34,13 @@ TEST_FILES = (
     "tests/test_grid_sync.py",
     "tests/test_compile.py",
     "tests/test_reference.py",
+    "tests/test_zoneout.py",
     "tests/test_modules.py",
     "tests/test_validation.py",
 )
-"""What part 1 runs: everything that launches the kernels, and the sm_90 compile check with the GPU's own
-Triton (its ptxas allocates registers its own way); none of the harness's own tests."""
+"""What part 1 runs: everything that launches the kernels (zoneout's mask helper included: ``tl.rand`` compiled
+for the GPU against the host's Philox), and the sm_90 compile check with the GPU's own Triton (its ptxas
+allocates registers its own way); none of the harness's own tests."""
 
 TARGET_REGION = Grid(
     batch=(1, 16, 64),
