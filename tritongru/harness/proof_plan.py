@@ -30,10 +30,12 @@ from tritongru.harness import timing
 from tritongru.harness.precompile import Kernel, distinct
 from tritongru.precisions import PRECISIONS
 
-COMPILE_S_PER_KERNEL = 3.0
-"""Seconds one process takes to compile one of the plan's kernels (Triton 3.6, sm_90, an empty cache):
-measured on the 2-core development machine without a GPU, shared with other work, by precompiling the
-default plan's kernels in one process (``python -m tritongru.harness.selftest --measure-compile``)."""
+COMPILE_S_PER_KERNEL = 5.7
+"""Seconds one process takes to compile one of the plan's kernels for sm_90 into an empty cache: measured on
+the 2-core development machine without a GPU (shared with other work, load average 4 to 7), Python 3.12,
+Triton 3.6.0: the default plan's 161 kernels in 918 s in one process, by
+:func:`tritongru.harness.selftest.measure_compile` with ``TRITON_CACHE_DIR`` an empty folder. A core of the
+GPU machine, not shared, is likely faster: an overestimate."""
 
 GPU_PROCESSES = 16
 """Processes the precompile runs on the GPU machine: one per CPU core."""
