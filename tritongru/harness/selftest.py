@@ -200,10 +200,6 @@ def _oracle_check(
     return _worst(compared)
 
 
-def _weights(module: torch.nn.Module, dtype: torch.dtype) -> list[torch.Tensor]:
-    return [p.detach().to(dtype) for p in module.parameters()]
-
-
 def layer_check(
     variant: str, precision: str, batch: int, hidden: int, steps: int, device: torch.device, *, inference: bool
 ) -> str | None:
@@ -216,7 +212,7 @@ def layer_check(
     module = torch.nn.GRU(hidden, hidden, device=device)
     x = torch.randn(steps, batch, hidden, device=device) * hidden**-0.5
     h0 = torch.randn(batch, hidden, device=device) * 0.5
-    tensors = [t.to(p.dtype) for t in (x, h0, *module.parameters())]
+    tensors = [t.detach().to(p.dtype) for t in (x, h0, *module.parameters())]
     names = [name for name, _ in module.named_parameters()]
 
     def ours(x, h, *weights):
@@ -245,7 +241,7 @@ def cell_check(
     module = torch.nn.GRUCell(hidden, hidden, device=device)
     x = torch.randn(batch, hidden, device=device) * hidden**-0.5
     h = torch.randn(batch, hidden, device=device) * 0.5
-    tensors = [t.to(p.dtype) for t in (x, h, *module.parameters())]
+    tensors = [t.detach().to(p.dtype) for t in (x, h, *module.parameters())]
     names = [name for name, _ in module.named_parameters()]
 
     def ours(x, h, *weights):
@@ -436,7 +432,7 @@ def bench_stage(grid: Grid, points: Sequence[Point], providers: dict[str, str | 
 
 
 def speedup_table(document: dict) -> list[str]:
-    """Part 3's summary: per point and mode, the cudnn form's speed-up over cuDNN against the target, and the
+    """The bench's summary: per point and mode, the cudnn form's speed-up over cuDNN against the target, and the
     forward's µs per step; the worst point of each mode first, so that misses show before hits."""
     rows = [
         row
@@ -490,20 +486,19 @@ def layer_stress(layers: Sequence[tuple[str, int, int, int]], arch: int) -> Call
     return run
 
 
+_DIE_WITH_PARENT = (
+    "import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGKILL); os.execv(sys.argv[1], sys.argv[1:])"
+)
+"""Run the command in ``sys.argv[1:]`` so that it is killed when its parent dies (``prctl(PR_SET_PDEATHSIG)``,
+which outlives ``execv``)."""
+
+
 def run_tests(repo: Path, timeout_s: float, echo: Callable[[str], None]) -> tuple[bool, str]:
     """pytest over :data:`TEST_FILES` in ``repo`` with :data:`TEST_WORKERS` workers, its lines echoed as they
-    come, stopped after ``timeout_s``; ``(no test failed, summary)``."""
-    command = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "-v",
-        "-n",
-        str(TEST_WORKERS),
-        "-p",
-        "no:cacheprovider",
-        *TEST_FILES,
-    ]
+    come, stopped after ``timeout_s``; ``(no test failed, summary)``. On Linux pytest dies with the selftest
+    (``PR_SET_PDEATHSIG``), so that a killed selftest leaves nothing running on the GPU."""
+    pytest = [sys.executable, "-m", "pytest", "-v", "-n", str(TEST_WORKERS), "-p", "no:cacheprovider", *TEST_FILES]
+    command = [sys.executable, "-c", _DIE_WITH_PARENT, *pytest] if sys.platform == "linux" else pytest
     process = subprocess.Popen(
         command, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
     )
