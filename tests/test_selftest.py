@@ -128,6 +128,17 @@ def test_stages_are_skipped_when_the_budget_runs_out_each_with_its_line(tmp_path
     assert log.splitlines()[len(stages) + 2] == "total 120 s", "the plan heads the log"
 
 
+def test_the_budget_counts_from_the_start_it_is_given(tmp_path):
+    """Time spent before the stages (planning them) is spent from the budget."""
+    clock, seen = FakeClock(), []
+    stages = [fake_stage(clock, "fits", 5, 5, seen), fake_stage(clock, "does not", 8, 8, seen)]
+    status = selftest.run_stages(
+        stages, tmp_path, CPU, budget_s=20, clock=clock, start=clock.now - 8, stdout=io.StringIO()
+    )
+    assert status == 0 and seen == [("fits", 5)], "20 s from 8 s ago: 5 s for the first, 7 s left for the second"
+    assert "does not: SKIPPED: stage: 7 s left, estimated 8 s" in (tmp_path / selftest.LOG_FILE).read_text()
+
+
 def test_a_stage_that_raises_is_a_failure_and_the_run_goes_on(tmp_path):
     clock, seen = FakeClock(), []
     stages = [fake_stage(clock, "broken", 5, 1, seen, fails=True), fake_stage(clock, "after", 5, 1, seen)]

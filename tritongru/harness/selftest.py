@@ -612,8 +612,8 @@ class _Output:
     """The log (``stdout`` and :data:`LOG_FILE`, line by line) and the outcomes (:data:`OUTCOMES_FILE`, a JSON
     line each), flushed as they are written, with the seconds since ``start`` by ``clock``."""
 
-    def __init__(self, out: Path, stdout: TextIO, clock: Callable[[], float]) -> None:
-        self.stdout, self.clock, self.start = stdout, clock, clock()
+    def __init__(self, out: Path, stdout: TextIO, clock: Callable[[], float], start: float) -> None:
+        self.stdout, self.clock, self.start = stdout, clock, start
         self.stack = ExitStack()
         self.log = self.stack.enter_context((out / LOG_FILE).open("a", encoding="utf-8", buffering=1))
         self.outcomes = self.stack.enter_context((out / OUTCOMES_FILE).open("a", encoding="utf-8", buffering=1))
@@ -661,16 +661,18 @@ def run_stages(
     *,
     budget_s: float = BUDGET_S,
     clock: Callable[[], float] = time.monotonic,
+    start: float | None = None,
     stdout: TextIO = sys.stdout,
 ) -> int:
-    """Run ``stages`` in order within ``budget_s`` seconds by ``clock``, writing into the folder ``out``.
+    """Run ``stages`` in order within ``budget_s`` seconds by ``clock``, counted from ``start`` (a reading of
+    ``clock``; default: now), writing into the folder ``out``.
 
     A stage whose estimate does not fit in what is left is skipped with a line that says so; one that starts
     must end, where it can (the bench, the tests), in time to leave the later stages their estimates (but gets
     at least its own). A stage that raises is recorded as failed with its error, and the run goes on. Returns
     the exit status: 1 when an outcome failed, else 0."""
     out.mkdir(parents=True, exist_ok=True)
-    output = _Output(out, stdout, clock)
+    output = _Output(out, stdout, clock, clock() if start is None else start)
     with output.stack, _Compiles() as compiles:
         for line in plan_lines(stages, budget_s):
             output.echo(line)
@@ -722,8 +724,9 @@ def run_selftest(repo: Path, out: Path, *, budget_s: float = BUDGET_S, echo: Cal
     if not torch.cuda.is_available():
         echo("tritongru selftest proves the kernels on a GPU; no CUDA device here (use pytest on the CPU)")
         return 2
+    start = time.monotonic()  # planning the stages counts against the budget too
     device, stages = gpu_stages(repo)
-    return run_stages(stages, out, device, budget_s=budget_s)
+    return run_stages(stages, out, device, budget_s=budget_s, start=start)
 
 
 def plan(budget_s: float = BUDGET_S, *, echo: Callable[[str], None] = print) -> int:
