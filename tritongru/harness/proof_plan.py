@@ -47,9 +47,9 @@ the development machine, ``python -c "import tritongru.harness.precompile"``, 3.
 ENVIRONMENT_S = 5.0
 """Estimated: the first CUDA call (context creation) and reading the versions."""
 
-STEP_US = {"forward": 10.0, "train": 30.0}
+STEP_US = {"forward": 10.0, "backward": 20.0, "train": 30.0}
 """Estimated µs per time step of one contender in each bench mode: cuDNN's per-step product and pointwise
-kernels (5-10 µs forward, the design's estimate); training about three forwards."""
+kernels (5-10 µs forward, the design's estimate); backward about two forwards, training three."""
 
 POINT_SETUP_S = 1.0
 """Estimated seconds of one bench point beside its timing: fresh inputs, two float32 reference sequences in
