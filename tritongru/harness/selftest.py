@@ -141,7 +141,7 @@ STEP_TARGET_US = 1.5
 LOG_FILE, OUTCOMES_FILE, BENCH_FILE, TABLE_FILE, PLOTS_FILE = (
     "selftest.log",
     "outcomes.jsonl",
-    "bench.json",
+    "bench-selftest.json",
     "speedups.txt",
     "plots.pdf",
 )
