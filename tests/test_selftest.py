@@ -10,6 +10,7 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -323,6 +324,8 @@ def test_the_plan_precompiles_what_the_stages_launch_within_the_default_budget()
     assert done.returncode == 0, done.stdout + done.stderr
     total = int(done.stdout.split()[-2])
     assert done.stdout.strip() == f"total {total} s" and total <= selftest.BUDGET_S
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert f"**{total} s estimated**" in readme, "the README's proof section quotes today's plan"
 
 
 def test_plan_on_the_command_line_lists_every_stage_and_fails_over_budget(capfd):
