@@ -70,8 +70,10 @@ CHECK_SETUP_S = 1.0
 """Estimated seconds of one oracle check beside its reference's steps: inputs and weights drawn, kernels
 loaded from the cache, first calls."""
 
-PLOT_S = 10.0
-"""Estimated seconds to draw the bench's figures into one PDF on the host."""
+PLOT_S = 29.0
+"""Seconds to draw the bench's figures into one PDF (20 pages for the target region's rows): measured on the
+development machine, 28.9 s for a document of the default bench's shape, load average 7 (an overestimate for a
+free core)."""
 
 
 @dataclass(frozen=True)
