@@ -32,7 +32,8 @@ from tritongru.variants import VARIANTS
 CLOCK_GHZ = 1.755  # H100 SXM boost clock (spec)
 BARRIER_US = 0.8  # assumption: a release add and acquire polls through L2 across the programs of a group
 L2_ROUND_TRIP_US = 0.5  # assumption: ~900 cycles from issuing a wave of exchange loads to using them
-MMA_FLOP_PER_CLK_SM = 1024  # assumption: mma.sync per SM, a quarter of the dense wgmma rate (spec 989 TFLOP/s)
+MMA_FLOP_PER_CLK_SM = {2: 1024, 4: 512}  # assumption, by operand bytes: mma.sync per SM, a quarter of the dense
+# wgmma rate (spec: 989 TFLOP/s bf16, 495 TFLOP/s TF32)
 MMA_ISSUE_CYCLES = 32  # assumption: latency of one mma.sync a dependent accumulator waits for
 EPILOGUE_US = 0.1  # assumption: activations, the update and the stores of one phase's tiles
 LAUNCH_US = 3.0  # assumption: a per-step launch behind the previous one with programmatic dependent launch
@@ -55,7 +56,7 @@ def predict(kernel: str, variant: str, precision: str, batch: int, hidden: int) 
         # every step reads the slice's weights and the whole operand from L2, one launch per phase
         streamed = (3 * hidden * config.block_h + config.block_b * hidden) * dtype.itemsize
         flops = 2 * config.block_b * hidden * 3 * config.block_h
-        work = max(streamed / (L2_BYTES_PER_CLK_SM * rate), flops / (MMA_FLOP_PER_CLK_SM * rate))
+        work = max(streamed / (L2_BYTES_PER_CLK_SM * rate), flops / (MMA_FLOP_PER_CLK_SM[dtype.itemsize] * rate))
         counts = {"round trips": "-", "mma per warp": "-", "arrivals": 0}
         step = phases * (LAUNCH_US + L2_ROUND_TRIP_US + EPILOGUE_US) + work
     else:
@@ -64,7 +65,7 @@ def predict(kernel: str, variant: str, precision: str, batch: int, hidden: int) 
         flop_per_mma = 2 * 16 * 8 * k if k else 0
         # independent accumulators per warp: a tile of m16n8 blocks per gate (the backward sums its three gates)
         chains = (config.block_b // 16) * (config.block_h // 8) * (1 if kernel == "backward" else 3)
-        throughput = facts.mma * config.num_warps * flop_per_mma / (MMA_FLOP_PER_CLK_SM * rate)
+        throughput = facts.mma * config.num_warps * flop_per_mma / (MMA_FLOP_PER_CLK_SM[dtype.itemsize] * rate)
         chain = facts.mma * MMA_ISSUE_CYCLES / max(1, chains) / rate
         trips = sum(facts.round_trips)
         counts = {"round trips": facts.round_trips, "mma per warp": facts.mma, "arrivals": facts.arrivals}

@@ -7,8 +7,10 @@
   a results file (with its tuning-landscape plots).
 - ``tritongru plot [FILE_OR_DIR ...]``: draw the figures of existing results files.
 - ``tritongru info``: device, versions, cache paths and which optional peers are importable.
-- ``tritongru selftest``: the proof on a GPU: the CUDA tests, the grid barrier under stress, the benchmark
-  against cuDNN over the target region with a table of speed-ups.
+- ``tritongru selftest [--budget S] [--out DIR] [--plan]``: the proof on a GPU within a budget (420 s): the
+  kernels precompiled in parallel, the grid barrier under stress, a smoke check of every kernel, the benchmark
+  against cuDNN over the target region with a table of speed-ups, the layer stress, the CUDA tests; ``--plan``
+  prints its stages and estimates on any machine.
 
 Triton decides whether a kernel runs through its interpreter when the kernel is defined, so that must be
 settled before ``tritongru.kernels`` is imported. Importing this module imports the package (and with it the
@@ -189,9 +191,11 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _selftest(args: argparse.Namespace) -> int:
-    from tritongru.harness.selftest import run_selftest
+    from tritongru.harness import selftest
 
-    return run_selftest(Path(args.repo), Path(args.out))
+    if args.plan:
+        return selftest.plan(args.budget)
+    return selftest.run_selftest(Path(args.repo), Path(args.out or selftest.default_out()), budget_s=args.budget)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -260,9 +264,23 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(handler=_info)
 
     selftest = commands.add_parser(
-        "selftest", help="prove the kernels on a GPU: CUDA tests, barrier stress, benchmark against cuDNN"
+        "selftest",
+        help="prove the kernels on a GPU within a time budget: precompile, barrier stress, smoke check, benchmark "
+        "against cuDNN, layer stress, CUDA tests",
     )
-    selftest.add_argument("--out", default="profiling/results", help="results root (default: %(default)s)")
+    selftest.add_argument(
+        "--budget", type=float, default=420, help="seconds the whole run may take (default: %(default)s)"
+    )
+    selftest.add_argument(
+        "--out",
+        default=None,
+        help="the one flat folder it writes (default: profiling/results/selftest-<UTC time>)",
+    )
+    selftest.add_argument(
+        "--plan",
+        action="store_true",
+        help="print the stages, their kernels and estimated seconds, no GPU needed; exit 1 over the budget",
+    )
     selftest.add_argument("--repo", default=".", help="the repository whose tests run (default: %(default)s)")
     selftest.set_defaults(handler=_selftest)
     return parser
@@ -276,6 +294,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = _rerun_with_interpreter(argv)
         if status is not None:
             return status
+    if args.command == "selftest" and interpreting():
+        # the plan reads what the real compiler specialises, and the run needs it: never the interpreter
+        env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+        return subprocess.call([sys.executable, "-m", "tritongru.cli", *argv], env=env)
     return args.handler(args)
 
 

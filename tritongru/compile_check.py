@@ -40,7 +40,7 @@ from tritongru.environment import interpreting
 from tritongru.kernels.backward import gru_backward_kernel
 from tritongru.kernels.forward import gru_forward_kernel
 from tritongru.kernels.grid_sync import barrier_stress_kernel
-from tritongru.launchers import compiled_calls, first_spill_free, meta_arguments
+from tritongru.launchers import compiled_calls, first_spill_free, meta_arguments, stress_arguments
 from tritongru.precisions import PRECISIONS
 from tritongru.variants import VARIANTS
 
@@ -145,20 +145,7 @@ def compile_call(call: Call, arch: int) -> tuple[KernelConfig, list[Compiled]]:
 
 def stress_resources(arch: int) -> Resources:
     """The barrier stress kernel as :func:`tritongru.launchers.stress_barrier` launches it (132 programs)."""
-    import torch
-
-    launch = dict(
-        tags_ptr=torch.empty((2, 132), dtype=torch.int32, device="meta"),
-        errors_ptr=torch.empty(1, dtype=torch.int32, device="meta"),
-        sync_ptr=torch.empty(1, dtype=torch.int32, device="meta"),
-        steps=4000,
-        max_delay=2000,
-        spin_limit=2_000_000_000,
-        BLOCK=256,
-        num_warps=1,
-        launch_cooperative_grid=True,
-    )
-    return kernel_resources(barrier_stress_kernel, launch, arch)
+    return kernel_resources(barrier_stress_kernel, stress_arguments(132, 4000, 2000, "meta"), arch)
 
 
 def barrier_problems(ptx: str) -> list[str]:

@@ -6,8 +6,12 @@ reproduces that for a call's keyword arguments (meta tensors do: only dtypes and
 :func:`kernel_resources` compiles it to a cubin for ``sm_<arch>`` as the JIT does (Triton's bundled ``ptxas``,
 its own flags) and reads what one program needs: registers and spilled bytes from the cubin
 (:func:`cubin_usage`), shared memory from Triton's metadata. It needs Triton's CUDA backend but no GPU,
-and must run without ``TRITON_INTERPRET``; Triton caches compiles on disk, so a launch of the same call
-afterwards reuses the work.
+and must run without ``TRITON_INTERPRET``.
+
+The code is the JIT's; the on-disk cache entry is not: the JIT gives ``None`` arguments and constexprs
+(empty) attributes and unspecialised ones none, :func:`specialise` the other way round, so the cache keys
+differ and a launch of the same call compiles again (seen with Triton 3.6 and 3.9). What must be found in the
+cache at launch is compiled through the JIT itself (:mod:`tritongru.harness.precompile`).
 """
 
 from __future__ import annotations

@@ -461,18 +461,37 @@ def first_spill_free(
     flags: tuple[tuple[str, bool], ...],
     arch: int,
     sm_count: int,
+    on_gpu: bool = False,
 ) -> KernelConfig:
     """The first of :func:`~tritongru.configs.heuristic_configs` whose compiled kernels for an ``arch`` GPU do
-    not spill registers (read from their cubins, no GPU needed); the first one where all of them spill."""
+    not spill registers; the first one where all of them spill.
+
+    Without a GPU (``on_gpu=False``: the compile check, the tests) every kernel the config may launch, its
+    per-step fallback too, is compiled and its spills read from its cubin. On the current CUDA device
+    (``on_gpu=True``, compute capability ``arch``) only the kernels of the config's own plan are compiled, by
+    the JIT itself (they are what the launch then runs, found in Triton's cache), and the spills read from the
+    loaded kernel (``n_spills``); a per-step fallback is compiled only when a launch takes it."""
     p = PRECISIONS[precision]
     candidates = heuristic_configs(kernel, batch, hidden, dtype=p.dtype, allow_tf32=p.allow_tf32, sm_count=sm_count)
     kind_kernel = {"forward": gru_forward_kernel, "backward": gru_backward_kernel}
     for config in candidates:
         kind, args = meta_arguments(kernel, variant, precision, batch, hidden, input_size, dict(flags), config)
         calls = compiled_calls(kind, variant, config, batch, hidden, args, arch)
-        if all(kernel_resources(kind_kernel[kind], call, arch).spills == 0 for _, call in calls):
+        if on_gpu:
+            own = next(iter(gpu_plans(config, batch, hidden, arch)))
+            spills = [_jit_spills(kind_kernel[kind], call) for mode, call in calls if mode == own]
+        else:
+            spills = [kernel_resources(kind_kernel[kind], call, arch).spills for _, call in calls]
+        if not any(spills):
             return config
     return candidates[0]
+
+
+def _jit_spills(kernel, call: dict) -> int:
+    """Bytes of registers the JIT's compile of ``kernel(**call)`` spills, read on the current CUDA device."""
+    compiled = kernel.warmup(grid=(1,), **call)
+    compiled._init_handles()
+    return compiled.n_spills
 
 
 def _launch_config(
@@ -510,6 +529,7 @@ def _launch_config(
         tuple(sorted(flags.items())),
         10 * major + minor,
         sm_count,
+        on_gpu=True,
     )
 
 
@@ -628,18 +648,13 @@ def backward_sequence(
     return args["dgates_x_ptr"], args["dgates_hn_ptr"], args["carry_ptr"]
 
 
-def stress_barrier(programs: int, steps: int, max_delay_ns: int, device: torch.device) -> int:
-    """Run the grid barrier alone (:func:`~tritongru.kernels.grid_sync.barrier_stress_kernel`) with ``programs``
-    programs for ``steps`` steps, each program waiting up to ``max_delay_ns`` at random before it arrives;
-    return how many stale tags the programs saw after a barrier (0 when the barrier holds). Raises like every
-    grid-synchronised launch when a barrier times out."""
-    tags = torch.full((2, programs), -1, dtype=torch.int32, device=device)
-    errors = torch.zeros(1, dtype=torch.int32, device=device)
-    sync = torch.zeros(1, dtype=torch.int32, device=device)
-    call = dict(
-        tags_ptr=tags,
-        errors_ptr=errors,
-        sync_ptr=sync,
+def stress_arguments(programs: int, steps: int, max_delay_ns: int, device: torch.device | str) -> dict:
+    """The keyword arguments (launch options included) of :func:`stress_barrier`'s launch, its buffers
+    allocated on ``device`` (``"meta"``: what compiling it needs, without memory or a GPU)."""
+    return dict(
+        tags_ptr=torch.full((2, programs), -1, dtype=torch.int32, device=device),
+        errors_ptr=torch.zeros(1, dtype=torch.int32, device=device),
+        sync_ptr=torch.zeros(1, dtype=torch.int32, device=device),
         steps=steps,
         max_delay=max_delay_ns,
         spin_limit=_spin_limit(),
@@ -647,6 +662,15 @@ def stress_barrier(programs: int, steps: int, max_delay_ns: int, device: torch.d
         num_warps=1,
         launch_cooperative_grid=True,
     )
+
+
+def stress_barrier(programs: int, steps: int, max_delay_ns: int, device: torch.device) -> int:
+    """Run the grid barrier alone (:func:`~tritongru.kernels.grid_sync.barrier_stress_kernel`) with ``programs``
+    programs for ``steps`` steps, each program waiting up to ``max_delay_ns`` at random before it arrives;
+    return how many stale tags the programs saw after a barrier (0 when the barrier holds). Raises like every
+    grid-synchronised launch when a barrier times out."""
+    call = stress_arguments(programs, steps, max_delay_ns, device)
+    errors, sync = call["errors_ptr"], call["sync_ptr"]
     with _on_device(device):
         if not _fits_at_once(barrier_stress_kernel, (programs,), call, device):
             raise ValueError(f"{programs} programs cannot all be resident on {device} at once")

@@ -17,7 +17,7 @@ the same device at the start of the run (:func:`~tritongru.harness.timing.measur
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict
 
 import torch
@@ -30,6 +30,9 @@ from tritongru.harness.providers import PEERS, baseline_provider, build, default
 from tritongru.precisions import PRECISIONS
 from tritongru.reference import gru_layer_ref
 from tritongru.variants import VARIANTS
+
+Point = tuple[str, int, int, int]
+"""``(precision, batch, hidden, seq_len)``: one point of a :class:`~tritongru.harness.grids.Grid`."""
 
 Timings = tuple[float, float, float, float | None]
 """``(median_ms, p20_ms, p80_ms, peak training MB or None)`` of one contender in one mode."""
@@ -57,8 +60,15 @@ def run_bench(
     device: torch.device | None = None,
     progress: bool = True,
     seed: int = 0,
+    points: Iterable[Point] | None = None,
+    on_point: Callable[[dict], None] | None = None,
 ) -> dict:
-    """Measure every provider at every point of ``grid`` and return a results document (``kind="bench"``)."""
+    """Measure every provider at every point of ``grid`` and return a results document (``kind="bench"``).
+
+    ``points``: the points of ``grid`` to measure, in that order (default: all, as :meth:`Grid.points` lists
+    them); taken one at a time, so a generator can stop the run. A point's inputs depend on its place in
+    :meth:`Grid.points`, not on the order. ``on_point(document)``: called after every point with the document of
+    every row measured so far, speed-ups included."""
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     interpreter = not timing.device_events(device)
     keys = tuple(providers or default_providers(device))
@@ -82,20 +92,23 @@ def run_bench(
         "backward = 2 passes, train = 3",
     )
     saved_benchmark, torch.backends.cudnn.benchmark = torch.backends.cudnn.benchmark, True
+    index = {point: place for place, point in enumerate(grid.points())}
+    rows: list[dict] = []
     try:
-        rows = []
-        points = grid.points()
-        for index, point in enumerate(tqdm(points, desc="bench", disable=not progress)):
-            rows += _measure_point(grid, point, keys, device, meta["peaks"], seed=seed * 1_000_003 + index)
+        for point in tqdm(grid.points() if points is None else points, desc="bench", disable=not progress):
+            measured = _measure_point(grid, point, keys, device, meta["peaks"], seed=seed * 1_000_003 + index[point])
+            add_speedups(measured, baseline)
+            rows += measured
+            if on_point is not None:
+                on_point(results.new_document("bench", meta, list(rows)))
     finally:
         torch.backends.cudnn.benchmark = saved_benchmark
-    add_speedups(rows, baseline)
     return results.new_document("bench", meta, rows)
 
 
 def _measure_point(
     grid: Grid,
-    point: tuple[str, int, int, int],
+    point: Point,
     keys: Sequence[str],
     device: torch.device,
     peaks: dict,

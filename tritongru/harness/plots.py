@@ -269,18 +269,15 @@ def _log_axes(ax, *, x: bool, y: bool) -> None:
         ax.set_yscale("log")
 
 
-def draw_all(documents: Iterable[dict], out_dir: Path | str) -> list[Path]:
-    """Draw every figure the documents support into ``out_dir`` as PNGs; returns the files written."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    figures: list[tuple[str, Figure]] = []
+def figures(documents: Iterable[dict]) -> list[tuple[str, Figure]]:
+    """``(name, figure)`` for every figure the documents support: the tuning landscape of each tuned kernel;
+    per precision and mode of a bench, speed-up maps, µs per step, throughput, roofline, classic vs cudnn."""
+    drawn: list[tuple[str, Figure]] = []
     for document in documents:
         rows = document["rows"]
         if document["kind"] == "tune":
             for kernel, variant in sorted({(r["kernel"], r["variant"]) for r in rows}):
-                figures.append(
-                    (f"tuning-{kernel}-{variant}", tuning_landscape(document, kernel=kernel, variant=variant))
-                )
+                drawn.append((f"tuning-{kernel}-{variant}", tuning_landscape(document, kernel=kernel, variant=variant)))
             continue
         timed = select(rows)
         for precision in _values(timed, "dtype"):
@@ -290,17 +287,39 @@ def draw_all(documents: Iterable[dict], out_dir: Path | str) -> list[Path]:
                     select(timed, provider="tritongru-cudnn", dtype=precision, mode=mode), "seq_len"
                 ):
                     figure = speedup_heatmap(document, precision=precision, mode=mode, seq_len=seq_len)
-                    figures.append((f"speedup-{stem}-T{seq_len}", figure))
-                figures.append((f"us-per-step-{stem}", us_per_step_vs_hidden(document, precision=precision, mode=mode)))
-                figures.append((f"throughput-{stem}", throughput_vs_seq_len(document, precision=precision, mode=mode)))
-                figures.append((f"roofline-{stem}", roofline(document, precision=precision, mode=mode)))
+                    drawn.append((f"speedup-{stem}-T{seq_len}", figure))
+                drawn.append((f"us-per-step-{stem}", us_per_step_vs_hidden(document, precision=precision, mode=mode)))
+                drawn.append((f"throughput-{stem}", throughput_vs_seq_len(document, precision=precision, mode=mode)))
+                drawn.append((f"roofline-{stem}", roofline(document, precision=precision, mode=mode)))
                 if all(select(timed, provider=p, dtype=precision, mode=mode) for p in _VARIANT_PROVIDERS):
-                    figures.append(
+                    drawn.append(
                         (f"classic-vs-cudnn-{stem}", classic_vs_cudnn(document, precision=precision, mode=mode))
                     )
+    return drawn
+
+
+def draw_all(documents: Iterable[dict], out_dir: Path | str) -> list[Path]:
+    """Draw every figure the documents support (:func:`figures`) into ``out_dir`` as PNGs; returns the files."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     written = []
-    for stem, figure in figures:
+    for stem, figure in figures(documents):
         path = out / f"{stem}.png"
         figure.savefig(path, dpi=110)
         written.append(path)
     return written
+
+
+def draw_pdf(documents: Iterable[dict], path: Path | str) -> int:
+    """Draw every figure the documents support (:func:`figures`) into one PDF, a page each, written
+    atomically; returns the number of pages."""
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    path = Path(path)
+    drawn = figures(documents)
+    partial = path.with_name(path.name + ".partial")
+    with PdfPages(partial) as pdf:
+        for _, figure in drawn:
+            pdf.savefig(figure)
+    partial.replace(path)
+    return len(drawn)

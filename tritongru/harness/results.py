@@ -231,11 +231,18 @@ def validate(document: object) -> list[str]:
     return errors
 
 
-def write(document: dict, root: Path | str) -> Path:
-    """Write ``document`` atomically to ``<root>/<gpu slug>/<kind>-<timestamp>.json`` and return the path."""
+def write_file(document: dict, path: Path | str) -> Path:
+    """Write ``document`` atomically to ``path`` (readers see the old file or the new one, never half of one);
+    raises ``ValueError`` when it breaks the schema."""
     errors = validate(document)
     if errors:
         raise ValueError("invalid results document: " + "; ".join(errors))
+    write_atomic(Path(path), json.dumps(document, indent=1) + "\n")
+    return Path(path)
+
+
+def write(document: dict, root: Path | str) -> Path:
+    """Write ``document`` atomically to ``<root>/<gpu slug>/<kind>-<timestamp>.json`` and return the path."""
     meta = document["meta"]
     stamp = meta["timestamp"].replace(":", "").replace("-", "").replace("+0000", "Z")
     directory = Path(root) / slug(meta["gpu"])
@@ -244,8 +251,7 @@ def write(document: dict, root: Path | str) -> Path:
     while path.exists():
         counter += 1
         path = directory / f"{document['kind']}-{stamp}-{counter}.json"
-    write_atomic(path, json.dumps(document, indent=1) + "\n")
-    return path
+    return write_file(document, path)
 
 
 def load(path: Path | str) -> dict:

@@ -6,7 +6,7 @@ the problem, more threads than tile elements, a grid-synchronised grid larger th
 over the device's budget.
 
 Resources come from a :data:`ResourceModel`: on a GPU :func:`compiled_resources` reads registers, spills and
-shared memory from the real compile (``ptxas -v`` on the kernels' cubins); under the CPU interpreter, where
+shared memory from the real compile (the JIT's cubins, read with ``cuobjdump``); under the CPU interpreter, where
 nothing runs on a GPU, :func:`estimate_resources` is arithmetic on the tile sizes.
 """
 
