@@ -23,6 +23,10 @@ and only step ``t_hi - 1``'s phase 0 runs on its own, before the time loop. The 
 exchange between programs; every step has its own rows, so nothing is overwritten while another program may
 still read it. Every value is written by exactly one program: no atomics on data, bitwise reproducible.
 
+Zoneout (``ZONEOUT``; ``h_t = k h_{t-1} + (1 - k) h'_t``, :mod:`~tritongru.kernels.zoneout`): the gate gradients
+are those of ``h'_t``, from ``(1 - k) g``, and ``dh`` gains ``k g`` along the direct path; ``k`` is drawn again
+from the same seed, never stored.
+
 Launch modes as in :mod:`tritongru.kernels.forward`: the whole sequence with ``GRID_SYNC`` (or one slice), or
 one launch per step and phase (``FIRST_PHASE == LAST_PHASE``; a launch never reaches the step below its
 ``t_lo``), ``carry`` holding ``dh`` between launches (and, between a classic step's phases 1 and 2, the partial
@@ -47,6 +51,7 @@ from tritongru.kernels.gru_math import (
     products,
     step_rows,
 )
+from tritongru.kernels.zoneout import OFF, kept_share
 
 
 @triton.jit
@@ -77,13 +82,20 @@ def _step_inputs(
 
 @triton.jit
 def _gate_gradients(
-    dgates_x_ptr, dgates_hn_ptr, t, B, H, o_b, m, o_j, dh, inputs, CLASSIC: tl.constexpr
+    dgates_x_ptr, dgates_hn_ptr, lengths_ptr, t, B, H, o_b, m_b, m, o_j, dh, inputs, zoneout,
+    CLASSIC: tl.constexpr, ZONEOUT: tl.constexpr, ZONEOUT_REVERSED: tl.constexpr, HAS_LENGTHS: tl.constexpr,
+    ACC_DTYPE: tl.constexpr,
 ):  # fmt: skip
     """Phase 0 of step ``t`` for one tile: from ``dh`` (the gradient of ``h_t`` from the steps above) and the
     step's :func:`_step_inputs`, store the gate gradients that need no other program's data (cudnn: all of
-    them, ``[dar, daz, dan]`` and ``dhn``; classic: ``daz`` and ``dan``)."""
+    them, ``[dar, daz, dan]`` and ``dhn``; classic: ``daz`` and ``dan``). With zoneout, of ``h'_t``: ``(1 - k) g``."""
     grad_out, h_prev, r, z, n, hn, active = inputs
     g = tl.where(active, dh + grad_out, 0.0)
+    if ZONEOUT != OFF:
+        kept = kept_share(
+            zoneout, t, o_b, m_b, o_j, B, H, lengths_ptr, ZONEOUT, ZONEOUT_REVERSED, HAS_LENGTHS, ACC_DTYPE
+        )
+        g = g * (1.0 - kept)
     p_dgates = dgates_x_ptr + (step_rows(t, B) + o_b)[:, None] * (3 * H) + o_j[None, :]
     if CLASSIC:
         tl.store(p_dgates + GATE_Z * H, g * (n - h_prev) * z * (1.0 - z), mask=m)
@@ -103,7 +115,9 @@ def _gate_gradients(
         "EVEN_K": lambda args: args["H"] % args["BLOCK_K"] == 0,
     }
 )
-@triton.jit(do_not_specialize=["t_lo", "t_hi", "spin_limit"])
+@triton.jit(
+    do_not_specialize=["t_lo", "t_hi", "T", "spin_limit", "zoneout_seed_lo", "zoneout_seed_hi", "zoneout_stream"]
+)
 def gru_backward_kernel(
     grad_out_ptr,
     carry_ptr,
@@ -114,8 +128,13 @@ def gru_backward_kernel(
     dgates_hn_ptr,
     lengths_ptr,
     sync_ptr,
+    zoneout_p_ptr,
+    zoneout_seed_lo,
+    zoneout_seed_hi,
+    zoneout_stream,
     t_lo,
     t_hi,
+    T,
     B,
     H,
     spin_limit,
@@ -136,6 +155,8 @@ def gru_backward_kernel(
     HAS_LENGTHS: tl.constexpr,
     K_CHUNKS: tl.constexpr,
     EVEN_K: tl.constexpr,
+    ZONEOUT: tl.constexpr,
+    ZONEOUT_REVERSED: tl.constexpr,
 ):
     """Steps ``t_hi - 1`` down to ``t_lo``, phases ``FIRST_PHASE .. LAST_PHASE`` of each; see the module docstring."""
     NG: tl.constexpr = 3 if CLASSIC else 4
@@ -147,6 +168,7 @@ def gru_backward_kernel(
     # stay loops, so no block's registers live through another's
     blocks = tl.minimum(BATCH_BLOCKS, tl.cdiv(B, BLOCK_B) - first_block)
     o_j, m_j = hidden_slice(H, BLOCK_H)
+    zoneout = (zoneout_p_ptr, zoneout_seed_lo, zoneout_seed_hi, zoneout_stream, T)
     after_previous_launch(USE_PDL)
 
     # The columns W_hg[:, slice] of every gate, held for the whole launch when it runs many steps.
@@ -164,7 +186,10 @@ def gru_backward_kernel(
                 grad_out_ptr, hs_ptr, gates_ptr, lengths_ptr, t_hi - 1, B, H, o_b, m_b, m, o_j,
                 NG, ACC_DTYPE, HAS_LENGTHS,
             )  # fmt: skip
-            _gate_gradients(dgates_x_ptr, dgates_hn_ptr, t_hi - 1, B, H, o_b, m, o_j, dh, inputs, CLASSIC)
+            _gate_gradients(
+                dgates_x_ptr, dgates_hn_ptr, lengths_ptr, t_hi - 1, B, H, o_b, m_b, m, o_j, dh, inputs, zoneout,
+                CLASSIC, ZONEOUT, ZONEOUT_REVERSED, HAS_LENGTHS, ACC_DTYPE,
+            )  # fmt: skip
         step_barrier(sync_ptr, i_group, n_slices, spin_limit, GRID_SYNC)
 
     for i in tl.range(0, (t_hi - t_lo) if LAST_PHASE > 0 else 0, num_stages=1):
@@ -192,7 +217,14 @@ def gru_backward_kernel(
                     tl.store(p_dgates + GATE_R * H, d_rh * h_prev * r * (1.0 - r), mask=m)
                     # the partial sum; [dar, daz] @ [W_hr; W_hz] is added once dar is complete (phase 2)
                     g = dh + grad_out
-                    tl.store(carry_ptr + p_own, tl.where(active, g * (1.0 - z) + d_rh * r, g), mask=m)
+                    direct = 1.0 - z  # dh_t / dh_{t-1} along the interpolation
+                    if ZONEOUT != OFF:
+                        kept = kept_share(
+                            zoneout, t, o_b, m_b, o_j, B, H, lengths_ptr,
+                            ZONEOUT, ZONEOUT_REVERSED, HAS_LENGTHS, ACC_DTYPE,
+                        )  # fmt: skip
+                        direct = kept + (1.0 - kept) * direct
+                    tl.store(carry_ptr + p_own, tl.where(active, g * direct + d_rh * r, g), mask=m)
                 step_barrier(sync_ptr, i_group, n_slices * (passed + 1), spin_limit, GRID_SYNC)
             if LAST_PHASE == 2:
                 for q in tl.range(0, blocks, num_stages=1):
@@ -211,7 +243,10 @@ def gru_backward_kernel(
                     dh = partial + acc
                     tl.store(carry_ptr + p_own, dh, mask=m)
                     if below:
-                        _gate_gradients(dgates_x_ptr, dgates_hn_ptr, below_t, B, H, o_b, m, o_j, dh, inputs, CLASSIC)
+                        _gate_gradients(
+                            dgates_x_ptr, dgates_hn_ptr, lengths_ptr, below_t, B, H, o_b, m_b, m, o_j, dh, inputs,
+                            zoneout, CLASSIC, ZONEOUT, ZONEOUT_REVERSED, HAS_LENGTHS, ACC_DTYPE,
+                        )  # fmt: skip
                 if below:
                     step_barrier(sync_ptr, i_group, n_slices * (passed + 2), spin_limit, GRID_SYNC)
         else:
@@ -233,9 +268,18 @@ def gru_backward_kernel(
                     ACC_DTYPE, RESIDENT, True, DOT_PRECISION, BLOCK_K, K_CHUNKS, WAVE, SPLIT, EVEN_K,
                 )  # fmt: skip
                 g = dh + grad_out
-                dh = tl.where(active, g * z, g) + acc
+                direct = z  # dh_t / dh_{t-1} along the interpolation
+                if ZONEOUT != OFF:
+                    kept = kept_share(
+                        zoneout, t, o_b, m_b, o_j, B, H, lengths_ptr, ZONEOUT, ZONEOUT_REVERSED, HAS_LENGTHS, ACC_DTYPE
+                    )
+                    direct = kept + (1.0 - kept) * direct
+                dh = tl.where(active, g * direct, g) + acc
                 tl.store(carry_ptr + p_own, dh, mask=m)
                 if below:
-                    _gate_gradients(dgates_x_ptr, dgates_hn_ptr, below_t, B, H, o_b, m, o_j, dh, inputs, CLASSIC)
+                    _gate_gradients(
+                        dgates_x_ptr, dgates_hn_ptr, lengths_ptr, below_t, B, H, o_b, m_b, m, o_j, dh, inputs,
+                        zoneout, CLASSIC, ZONEOUT, ZONEOUT_REVERSED, HAS_LENGTHS, ACC_DTYPE,
+                    )  # fmt: skip
             if below:
                 step_barrier(sync_ptr, i_group, n_slices * (passed + 1), spin_limit, GRID_SYNC)

@@ -32,6 +32,11 @@ biases ``[3H]``; ``hs`` ``[T+1, B, H]`` storage dtype, ``hs[0] = h0``; ``state``
 exact ``h`` at ``t_lo`` on entry and at ``t_hi`` on exit; ``gates`` ``[T, B, NG*H]`` storage dtype with
 ``NG = 4`` (cudnn: r, z, n, W_hn h + b_hn) or ``3`` (classic: R, Z, H~); ``rh``, ``z_scratch`` ``[B, H]`` (storage,
 compute dtype). Step offsets are int64 (:func:`~tritongru.kernels.gru_math.step_rows`).
+
+Zoneout (``ZONEOUT``, :mod:`~tritongru.kernels.zoneout`): the step's result ``h'`` is mixed with ``h_{t-1}`` as
+``k h_{t-1} + (1 - k) h'`` before it is stored, ``k`` the keep mask drawn in the kernel (training) or ``p``
+(evaluation); the stored gates are those that formed ``h'``. ``T`` is the sequence's length, which a reversed
+direction's masks need.
 """
 
 import triton
@@ -50,6 +55,7 @@ from tritongru.kernels.gru_math import (
     step_rows,
     tanh,
 )
+from tritongru.kernels.zoneout import zone_out
 
 
 @triton.jit
@@ -117,7 +123,9 @@ def _update(hs_ptr, state_ptr, lengths_ptr, t, B, H, o_b, m_b, m, p_own, stepped
         "EVEN_K": lambda args: args["H"] % args["BLOCK_K"] == 0,
     }
 )
-@triton.jit(do_not_specialize=["t_lo", "t_hi", "spin_limit"])
+@triton.jit(
+    do_not_specialize=["t_lo", "t_hi", "T", "spin_limit", "zoneout_seed_lo", "zoneout_seed_hi", "zoneout_stream"]
+)
 def gru_forward_kernel(
     gi_ptr,
     x_ptr,
@@ -132,8 +140,13 @@ def gru_forward_kernel(
     z_scratch_ptr,
     lengths_ptr,
     sync_ptr,
+    zoneout_p_ptr,
+    zoneout_seed_lo,
+    zoneout_seed_hi,
+    zoneout_stream,
     t_lo,
     t_hi,
+    T,
     B,
     H,
     I,
@@ -158,6 +171,8 @@ def gru_forward_kernel(
     STORE_GATES: tl.constexpr,
     K_CHUNKS: tl.constexpr,
     EVEN_K: tl.constexpr,
+    ZONEOUT: tl.constexpr,
+    ZONEOUT_REVERSED: tl.constexpr,
 ):
     """Steps ``t_lo .. t_hi-1``, phases ``FIRST_PHASE .. LAST_PHASE`` of each; see the module docstring."""
     NG: tl.constexpr = 3 if CLASSIC else 4
@@ -171,6 +186,7 @@ def gru_forward_kernel(
     # stay loops, so no block's registers live through another's
     blocks = tl.minimum(BATCH_BLOCKS, tl.cdiv(B, BLOCK_B) - first_block)
     o_j, m_j = hidden_slice(H, BLOCK_H)
+    zoneout = (zoneout_p_ptr, zoneout_seed_lo, zoneout_seed_hi, zoneout_stream, T)
     after_previous_launch(USE_PDL)
 
     # W_hg^T for this slice, held for the whole launch when it runs many steps (only the gates of the phases
@@ -225,6 +241,22 @@ def gru_forward_kernel(
                     hn = acc_n + b_hn
                     n = tanh(gx_n + r * hn)
                     stepped = (1.0 - z) * n + z * h
+                    stepped = zone_out(
+                        h,
+                        stepped,
+                        zoneout,
+                        t,
+                        o_b,
+                        m_b,
+                        o_j,
+                        B,
+                        H,
+                        lengths_ptr,
+                        ZONEOUT,
+                        ZONEOUT_REVERSED,
+                        HAS_LENGTHS,
+                        ACC_DTYPE,
+                    )
                     _update(hs_ptr, state_ptr, lengths_ptr, t, B, H, o_b, m_b, m, p_own, stepped, h, HAS_LENGTHS)
                     if STORE_GATES:
                         p_gates = gates_ptr + (step_rows(t, B) + o_b)[:, None] * (NG * H) + o_j[None, :]
@@ -252,6 +284,22 @@ def gru_forward_kernel(
                 )  # fmt: skip
                 n = tanh(gx_n + acc_n + b_hn)
                 stepped = z * n + (1.0 - z) * h
+                stepped = zone_out(
+                    h,
+                    stepped,
+                    zoneout,
+                    t,
+                    o_b,
+                    m_b,
+                    o_j,
+                    B,
+                    H,
+                    lengths_ptr,
+                    ZONEOUT,
+                    ZONEOUT_REVERSED,
+                    HAS_LENGTHS,
+                    ACC_DTYPE,
+                )
                 _update(hs_ptr, state_ptr, lengths_ptr, t, B, H, o_b, m_b, m, p_own, stepped, h, HAS_LENGTHS)
                 if STORE_GATES:
                     p_gates = gates_ptr + (step_rows(t, B) + o_b)[:, None] * (NG * H) + o_j[None, :]

@@ -12,6 +12,9 @@ The seed is Philox's key as given; the (layer, direction) stream takes the count
 (t, b, j) of a launch, so different layers, directions and steps never share a counter under one key. ``t`` is
 the sequence position of the input the step reads (for the reverse direction ``T - 1 - s`` at loop step ``s``,
 or ``lengths[b] - 1 - s`` with lengths: one ``t`` per row), so the mask does not depend on the lengths.
+
+The recurrent kernels take zoneout as ``ZONEOUT`` (:data:`OFF`, :data:`SAMPLED`: the masks of a seed, training;
+:data:`EXPECTED`: ``p`` itself, evaluation) and :func:`kept_share`, the share of ``h_{t-1}`` a step keeps.
 """
 
 import triton
@@ -32,3 +35,53 @@ def zoneout_keep(seed, stream, t, o_b, o_j, B, H, p):
     row = first + ((o_b * 0 + t) * B + o_b) * H
     offset = row[:, None] + o_j[None, :]
     return tl.rand(seed, offset) < p
+
+
+OFF: tl.constexpr = tl.constexpr(0)
+SAMPLED: tl.constexpr = tl.constexpr(1)
+EXPECTED: tl.constexpr = tl.constexpr(2)
+"""``ZONEOUT`` of the recurrent kernels (``tritongru.launchers.zoneout_arguments`` gives them)."""
+
+
+@triton.jit
+def kept_share(
+    zoneout, t, o_b, m_b, o_j, B, H, lengths_ptr,
+    ZONEOUT: tl.constexpr, REVERSED: tl.constexpr, HAS_LENGTHS: tl.constexpr, ACC_DTYPE: tl.constexpr,
+):  # fmt: skip
+    """``[BLOCK_B, BLOCK_H]`` in ``ACC_DTYPE``: the share ``k`` of ``h_{t-1}`` that loop step ``t`` keeps, so that
+    ``h_t = k h_{t-1} + (1 - k) h'_t``: the keep mask (1 or 0) for :data:`SAMPLED`, ``p`` for :data:`EXPECTED`.
+    ``zoneout = (p_ptr, seed_lo, seed_hi, stream, T)``: ``p`` as one ``ACC_DTYPE`` element (exact in float64;
+    the mask compares ``float32(p)``, as ``tritongru.zoneout`` does), the seed's low and high 32 bits as int32
+    (one specialisation for every seed), the (layer, direction) stream and the launch's sequence length;
+    ``REVERSED``: loop step ``t`` reads position ``T - 1 - t`` (``lengths[b] - 1 - t`` with lengths)."""
+    p_ptr, seed_lo, seed_hi, stream, T = zoneout
+    p = tl.load(p_ptr).to(ACC_DTYPE)
+    if ZONEOUT == EXPECTED:
+        kept = tl.zeros((o_b.shape[0], o_j.shape[0]), ACC_DTYPE) + p
+    else:
+        seed = (seed_hi.to(tl.int64) << 32) | (seed_lo.to(tl.int64) & 0xFFFFFFFF)
+        if REVERSED:
+            if HAS_LENGTHS:
+                last = tl.load(lengths_ptr + o_b, mask=m_b, other=0) - 1
+            else:
+                last = tl.zeros_like(o_b) + (T - 1)
+            position = last - t
+        else:
+            position = t
+        kept = zoneout_keep(seed, stream, position, o_b, o_j, B, H, p.to(tl.float32)).to(ACC_DTYPE)
+    return kept
+
+
+@triton.jit
+def zone_out(
+    h_prev, stepped, zoneout, t, o_b, m_b, o_j, B, H, lengths_ptr,
+    ZONEOUT: tl.constexpr, REVERSED: tl.constexpr, HAS_LENGTHS: tl.constexpr, ACC_DTYPE: tl.constexpr,
+):  # fmt: skip
+    """``h_t = k h_{t-1} + (1 - k) h'_t`` for a tile (``stepped`` is ``h'_t``; :func:`kept_share` gives ``k``);
+    ``stepped`` itself when ``ZONEOUT`` is :data:`OFF`."""
+    if ZONEOUT == OFF:
+        zoned = stepped
+    else:
+        kept = kept_share(zoneout, t, o_b, m_b, o_j, B, H, lengths_ptr, ZONEOUT, REVERSED, HAS_LENGTHS, ACC_DTYPE)
+        zoned = kept * h_prev + (1.0 - kept) * stepped
+    return zoned

@@ -95,8 +95,10 @@ def test_barrier_holds_under_random_delays(variant, grid_sync_config, monkeypatc
 @pytest.mark.skipif(ON_GPU, reason="breaks the barrier through the CPU interpreter's atomics")
 def test_broken_barrier_gives_wrong_results(grid_sync_config, broken_barrier, monkeypatch, device):
     """The check above has teeth: with every poll answered 'everyone has arrived' and the programs of the other
-    slices slowed down, the first slice reads ``h`` before it is written and the output is wrong."""
-    with concurrent_programs(monkeypatch, store_delay=5e-3):
+    slices slowed down, the first slice reads ``h`` before it is written and the output is wrong. The delay of
+    each store (50 ms) is well above what one interpreted step of the first slice takes, so that slice runs
+    ahead by whole steps (at 5 ms it did not always: a slow step let the others catch up)."""
+    with concurrent_programs(monkeypatch, store_delay=5e-2):
         (output, *_), (expected, *_) = layer_and_oracle("cudnn", device)
     assert not torch.allclose(output.nan_to_num(1e9), expected, atol=1e-3)
 

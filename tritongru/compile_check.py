@@ -61,11 +61,17 @@ INPUT_SIZE = 64
 
 EVERY_FLAG = {
     "forward": [
-        dict(bias=bias, lengths=lengths, store_gates=store)
-        for bias, lengths, store in itertools.product((True, False), repeat=3)
+        dict(bias=bias, lengths=lengths, store_gates=store, zoneout=zoneout)
+        for bias, lengths, store, zoneout in itertools.product((True, False), repeat=4)
     ],
-    "cell": [dict(bias=bias, store_gates=store) for bias, store in itertools.product((True, False), repeat=2)],
-    "backward": [dict(bias=True, lengths=lengths) for lengths in (False, True)],
+    "cell": [
+        dict(bias=bias, store_gates=store, zoneout=zoneout)
+        for bias, store, zoneout in itertools.product((True, False), repeat=3)
+    ],
+    "backward": [
+        dict(bias=True, lengths=lengths, zoneout=zoneout)
+        for lengths, zoneout in itertools.product((True, False), repeat=2)
+    ],
 }
 FLAGS = {kernel: [flags[0], flags[-1]] for kernel, flags in EVERY_FLAG.items()}
 """The flags of the full check: every optional input and output on, and every one off (each flag adds or

@@ -7,6 +7,12 @@ use: their weights are right by construction, so only their dtypes and devices a
 
 Under ``torch.autocast``: the dtypes ``torch.nn.GRU``/``GRUCell`` give (see :func:`autocast_dtypes`). Empty
 batches (and ``GRUCell``'s ``hidden_size=0``) give empty outputs, as torch does, through the reference.
+
+Zoneout (``zoneout=p``, Krueger et al., 2017): ``h_t = m_t h_{t-1} + (1 - m_t) h'_t`` when ``training``, with
+``m_t ~ Bernoulli(p)`` per batch row, unit and step drawn inside the kernels from ``zoneout_seed``
+(:mod:`tritongru.zoneout` defines the masks; None: a seed drawn from torch's default generator, so that
+``torch.manual_seed`` reproduces the call), and ``h_t = p h_{t-1} + (1 - p) h'_t`` otherwise. One seed serves a
+whole call: every layer and direction draws from its own stream of it.
 """
 
 from __future__ import annotations
@@ -28,10 +34,13 @@ from tritongru.validation import (
     check_shape,
     check_weights,
     check_weights_like,
+    check_zoneout,
+    check_zoneout_seed,
     rnn_dtype_phrase,
     with_torch_phrase,
 )
 from tritongru.variants import check_variant
+from tritongru.zoneout import Zoneout, draw_zoneout_seed, zoneout_stream
 
 Weights = Sequence[torch.Tensor | None]
 
@@ -103,17 +112,24 @@ def gru_layer(
     variant: str = "cudnn",
     lengths: torch.Tensor | Sequence[int] | None = None,
     reverse: bool = False,
+    layer: int = 0,
+    zoneout: float = 0.0,
+    zoneout_seed: int | None = None,
+    training: bool = False,
     allow_tf32: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One GRU layer, one direction, time-major.
 
     ``input`` ``[T, B, I]`` (float16/bfloat16/float32/float64), ``h0`` ``[B, H]`` or None (zeros). ``lengths``
     ``[B]`` in ``[1, T]``: sequence ``b`` stops at ``lengths[b]`` (output zero after it, ``h_n`` its last valid
-    state). ``reverse`` runs each sequence backwards within its length. ``allow_tf32`` lets the recurrent
-    kernels use TF32 for float32. Returns (``output`` ``[T, B, H]``, ``h_n`` ``[B, H]``), differentiable to any
-    order. Same signature as :func:`tritongru.reference.gru_layer_ref`.
+    state). ``reverse`` runs each sequence backwards within its length. ``zoneout``, ``zoneout_seed`` and
+    ``training``: see the module docstring (``layer`` picks the layer's masks). ``allow_tf32`` lets the
+    recurrent kernels use TF32 for float32. Returns (``output`` ``[T, B, H]``, ``h_n`` ``[B, H]``),
+    differentiable to any order. Same signature as :func:`tritongru.reference.gru_layer_ref` (less its explicit
+    ``zoneout_mask`` and ``num_heads``).
     """
     variant = check_variant(variant)
+    seed = _zoneout_seed(zoneout, zoneout_seed, training)
     check_floating("input", input)
     if input.dim() != 3:
         raise GRUInputError(f"input must be 3-D (T, B, input_size); got {input.dim()}-D")
@@ -131,21 +147,40 @@ def gru_layer(
     check_weights_like("", weights, input)
     if lengths is not None:
         lengths = check_lengths(lengths, B, T, input.device)
+    zoneout = _zoneout(zoneout, seed, layer, reverse)
     with ops.no_autocast(input.device.type):
         if reverse:
             input = reverse_time(input, lengths)
-        output, h_n = _layer(input, h0, weights, variant, lengths, allow_tf32)
+        output, h_n = _layer(input, h0, weights, variant, lengths, allow_tf32, zoneout)
         if reverse:
             output = reverse_time(output, lengths)
     return output.to(out_dtype), h_n.to(out_dtype)
 
 
-def _layer(input, h0, weights: Weights, variant, lengths, allow_tf32) -> tuple[torch.Tensor, torch.Tensor]:
+def _zoneout_seed(zoneout: float, zoneout_seed: int | None, training: bool) -> int | None:
+    """The checked seed of a call's masks: ``zoneout_seed``, or one drawn from torch's default generator when
+    None; None where no mask is drawn (``zoneout`` 0, or not ``training``)."""
+    p, seed = check_zoneout(zoneout), check_zoneout_seed(zoneout_seed)
+    if p == 0 or not training:
+        return None
+    return draw_zoneout_seed() if seed is None else seed
+
+
+def _zoneout(zoneout: float, seed: int | None, layer: int, reverse: bool) -> Zoneout | None:
+    """The zoneout of one layer and direction (None when ``zoneout`` is 0); ``seed`` None: the expectation."""
+    if zoneout == 0:
+        return None
+    return Zoneout(float(zoneout), seed, zoneout_stream(layer, int(reverse)), reverse)
+
+
+def _layer(
+    input, h0, weights: Weights, variant, lengths, allow_tf32, zoneout: Zoneout | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One checked layer and direction; an empty batch goes through the reference (no launch, still
-    differentiable)."""
+    differentiable; zoneout changes nothing there)."""
     if input.shape[1] == 0:
         return reference.gru_layer_ref(input, h0, *weights, variant=variant)
-    return ops.layer(input, h0, *weights, lengths, variant, allow_tf32)
+    return ops.layer(input, h0, *weights, lengths, variant, allow_tf32, zoneout)
 
 
 def _layer_name(index: int, directions: int) -> str:
@@ -165,6 +200,8 @@ def gru(
     bidirectional: bool = False,
     variant: str = "cudnn",
     lengths: torch.Tensor | Sequence[int] | None = None,
+    zoneout: float = 0.0,
+    zoneout_seed: int | None = None,
     allow_tf32: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A multi-layer, optionally bidirectional GRU, as ``torch.nn.GRU`` computes it.
@@ -173,11 +210,14 @@ def gru(
     ``[num_layers*D, B, H]`` (``[num_layers*D, H]`` unbatched) or None for zeros; ``weights``: for each layer
     and direction (forward first) ``weight_ih, weight_hh, bias_ih, bias_hh`` — the order of
     ``torch.nn.GRU.all_weights`` flattened, with None for absent biases. ``dropout`` applies to every layer's
-    output but the last when ``training``. ``lengths``: per-sequence lengths (see :func:`gru_layer`). Returns
-    (``output`` ``[T, B, D*H]`` (batch-first if asked; ``[T, D*H]`` unbatched), ``h_n`` like ``hx``).
-    Same signature as :func:`tritongru.reference.gru_ref`.
+    output but the last when ``training``. ``lengths``: per-sequence lengths (see :func:`gru_layer`). ``zoneout``
+    and ``zoneout_seed``: see the module docstring. Returns (``output`` ``[T, B, D*H]`` (batch-first if asked;
+    ``[T, D*H]`` unbatched), ``h_n`` like ``hx``). Same signature as :func:`tritongru.reference.gru_ref` (less
+    its explicit ``zoneout_mask`` and ``num_heads``).
     """
     variant = check_variant(variant)
+    check_zoneout(zoneout)
+    check_zoneout_seed(zoneout_seed)
     check_sequence_input(input)
     if not isinstance(num_layers, int) or num_layers < 1:
         raise GRUInputError(f"num_layers must be a positive int; got {num_layers!r}")
@@ -205,6 +245,8 @@ def gru(
         bidirectional=bidirectional,
         variant=variant,
         lengths=lengths,
+        zoneout=zoneout,
+        zoneout_seed=zoneout_seed,
         allow_tf32=allow_tf32,
     )
 
@@ -250,12 +292,16 @@ def run_gru(
     bidirectional: bool,
     variant: str,
     lengths: torch.Tensor | Sequence[int] | None = None,
+    zoneout: float = 0.0,
+    zoneout_seed: int | None = None,
     allow_tf32: bool = False,
     hx_permutation: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`gru` for weights whose shapes are known to fit (``hidden_size``; the modules' own): checks the
     input's time length, ``hx``, dtypes and devices, then runs. ``hx_permutation``: batch order to put ``hx``
-    in after it is checked (a ``PackedSequence``'s ``sorted_indices``)."""
+    in after it is checked (a ``PackedSequence``'s ``sorted_indices``). Zoneout as :func:`gru`'s (a module's
+    training call draws its seed here)."""
+    seed = _zoneout_seed(zoneout, zoneout_seed, training)
     directions = 2 if bidirectional else 1
     unbatched = input.dim() == 2
     _check_not_empty_in_time(input, 1 if batch_first and not unbatched else 0)
@@ -290,7 +336,9 @@ def run_gru(
             for direction in range(directions):
                 index = layer * directions + direction
                 x = reverse_time(layer_input, lengths) if direction else layer_input
-                output, h = _layer(x, hx[index], weights[4 * index : 4 * index + 4], variant, lengths, allow_tf32)
+                zoned = _zoneout(zoneout, seed, layer, bool(direction))
+                layer_weights = weights[4 * index : 4 * index + 4]
+                output, h = _layer(x, hx[index], layer_weights, variant, lengths, allow_tf32, zoned)
                 outputs.append(reverse_time(output, lengths) if direction else output)
                 h_n.append(h)
             layer_input = torch.cat(outputs, dim=-1) if directions > 1 else outputs[0]
@@ -311,15 +359,34 @@ def gru_cell(
     bias_hh: torch.Tensor | None = None,
     *,
     variant: str = "cudnn",
+    zoneout: float = 0.0,
+    zoneout_seed: int | None = None,
+    training: bool = False,
     allow_tf32: bool = False,
 ) -> torch.Tensor:
     """One GRU step in one fused launch. ``input`` ``[B, I]`` or unbatched ``[I]``; ``hx`` ``[B, H]`` / ``[H]``
-    or None (zeros). Returns ``h'`` shaped like ``hx``, differentiable to any order. Same signature as
-    :func:`tritongru.reference.gru_cell_ref`."""
+    or None (zeros). ``zoneout``, ``zoneout_seed`` and ``training``: see the module docstring (a step's masks are
+    position 0 of layer 0: draw a new seed for every step). Returns ``h'`` shaped like ``hx``, differentiable
+    to any order. Same signature as :func:`tritongru.reference.gru_cell_ref` (less ``zoneout_mask`` and
+    ``num_heads``)."""
     variant = check_variant(variant)
+    check_zoneout(zoneout)
+    check_zoneout_seed(zoneout_seed)
     check_cell_input(input)
     check_weights("", weight_ih, weight_hh, bias_ih, bias_hh, input.shape[-1], allow_empty=True)
-    return run_cell(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, variant=variant, allow_tf32=allow_tf32)
+    return run_cell(
+        input,
+        hx,
+        weight_ih,
+        weight_hh,
+        bias_ih,
+        bias_hh,
+        variant=variant,
+        allow_tf32=allow_tf32,
+        zoneout=zoneout,
+        zoneout_seed=zoneout_seed,
+        training=training,
+    )
 
 
 def _check_cell_state(hx: torch.Tensor, shape: tuple[int, ...]) -> None:
@@ -352,9 +419,14 @@ def run_cell(
     *,
     variant: str,
     allow_tf32: bool,
+    zoneout: float = 0.0,
+    zoneout_seed: int | None = None,
+    training: bool = False,
 ) -> torch.Tensor:
     """:func:`gru_cell` for a checked input and weights whose shapes fit it (the module's own): checks ``hx``,
-    dtypes and devices, then runs."""
+    dtypes and devices, then runs. Zoneout as :func:`gru_cell`'s (a module's training call draws its seed
+    here)."""
+    zoned = _zoneout(zoneout, _zoneout_seed(zoneout, zoneout_seed, training), 0, False)
     unbatched = input.dim() == 1
     hidden = weight_hh.shape[1]
     state_shape = (hidden,) if unbatched else (input.shape[0], hidden)
@@ -371,6 +443,6 @@ def run_cell(
         if input.shape[0] == 0 or hidden == 0:
             h_new = reference.gru_cell_ref(input, hx, *weights, variant=variant)
         else:
-            h_new = ops.cell(input, hx, *weights, variant, allow_tf32)
+            h_new = ops.cell(input, hx, *weights, variant, allow_tf32, zoned)
     h_new = h_new.to(out_dtype)
     return h_new.squeeze(0) if unbatched else h_new

@@ -45,7 +45,9 @@ from tritongru.environment import interpreting
 from tritongru.kernels.backward import gru_backward_kernel
 from tritongru.kernels.forward import gru_forward_kernel
 from tritongru.kernels.grid_sync import POISON, barrier_stress_kernel
+from tritongru.kernels.zoneout import EXPECTED, OFF, SAMPLED
 from tritongru.precisions import PRECISIONS, compute_dtype, precision_of
+from tritongru.zoneout import Zoneout
 
 SAVED_GATES = {"cudnn": 4, "classic": 3}
 """Gate activations saved per hidden unit for backward: cudnn r, z, n, W_hn h + b_hn; classic R, Z, H~."""
@@ -121,6 +123,26 @@ def _kernel_constants(dtype: torch.dtype, allow_tf32: bool, config: KernelConfig
         WAVE=wave_chunks(config, hidden, dtype),
         num_warps=config.num_warps,
         num_stages=config.num_stages,
+    )
+
+
+def zoneout_arguments(zoneout: Zoneout | None, steps: int, dtype: torch.dtype, device: torch.device) -> dict:
+    """The recurrent kernels' zoneout arguments (``tritongru.kernels.zoneout.kept_share``) for ``zoneout`` (None:
+    off) over a sequence of ``steps`` in storage ``dtype``: ``p`` as a one-element compute-dtype tensor, so that
+    float64 sees it exactly, and the seed as two int32 halves."""
+    mode = OFF if zoneout is None else (EXPECTED if zoneout.seed is None else SAMPLED)
+    seed = 0 if zoneout is None or zoneout.seed is None else zoneout.seed
+    low, high = seed & 0xFFFFFFFF, seed >> 32
+    return dict(
+        zoneout_p_ptr=None
+        if zoneout is None
+        else torch.full((1,), zoneout.p, dtype=compute_dtype(dtype), device=device),
+        zoneout_seed_lo=low - (1 << 32) if low >= 1 << 31 else low,
+        zoneout_seed_hi=high,
+        zoneout_stream=0 if zoneout is None else zoneout.stream,
+        T=steps,
+        ZONEOUT=mode.value,
+        ZONEOUT_REVERSED=zoneout is not None and zoneout.reversed,
     )
 
 
@@ -285,6 +307,7 @@ def forward_arguments(
     store_gates,
     allow_tf32,
     config,
+    zoneout=None,
 ) -> tuple[dict, KernelConfig]:
     """The forward kernel's arguments, its outputs allocated (``hs_ptr``, ``state_ptr``, ``gates_ptr``; see
     :func:`forward_sequence`), and the config: ``config``, or the one :func:`select_config` gives."""
@@ -306,7 +329,8 @@ def forward_arguments(
             device=device,
             allow_tf32=allow_tf32,
             flags={"bias": b_hh is not None, "store_gates": store_gates}
-            | ({} if x is not None else {"lengths": lengths is not None}),
+            | ({} if x is not None else {"lengths": lengths is not None})
+            | ({"zoneout": True} if zoneout is not None else {}),
         )
     args = dict(
         gi_ptr=gi,
@@ -327,13 +351,14 @@ def forward_arguments(
         H=H,
         I=input_size,
         CLASSIC=classic,
+        **zoneout_arguments(zoneout, steps, storage, device),
         **_kernel_constants(storage, allow_tf32, config, H),
     )
     return args, config
 
 
 def backward_arguments(
-    *, grad_output, grad_h_n, hs, gates, w_hh, variant, lengths, allow_tf32, config
+    *, grad_output, grad_h_n, hs, gates, w_hh, variant, lengths, allow_tf32, config, zoneout=None
 ) -> tuple[dict, KernelConfig]:
     """The backward kernel's arguments, its outputs allocated (``dgates_x_ptr``, ``dgates_hn_ptr``,
     ``carry_ptr``; see :func:`backward_sequence`), and the config."""
@@ -353,7 +378,7 @@ def backward_arguments(
             input_size=0,
             device=device,
             allow_tf32=allow_tf32,
-            flags={"bias": True, "lengths": lengths is not None},
+            flags={"bias": True, "lengths": lengths is not None} | ({"zoneout": True} if zoneout is not None else {}),
         )
     args = dict(
         grad_out_ptr=grad_output,
@@ -367,6 +392,7 @@ def backward_arguments(
         B=B,
         H=H,
         CLASSIC=variant == "classic",
+        **zoneout_arguments(zoneout, T, storage, device),
         **_kernel_constants(storage, allow_tf32, config, H),
     )
     return args, config
@@ -402,9 +428,11 @@ def meta_arguments(
     """``(kind, args)``: the arguments a launcher passes to the ``kind`` kernel (``"forward"``, which also
     runs the cell, or ``"backward"``) for one call of ``kernel`` (``"forward"``, ``"cell"``, ``"backward"``), on
     meta tensors: what compiling it needs, without memory or a GPU. ``flags``: ``bias``, ``lengths`` (sequences)
-    and ``store_gates`` (forward and cell) given or not."""
+    and ``store_gates`` (forward and cell) given or not, and ``zoneout`` (absent: off; on: masks drawn from a
+    seed, in reverse, the most code zoneout adds)."""
     p = PRECISIONS[precision]
     dtype, H, T = p.dtype, hidden, 2
+    zoneout = Zoneout(0.5, 1, 1, reversed=True) if flags.get("zoneout") else None
     w_hh, b_hh = _meta(3 * H, H, dtype=dtype), _meta(3 * H, dtype=dtype) if flags["bias"] else None
     lengths = _meta(batch, dtype=torch.int64) if flags.get("lengths") else None
     if kernel == "backward":
@@ -418,6 +446,7 @@ def meta_arguments(
             lengths=lengths,
             allow_tf32=p.allow_tf32,
             config=config,
+            zoneout=zoneout,
         )
         return "backward", args
     cell = kernel == "cell"
@@ -435,6 +464,7 @@ def meta_arguments(
         store_gates=flags["store_gates"],
         allow_tf32=p.allow_tf32,
         config=config,
+        zoneout=zoneout,
     )
     return "forward", args
 
@@ -544,6 +574,7 @@ def forward_sequence(
     store_gates: bool = False,
     allow_tf32: bool = False,
     config: KernelConfig | None = None,
+    zoneout: Zoneout | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Run the recurrence of one layer and direction over a whole sequence.
 
@@ -551,7 +582,8 @@ def forward_sequence(
     ``w_hh`` ``[3H, H]``; ``b_hh`` ``[3H]`` or None; ``lengths`` int64 ``[B]`` (rows stop updating at their
     length) or None. Returns ``hs`` ``[T+1, B, H]`` in the storage dtype (``hs[0] = h0``, ``hs[t+1] = h_t``),
     ``h_last`` ``[B, H]`` in the compute dtype (each row's last state, exact), and, when ``store_gates``, the
-    gates ``[T, B, NG*H]`` (storage dtype) saved for :func:`backward_sequence` (else None).
+    gates ``[T, B, NG*H]`` (storage dtype) saved for :func:`backward_sequence` (else None). ``zoneout``: mix
+    each step's result with the previous state (``tritongru.zoneout.Zoneout``; None: none).
     """
     args, config = forward_arguments(
         gi=gi,
@@ -567,6 +599,7 @@ def forward_sequence(
         store_gates=store_gates,
         allow_tf32=allow_tf32,
         config=config,
+        zoneout=zoneout,
     )
     B, H = h0.shape
     _launch(gru_forward_kernel, "forward", variant, plan_launch(config, B, H, h0.device), gi.shape[0], args)
@@ -585,13 +618,15 @@ def cell_forward(
     store_gates: bool = False,
     allow_tf32: bool = False,
     config: KernelConfig | None = None,
+    zoneout: Zoneout | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One GRU step, the concat-matmul ``[h, x] @ [W_hh | W_ih]^T``, gates and interpolation in one kernel.
 
     ``x`` ``[B, I]``, ``h`` ``[B, H]``, ``w_ih`` ``[3H, I]``, ``w_hh`` ``[3H, H]``, biases ``[3H]`` or None
     (both or neither). Returns ``h'`` ``[B, H]`` in the compute dtype and, when ``store_gates``, the gates
     ``[1, B, NG*H]`` for :func:`backward_sequence` with ``T = 1``. One launch, or, for the classic form run per
-    step (several slices without a grid barrier), one per phase.
+    step (several slices without a grid barrier), one per phase. ``zoneout`` as :func:`forward_sequence`'s (a
+    cell's step is position 0 of stream 0).
     """
     args, config = forward_arguments(
         gi=None,
@@ -607,6 +642,7 @@ def cell_forward(
         store_gates=store_gates,
         allow_tf32=allow_tf32,
         config=config,
+        zoneout=zoneout,
     )
     _launch(gru_forward_kernel, "forward", variant, plan_launch(config, *h.shape, h.device), 1, args)
     return args["state_ptr"], args["gates_ptr"]
@@ -623,6 +659,7 @@ def backward_sequence(
     lengths: torch.Tensor | None = None,
     allow_tf32: bool = False,
     config: KernelConfig | None = None,
+    zoneout: Zoneout | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """The ``dh`` recurrence (BPTT) of one layer and direction.
 
@@ -631,6 +668,7 @@ def backward_sequence(
     ``dgates_x`` ``[T, B, 3H]`` (the gradient of the input projection ``gi``: ``[dar, daz, dan]``),
     ``dgates_hn`` ``[T, B, H]`` (cudnn: the gradient of ``W_hn h + b_hn``; None for classic, whose hidden-side
     gate gradients equal ``dgates_x``), both in the storage dtype, and ``dh0`` ``[B, H]`` in the compute dtype.
+    ``zoneout``: the forward's, whose masks the kernel draws again.
     """
     args, config = backward_arguments(
         grad_output=grad_output,
@@ -642,6 +680,7 @@ def backward_sequence(
         lengths=lengths,
         allow_tf32=allow_tf32,
         config=config,
+        zoneout=zoneout,
     )
     T, B, H = gates.shape[0], hs.shape[1], hs.shape[2]
     _launch(gru_backward_kernel, "backward", variant, plan_launch(config, B, H, hs.device), T, args)

@@ -24,20 +24,24 @@ from tritongru.validation import (
     check_floating,
     check_input_size,
     check_sequence_input,
+    check_zoneout,
 )
 from tritongru.variants import check_variant
 
 
 class _TritonOptions:
-    """The keyword-only arguments tritongru's modules add to torch's: ``variant`` and ``allow_tf32``."""
+    """The keyword-only arguments tritongru's modules add to torch's: ``variant``, ``zoneout`` and
+    ``allow_tf32``."""
 
-    def __init__(self, *args, variant: str = "cudnn", allow_tf32: bool = False, **kwargs) -> None:
+    def __init__(self, *args, variant: str = "cudnn", zoneout: float = 0.0, allow_tf32: bool = False, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.variant = check_variant(variant)
+        self.zoneout = check_zoneout(zoneout)
         self.allow_tf32 = allow_tf32
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, variant={self.variant!r}"
+        zoneout = f", zoneout={self.zoneout}" if self.zoneout else ""
+        return f"{super().extra_repr()}, variant={self.variant!r}{zoneout}"
 
     def __prepare_scriptable__(self):
         """``torch.jit.script`` asks every module this first: refuse with a way forward."""
@@ -52,7 +56,10 @@ class GRU(_TritonOptions, nn.RNNBase):
     """``torch.nn.GRU`` computed by tritongru's Triton kernels.
 
     ``GRU(input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-    bidirectional=False, device=None, dtype=None, *, proj_size=0, variant="cudnn", allow_tf32=False)``.
+    bidirectional=False, device=None, dtype=None, *, proj_size=0, variant="cudnn", zoneout=0.0,
+    allow_tf32=False)``. ``zoneout=p``: in training each unit keeps its previous state with probability ``p``
+    at every step (masks drawn in the kernels from a seed taken from torch's default generator on each call, so
+    ``torch.manual_seed`` reproduces a run); in evaluation the expectation (:mod:`tritongru.functional`).
     ``forward(input, hx=None)`` takes what ``torch.nn.GRU`` takes (batched ``[L, N, H_in]`` / ``[N, L, H_in]``
     or unbatched ``[L, H_in]`` tensors, or a ``PackedSequence``) and returns ``(output, h_n)`` the same way.
     ``proj_size`` exists for LSTMs only: 0 is accepted, anything else raises torch's ``ValueError``.
@@ -72,6 +79,7 @@ class GRU(_TritonOptions, nn.RNNBase):
         *,
         proj_size: int = 0,
         variant: str = "cudnn",
+        zoneout: float = 0.0,
         allow_tf32: bool = False,
     ) -> None:
         if proj_size != 0:
@@ -88,6 +96,7 @@ class GRU(_TritonOptions, nn.RNNBase):
             device=device,
             dtype=dtype,
             variant=variant,
+            zoneout=zoneout,
             allow_tf32=allow_tf32,
         )
 
@@ -109,6 +118,7 @@ class GRU(_TritonOptions, nn.RNNBase):
             training=self.training,
             bidirectional=self.bidirectional,
             variant=check_variant(self.variant),
+            zoneout=check_zoneout(self.zoneout),
             allow_tf32=self.allow_tf32,
         )
         if not isinstance(input, PackedSequence):
@@ -134,8 +144,9 @@ class GRU(_TritonOptions, nn.RNNBase):
 class GRUCell(_TritonOptions, nn.GRUCell):
     """``torch.nn.GRUCell`` computed by one fused Triton launch per step.
 
-    ``GRUCell(input_size, hidden_size, bias=True, device=None, dtype=None, *, variant="cudnn",
-    allow_tf32=False)``; ``forward(input, hx=None)`` as torch's: ``[B, I]`` or unbatched ``[I]``.
+    ``GRUCell(input_size, hidden_size, bias=True, device=None, dtype=None, *, variant="cudnn", zoneout=0.0,
+    allow_tf32=False)``; ``forward(input, hx=None)`` as torch's: ``[B, I]`` or unbatched ``[I]``. ``zoneout`` as
+    :class:`GRU`'s, a new seed drawn for every training step.
     """
 
     def forward(self, input: torch.Tensor, hx: torch.Tensor | None = None) -> torch.Tensor:
@@ -150,4 +161,6 @@ class GRUCell(_TritonOptions, nn.GRUCell):
             self.bias_hh,
             variant=check_variant(self.variant),
             allow_tf32=self.allow_tf32,
+            zoneout=check_zoneout(self.zoneout),
+            training=self.training,
         )

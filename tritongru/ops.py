@@ -5,14 +5,19 @@ Three ops, each with a fake (meta) implementation, so ``torch.compile`` and ``to
 nodes, and a vmap rule; the two forward ops have registered autograd:
 
 - ``tritongru::gru_layer(input [T,B,I], h0 [B,H], weight_ih, weight_hh, bias_ih?, bias_hh?, lengths? [B] int64,
-  variant, allow_tf32, store_gates) -> (hs [T+1,B,H], h_n [B,H], gates [T,B,NG*H] or [0])``: the input
-  projection (one GEMM) and the recurrence. ``hs[0] = h0``, ``hs[t+1]`` the state after step ``t``; a sequence's
-  state stops changing after its length. ``gates`` (what backward needs) only when ``store_gates``.
+  variant, allow_tf32, store_gates, zoneout=0, zoneout_seed=None, zoneout_stream=0, zoneout_reversed=False) ->
+  (hs [T+1,B,H], h_n [B,H], gates [T,B,NG*H] or [0])``: the input projection (one GEMM) and the recurrence.
+  ``hs[0] = h0``, ``hs[t+1]`` the state after step ``t``; a sequence's state stops changing after its length.
+  ``gates`` (what backward needs) only when ``store_gates``.
 - ``tritongru::gru_cell(input [B,I], hx [B,H], weight_ih, weight_hh, bias_ih?, bias_hh?, variant, allow_tf32,
-  store_gates) -> (h' [B,H], gates [1,B,NG*H] or [0])``: one fused step.
+  store_gates, zoneout=0, zoneout_seed=None) -> (h' [B,H], gates [1,B,NG*H] or [0])``: one fused step.
 - ``tritongru::gru_backward(grad_output [T,B,H], grad_h_n? [B,H], hs, gates, weight_hh, lengths?, variant,
-  allow_tf32) -> (dgates_x [T,B,3H], dgates_hn [T,B,H] or [0] (classic), dh0 [B,H])``: the ``dh`` recurrence
-  (BPTT) of both; the cell's backward is this op with ``T = 1``.
+  allow_tf32, zoneout=0, zoneout_seed=None, zoneout_stream=0, zoneout_reversed=False) -> (dgates_x [T,B,3H],
+  dgates_hn [T,B,H] or [0] (classic), dh0 [B,H])``: the ``dh`` recurrence (BPTT) of both; the cell's backward
+  is this op with ``T = 1``.
+
+Zoneout (``zoneout`` > 0, :class:`tritongru.zoneout.Zoneout`): with ``zoneout_seed`` the masks of that seed,
+drawn inside the kernels (and again by the backward); without, the expectation (evaluation).
 
 ``hs``, the gates and their gradients are in the storage dtype (the weights'); ``h_n``, ``h'`` and ``dh0`` in
 the compute dtype (float64 for float64 storage, float32 otherwise). Every parameter and input gradient is then
@@ -48,6 +53,7 @@ from tritongru import launchers
 from tritongru.environment import interpreting
 from tritongru.precisions import compute_dtype
 from tritongru.reference import gru_cell_ref, gru_states_ref
+from tritongru.zoneout import Zoneout, zoneout_loop_masks
 
 _INTERPRETER_LOCK = threading.Lock()
 
@@ -82,34 +88,57 @@ def input_projection(input: Tensor, weight_ih: Tensor, bias_ih: Tensor | None) -
 
 # ---------------------------------------------------------------------------------------------------- the ops
 
+_ZONEOUT_SCHEMA = "float zoneout=0., int? zoneout_seed=None"
+_STREAM_SCHEMA = "int zoneout_stream=0, bool zoneout_reversed=False"
 _LAYER_SCHEMA = (
     "(Tensor input, Tensor h0, Tensor weight_ih, Tensor weight_hh, Tensor? bias_ih, Tensor? bias_hh, "
-    "Tensor? lengths, str variant, bool allow_tf32, bool store_gates) -> (Tensor, Tensor, Tensor)"
+    f"Tensor? lengths, str variant, bool allow_tf32, bool store_gates, {_ZONEOUT_SCHEMA}, {_STREAM_SCHEMA}) "
+    "-> (Tensor, Tensor, Tensor)"
 )
 _CELL_SCHEMA = (
     "(Tensor input, Tensor hx, Tensor weight_ih, Tensor weight_hh, Tensor? bias_ih, Tensor? bias_hh, "
-    "str variant, bool allow_tf32, bool store_gates) -> (Tensor, Tensor)"
+    f"str variant, bool allow_tf32, bool store_gates, {_ZONEOUT_SCHEMA}) -> (Tensor, Tensor)"
 )
 _BACKWARD_SCHEMA = (
     "(Tensor grad_output, Tensor? grad_h_n, Tensor hs, Tensor gates, Tensor weight_hh, Tensor? lengths, "
-    "str variant, bool allow_tf32) -> (Tensor, Tensor, Tensor)"
+    f"str variant, bool allow_tf32, {_ZONEOUT_SCHEMA}, {_STREAM_SCHEMA}) -> (Tensor, Tensor, Tensor)"
 )
+_NO_ZONEOUT = (0.0, None, 0, False)
+"""The four zoneout arguments' defaults: ``zoneout``, ``zoneout_seed``, ``zoneout_stream``, ``zoneout_reversed``."""
+
+
+def _zoneout(p: float, seed: int | None, stream: int = 0, reversed: bool = False) -> Zoneout | None:
+    """The launchers' zoneout of an op call (None when ``p`` is 0)."""
+    return Zoneout(p, seed, stream, reversed) if p > 0 else None
 
 
 @torch.library.custom_op("tritongru::gru_layer", mutates_args=(), schema=_LAYER_SCHEMA)
-def gru_layer(input, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, variant, allow_tf32, store_gates):
+def gru_layer(
+    input, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, variant, allow_tf32, store_gates,
+    zoneout=0.0, zoneout_seed=None, zoneout_stream=0, zoneout_reversed=False,
+):  # fmt: skip
     input, h0, weight_ih, weight_hh, bias_ih, bias_hh = _contiguous(input, h0, weight_ih, weight_hh, bias_ih, bias_hh)
     with no_autocast(input.device.type):
         gi = input_projection(input, weight_ih, bias_ih)
     with _serialised():
         hs, h_last, gates = launchers.forward_sequence(
-            gi, h0, weight_hh, bias_hh, variant=variant, lengths=lengths, store_gates=store_gates, allow_tf32=allow_tf32
+            gi,
+            h0,
+            weight_hh,
+            bias_hh,
+            variant=variant,
+            lengths=lengths,
+            store_gates=store_gates,
+            allow_tf32=allow_tf32,
+            zoneout=_zoneout(zoneout, zoneout_seed, zoneout_stream, zoneout_reversed),
         )
     return hs, h_last, gates if gates is not None else hs.new_empty(0)
 
 
 @torch.library.custom_op("tritongru::gru_cell", mutates_args=(), schema=_CELL_SCHEMA)
-def gru_cell(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, variant, allow_tf32, store_gates):
+def gru_cell(
+    input, hx, weight_ih, weight_hh, bias_ih, bias_hh, variant, allow_tf32, store_gates, zoneout=0.0, zoneout_seed=None
+):
     input, hx, weight_ih, weight_hh, bias_ih, bias_hh = _contiguous(input, hx, weight_ih, weight_hh, bias_ih, bias_hh)
     with _serialised():
         h_new, gates = launchers.cell_forward(
@@ -122,16 +151,28 @@ def gru_cell(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, variant, allow_t
             variant=variant,
             store_gates=store_gates,
             allow_tf32=allow_tf32,
+            zoneout=_zoneout(zoneout, zoneout_seed),
         )
     return h_new, gates if gates is not None else h_new.new_empty(0)
 
 
 @torch.library.custom_op("tritongru::gru_backward", mutates_args=(), schema=_BACKWARD_SCHEMA)
-def gru_backward(grad_output, grad_h_n, hs, gates, weight_hh, lengths, variant, allow_tf32):
+def gru_backward(
+    grad_output, grad_h_n, hs, gates, weight_hh, lengths, variant, allow_tf32,
+    zoneout=0.0, zoneout_seed=None, zoneout_stream=0, zoneout_reversed=False,
+):  # fmt: skip
     grad_output, hs, gates, weight_hh = _contiguous(grad_output, hs, gates, weight_hh)
     with _serialised():
         dgates_x, dgates_hn, dh0 = launchers.backward_sequence(
-            grad_output, grad_h_n, hs, gates, weight_hh, variant=variant, lengths=lengths, allow_tf32=allow_tf32
+            grad_output,
+            grad_h_n,
+            hs,
+            gates,
+            weight_hh,
+            variant=variant,
+            lengths=lengths,
+            allow_tf32=allow_tf32,
+            zoneout=_zoneout(zoneout, zoneout_seed, zoneout_stream, zoneout_reversed),
         )
     return dgates_x, dgates_hn if dgates_hn is not None else dgates_x.new_empty(0), dh0
 
@@ -145,7 +186,7 @@ def _gates_like(ref: Tensor, steps: int, batch: int, hidden: int, variant: str, 
 
 
 @gru_layer.register_fake
-def _(input, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, variant, allow_tf32, store_gates):
+def _(input, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, variant, allow_tf32, store_gates, *zoneout):
     T, B, H = input.shape[0], input.shape[1], weight_hh.shape[1]
     storage = weight_hh.dtype
     hs = input.new_empty((T + 1, B, H), dtype=storage)
@@ -154,7 +195,7 @@ def _(input, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, variant, allow
 
 
 @gru_cell.register_fake
-def _(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, variant, allow_tf32, store_gates):
+def _(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, variant, allow_tf32, store_gates, *zoneout):
     B, H = input.shape[0], weight_hh.shape[1]
     storage = weight_hh.dtype
     h_new = input.new_empty((B, H), dtype=compute_dtype(storage))
@@ -162,7 +203,7 @@ def _(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, variant, allow_tf32, st
 
 
 @gru_backward.register_fake
-def _(grad_output, grad_h_n, hs, gates, weight_hh, lengths, variant, allow_tf32):
+def _(grad_output, grad_h_n, hs, gates, weight_hh, lengths, variant, allow_tf32, *zoneout):
     T, B, H = grad_output.shape
     storage = weight_hh.dtype
     dgates_hn = hs.new_empty((T, B, H) if variant == "cudnn" else (0,), dtype=storage)
@@ -214,14 +255,16 @@ def parameter_grads(
 @dataclass(frozen=True)
 class _Call:
     """What differentiating one op call needs besides tensors: which op (``cell``), its options, the dtypes of
-    its differentiable outputs (``(hs, h_n)`` of the layer, ``(h',)`` of the cell), and which of its six tensor
-    inputs want a gradient (``needs``)."""
+    its differentiable outputs (``(hs, h_n)`` of the layer, ``(h',)`` of the cell), its zoneout (the op's four
+    zoneout arguments; the cell's stream is 0, forward), and which of its six tensor inputs want a gradient
+    (``needs``)."""
 
     cell: bool
     variant: str
     allow_tf32: bool
     store_gates: bool
     dtypes: tuple[torch.dtype, ...]
+    zoneout: tuple = _NO_ZONEOUT
     needs: tuple[bool, ...] = ()
 
     @property
@@ -233,11 +276,22 @@ class _Call:
 def _reference(call: _Call, lengths: Tensor | None) -> Callable[..., tuple[Tensor, ...]]:
     """The op's differentiable outputs recomputed in plain PyTorch from its six tensor inputs (a missing bias
     as None): ``(hs, h_n)`` of the layer or ``(h',)`` of the cell, in the op's dtypes."""
+    p, seed, stream, reversed = call.zoneout
     if call.cell:
-        return lambda *args: (gru_cell_ref(*args, variant=call.variant).to(call.dtypes[0]),)
+        training = seed is not None
+        return lambda *args: (
+            gru_cell_ref(*args, variant=call.variant, zoneout=p, zoneout_seed=seed, training=training).to(
+                call.dtypes[0]
+            ),
+        )
 
     def states(*args: Tensor | None) -> tuple[Tensor, Tensor]:
-        hs = gru_states_ref(*args, variant=call.variant, lengths=lengths)
+        input, h0 = args[0], args[1]
+        keep = None
+        if p > 0 and seed is not None:
+            T, B, H = input.shape[0], h0.shape[0], h0.shape[1]
+            keep = zoneout_loop_masks(Zoneout(p, seed, stream, reversed), T, B, H, lengths, input.device)
+        hs = gru_states_ref(*args, variant=call.variant, lengths=lengths, zoneout=p, zoneout_keep=keep)
         return hs.to(call.dtypes[0]), hs[-1].to(call.dtypes[1])
 
     return states
@@ -299,9 +353,9 @@ def _kernel_grads(call: _Call, cotangents, primals, lengths, outputs, gates) -> 
     with no_autocast(input.device.type):
         if not call.store_gates:  # the op was called without them: run it again, keeping them this time
             if call.cell:
-                outputs, gates = gru_cell(*primals, call.variant, call.allow_tf32, True)
+                outputs, gates = gru_cell(*primals, call.variant, call.allow_tf32, True, *call.zoneout[:2])
             else:
-                outputs, _, gates = gru_layer(*primals, lengths, call.variant, call.allow_tf32, True)
+                outputs, _, gates = gru_layer(*primals, lengths, call.variant, call.allow_tf32, True, *call.zoneout)
         if call.cell:
             (grad_h_new,) = cotangents
             # hs in the storage dtype, as the layer's: the backward kernel compiles the same specialisation
@@ -311,7 +365,7 @@ def _kernel_grads(call: _Call, cotangents, primals, lengths, outputs, gates) -> 
             grad_hs, grad_h_n = cotangents
             hs, grad_output, grad_h0_direct = outputs, grad_hs[1:], grad_hs[0]
         dgates_x, dgates_hn, dh0 = gru_backward(
-            grad_output, grad_h_n, hs, gates, weight_hh, lengths, call.variant, call.allow_tf32
+            grad_output, grad_h_n, hs, gates, weight_hh, lengths, call.variant, call.allow_tf32, *call.zoneout
         )
         T, B, H = gates.shape[0], gates.shape[1], hs.shape[2]
         n = T * B
@@ -378,34 +432,41 @@ class _Grads(torch.autograd.Function):
         return tuple(next(out_tangents) if need else None for need in ctx.call.needs)
 
 
+def _with_defaults(zoneout: Sequence) -> tuple:
+    """An op call's four zoneout arguments, the defaults filling those it was not given (the cell has two)."""
+    return (*zoneout, *_NO_ZONEOUT[len(zoneout) :])
+
+
 def _setup_layer(ctx, inputs, output) -> None:
-    input, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, variant, allow_tf32, store_gates = inputs
+    input, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, variant, allow_tf32, store_gates, *zoneout = inputs
     hs, h_n, gates = output
     ctx.save_for_backward(input, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, hs, gates)
     ctx.save_for_forward(input, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths)
-    ctx.call = _Call(False, variant, allow_tf32, store_gates, (hs.dtype, h_n.dtype))
+    ctx.call = _Call(False, variant, allow_tf32, store_gates, (hs.dtype, h_n.dtype), _with_defaults(zoneout))
     ctx.mark_non_differentiable(gates)
 
 
 def _layer_backward(ctx, grad_hs, grad_h_n, _):
     *primals, lengths, hs, gates = ctx.saved_tensors
     call = dataclasses.replace(ctx.call, needs=tuple(ctx.needs_input_grad[:6]))
-    return (*_Grads.apply(call, lengths, hs, gates, grad_hs, grad_h_n, *primals), None, None, None, None)
+    grads = _Grads.apply(call, lengths, hs, gates, grad_hs, grad_h_n, *primals)
+    return (*grads, *[None] * (len(ctx.needs_input_grad) - 6))
 
 
 def _setup_cell(ctx, inputs, output) -> None:
-    input, hx, weight_ih, weight_hh, bias_ih, bias_hh, variant, allow_tf32, store_gates = inputs
+    input, hx, weight_ih, weight_hh, bias_ih, bias_hh, variant, allow_tf32, store_gates, *zoneout = inputs
     h_new, gates = output
     ctx.save_for_backward(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, h_new, gates)
     ctx.save_for_forward(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, None)
-    ctx.call = _Call(True, variant, allow_tf32, store_gates, (h_new.dtype,))
+    ctx.call = _Call(True, variant, allow_tf32, store_gates, (h_new.dtype,), _with_defaults(zoneout))
     ctx.mark_non_differentiable(gates)
 
 
 def _cell_backward(ctx, grad_h_new, _):
     *primals, h_new, gates = ctx.saved_tensors
     call = dataclasses.replace(ctx.call, needs=tuple(ctx.needs_input_grad[:6]))
-    return (*_Grads.apply(call, None, h_new, gates, grad_h_new, *primals), None, None, None)
+    grads = _Grads.apply(call, None, h_new, gates, grad_h_new, *primals)
+    return (*grads, *[None] * (len(ctx.needs_input_grad) - 6))
 
 
 def _jvp(ctx, *tangents: Tensor | None) -> tuple[Tensor | None, ...]:
@@ -471,14 +532,15 @@ def _register_vmap(op, batch_dims: tuple[int | None, ...], out_batch_dims: tuple
 
     def rule(info, in_dims, *args):
         size = info.batch_size
-        if any(d is not None and b is None for d, b in zip(in_dims, batch_dims, strict=True)):
+        dims = batch_dims[: len(args)]  # arguments left at their schema defaults are not passed
+        if any(d is not None and b is None for d, b in zip(in_dims, dims, strict=True)):
             # mapped weights: one launch per slice
             per_slice = [
                 op(*(a.select(d, v) if d is not None else a for a, d in zip(args, in_dims, strict=True)))
                 for v in range(size)
             ]
             return tuple(torch.stack(outs) for outs in zip(*per_slice, strict=True)), (0,) * len(out_batch_dims)
-        outputs = op(*(_fold(a, d, b, size) for a, d, b in zip(args, in_dims, batch_dims, strict=True)))
+        outputs = op(*(_fold(a, d, b, size) for a, d, b in zip(args, in_dims, dims, strict=True)))
         results, dims = [], []
         for out, b in zip(outputs, out_batch_dims, strict=True):
             if out.dim() == 1 and out.numel() == 0:
@@ -492,9 +554,9 @@ def _register_vmap(op, batch_dims: tuple[int | None, ...], out_batch_dims: tuple
     torch.library.register_vmap(op, rule)
 
 
-_register_vmap(gru_layer, (1, 0, None, None, None, None, 0, None, None, None), (1, 0, 1))
-_register_vmap(gru_cell, (0, 0, None, None, None, None, None, None, None), (0, 1))
-_register_vmap(gru_backward, (1, 0, 1, 1, None, 0, None, None), (1, 1, 0))
+_register_vmap(gru_layer, (1, 0, None, None, None, None, 0, *[None] * 7), (1, 0, 1))
+_register_vmap(gru_cell, (0, 0, *[None] * 9), (0, 1))
+_register_vmap(gru_backward, (1, 0, 1, 1, None, 0, *[None] * 6), (1, 1, 0))
 
 
 # ----------------------------------------------------------------------------------- what functional.py calls
@@ -527,13 +589,17 @@ def layer(
     lengths: Tensor | None,
     variant: str,
     allow_tf32: bool,
+    zoneout: Zoneout | None = None,
 ) -> tuple[Tensor, Tensor]:
     """One checked layer and direction: (``output`` ``[T, B, H]``, zero past each length; ``h_n`` ``[B, H]``),
     both in ``input``'s dtype. Gates are stored for backward only when a gradient can be asked for."""
     _refuse_jit_trace()
     store = _needs_grad(input, h0, weight_ih, weight_hh, bias_ih, bias_hh)
     apply = gru_layer if torch.compiler.is_compiling() else _LayerFunction.apply
-    hs, h_n, _ = apply(input, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, variant, allow_tf32, store)
+    zoneout_args = _NO_ZONEOUT if zoneout is None else tuple(zoneout)
+    hs, h_n, _ = apply(
+        input, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, variant, allow_tf32, store, *zoneout_args
+    )
     output = hs[1:]
     if lengths is not None:
         output = torch.where(sequence_mask(lengths, output.shape[0]), output, 0)
@@ -549,10 +615,12 @@ def cell(
     bias_hh: Tensor | None,
     variant: str,
     allow_tf32: bool,
+    zoneout: Zoneout | None = None,
 ) -> Tensor:
-    """One checked step: ``h'`` ``[B, H]`` in ``input``'s dtype."""
+    """One checked step: ``h'`` ``[B, H]`` in ``input``'s dtype (``zoneout``'s stream and direction unused)."""
     _refuse_jit_trace()
     store = _needs_grad(input, hx, weight_ih, weight_hh, bias_ih, bias_hh)
     apply = gru_cell if torch.compiler.is_compiling() else _CellFunction.apply
-    h_new, _ = apply(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, variant, allow_tf32, store)
+    zoneout_args = _NO_ZONEOUT[:2] if zoneout is None else tuple(zoneout)[:2]
+    h_new, _ = apply(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, variant, allow_tf32, store, *zoneout_args)
     return h_new.to(input.dtype)

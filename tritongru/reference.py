@@ -395,10 +395,13 @@ def gru_states_ref(
     variant: str = "cudnn",
     num_heads: int = 1,
     lengths: torch.Tensor | Sequence[int] | None = None,
+    zoneout: float = 0.0,
+    zoneout_keep: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Every state of one forward layer: ``input`` ``[T, B, I]``, ``h0`` ``[B, H]`` or None → ``hs``
     ``[T+1, B, H]`` with ``hs[0] = h0`` and ``hs[t+1]`` the state after step ``t``; a sequence's state stops
-    changing after its ``lengths[b]`` steps (what tritongru's forward kernel saves)."""
+    changing after its ``lengths[b]`` steps (what tritongru's forward kernel saves). Zoneout ``zoneout`` with
+    the bool masks ``zoneout_keep`` ``[T, B, H]`` (``[t]`` at step ``t``), or their expectation when None."""
     check_variant(variant)
     _check_heads(weight_hh, num_heads)
     hidden = weight_hh.shape[0] // 3
@@ -414,7 +417,14 @@ def gru_states_ref(
         num_heads=num_heads,
     )
     held, _ = _scan(
-        step, input, h0, hidden, lengths=_lengths_tensor(lengths, input), reverse=False, zoneout=0.0, keep=None
+        step,
+        input,
+        h0,
+        hidden,
+        lengths=_lengths_tensor(lengths, input),
+        reverse=False,
+        zoneout=check_zoneout(zoneout),
+        keep=zoneout_keep,
     )
     return torch.stack([h0, *held])
 

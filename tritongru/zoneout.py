@@ -26,6 +26,8 @@ word ``x``, read as an int32, becomes ``float32(x if x >= 0 else ~x) * float32(4
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 PHILOX_ROUNDS = 10
@@ -44,6 +46,17 @@ MAX_SEED = 2**63 - 1
 """Seeds are ``0 <= seed <= MAX_SEED``: a non-negative int64, the same key on the host and the device."""
 
 _WORD = 0xFFFFFFFF
+
+
+class Zoneout(NamedTuple):
+    """Zoneout of one kernel call: probability ``p`` (``0 < p < 1``); ``seed`` the masks' seed (training), or
+    None for the expectation ``p`` (evaluation); ``stream`` the call's (layer, direction) stream
+    (:func:`zoneout_stream`); ``reversed``: loop step ``s`` reads position ``T - 1 - s`` (``lengths[b] - 1 - s``)."""
+
+    p: float
+    seed: int | None
+    stream: int = 0
+    reversed: bool = False
 
 
 def _multiply(word: torch.Tensor, constant: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -159,3 +172,25 @@ def draw_zoneout_seed(generator: torch.Generator | None = None) -> int:
     """A seed drawn from ``generator`` (torch's default CPU generator when None), so that ``torch.manual_seed``
     reproduces the masks."""
     return int(torch.randint(0, MAX_SEED, (), dtype=torch.int64, generator=generator))
+
+
+def zoneout_loop_masks(zoneout: Zoneout, steps: int, batch: int, hidden: int, lengths: torch.Tensor | None, device):
+    """The keep masks of a kernel call in its own loop order (``[s]`` applies at loop step ``s``): bool
+    ``[steps, batch, hidden]``; past a sequence's length (where nothing steps) whatever the position gives."""
+    layer, direction = divmod(zoneout.stream, 2)
+    masks = zoneout_keep_masks(
+        zoneout.seed,
+        zoneout.p,
+        layer=layer,
+        direction=direction,
+        steps=steps,
+        batch=batch,
+        hidden=hidden,
+        device=device,
+    )
+    if not zoneout.reversed:
+        return masks
+    loop = torch.arange(steps, device=device)[:, None]
+    last = (lengths.to(device)[None, :] if lengths is not None else torch.full((1, batch), steps, device=device)) - 1
+    position = (last - loop).clamp(min=0)  # [steps, batch]
+    return masks.gather(0, position[..., None].expand(steps, batch, hidden))
