@@ -180,6 +180,8 @@ def test_bad_zoneout_is_refused_everywhere(zoneout, device):
         tritongru.gru(x, None, list(module._weights()), zoneout=0.5, zoneout_seed=-1)
     with pytest.raises(GRUInputError, match="zoneout"):
         tritongru.gru_layer(x, None, *module._weights(), zoneout=zoneout)
+    with pytest.raises(GRUInputError, match="layer must be a non-negative int"):
+        tritongru.gru_layer(x, None, *module._weights(), zoneout=0.5, layer=1.5)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

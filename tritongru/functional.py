@@ -170,6 +170,8 @@ def _zoneout(zoneout: float, seed: int | None, layer: int, reverse: bool) -> Zon
     """The zoneout of one layer and direction (None when ``zoneout`` is 0); ``seed`` None: the expectation."""
     if zoneout == 0:
         return None
+    if not isinstance(layer, int) or isinstance(layer, bool) or layer < 0:
+        raise GRUInputError(f"layer must be a non-negative int (it picks the layer's zoneout masks); got {layer!r}")
     return Zoneout(float(zoneout), seed, zoneout_stream(layer, int(reverse)), reverse)
 
 

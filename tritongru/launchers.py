@@ -133,10 +133,9 @@ def zoneout_arguments(zoneout: Zoneout | None, steps: int, dtype: torch.dtype, d
     mode = OFF if zoneout is None else (EXPECTED if zoneout.seed is None else SAMPLED)
     seed = 0 if zoneout is None or zoneout.seed is None else zoneout.seed
     low, high = seed & 0xFFFFFFFF, seed >> 32
+    p = None if zoneout is None else torch.full((1,), zoneout.p, dtype=compute_dtype(dtype), device=device)
     return dict(
-        zoneout_p_ptr=None
-        if zoneout is None
-        else torch.full((1,), zoneout.p, dtype=compute_dtype(dtype), device=device),
+        zoneout_p_ptr=p,
         zoneout_seed_lo=low - (1 << 32) if low >= 1 << 31 else low,
         zoneout_seed_hi=high,
         zoneout_stream=0 if zoneout is None else zoneout.stream,

@@ -532,15 +532,15 @@ def _register_vmap(op, batch_dims: tuple[int | None, ...], out_batch_dims: tuple
 
     def rule(info, in_dims, *args):
         size = info.batch_size
-        dims = batch_dims[: len(args)]  # arguments left at their schema defaults are not passed
-        if any(d is not None and b is None for d, b in zip(in_dims, dims, strict=True)):
+        arg_dims = batch_dims[: len(args)]  # arguments left at their schema defaults are not passed
+        if any(d is not None and b is None for d, b in zip(in_dims, arg_dims, strict=True)):
             # mapped weights: one launch per slice
             per_slice = [
                 op(*(a.select(d, v) if d is not None else a for a, d in zip(args, in_dims, strict=True)))
                 for v in range(size)
             ]
             return tuple(torch.stack(outs) for outs in zip(*per_slice, strict=True)), (0,) * len(out_batch_dims)
-        outputs = op(*(_fold(a, d, b, size) for a, d, b in zip(args, in_dims, dims, strict=True)))
+        outputs = op(*(_fold(a, d, b, size) for a, d, b in zip(args, in_dims, arg_dims, strict=True)))
         results, dims = [], []
         for out, b in zip(outputs, out_batch_dims, strict=True):
             if out.dim() == 1 and out.numel() == 0:
