@@ -66,8 +66,11 @@ def _pow2_clamp(n: int, low: int, high: int) -> int:
     return max(low, min(high, 1 << max(0, n - 1).bit_length()))
 
 
-ONE_SLICE_MAX_HIDDEN = 64
-"""Up to this hidden size one program owns the whole width of its rows: no grid barrier at all."""
+ONE_SLICE_MAX_HIDDEN = 32
+"""Up to this hidden size one program owns the whole width of its rows: no grid barrier at all. Not 64: with the
+warps splitting K every warp holds the whole tile's partial sums, and a 16 x 64 tile's (about 96 registers per
+thread for the three gates) spilled on sm_90 (forward bf16 B=16 H=64 with every flag: 128 B with Triton 3.9,
+about 300 B with zoneout on Triton 3.6 and 3.9); at H = 64 four slices of 16 meet at a grid barrier instead."""
 
 MAX_K_CHUNKS = 16
 """Most K chunks a reduction is unrolled into: more only lengthen the compile for the same data."""
