@@ -51,7 +51,7 @@ from tritongru.kernels.gru_math import (
     products,
     step_rows,
 )
-from tritongru.kernels.zoneout import OFF, kept_share
+from tritongru.kernels.zoneout import OFF, kept_share, zoned_direct
 
 
 @triton.jit
@@ -217,13 +217,10 @@ def gru_backward_kernel(
                     tl.store(p_dgates + GATE_R * H, d_rh * h_prev * r * (1.0 - r), mask=m)
                     # the partial sum; [dar, daz] @ [W_hr; W_hz] is added once dar is complete (phase 2)
                     g = dh + grad_out
-                    direct = 1.0 - z  # dh_t / dh_{t-1} along the interpolation
-                    if ZONEOUT != OFF:
-                        kept = kept_share(
-                            zoneout, t, o_b, m_b, o_j, B, H, lengths_ptr,
-                            ZONEOUT, ZONEOUT_REVERSED, HAS_LENGTHS, ACC_DTYPE,
-                        )  # fmt: skip
-                        direct = kept + (1.0 - kept) * direct
+                    direct = zoned_direct(
+                        1.0 - z, zoneout, t, o_b, m_b, o_j, B, H, lengths_ptr,
+                        ZONEOUT, ZONEOUT_REVERSED, HAS_LENGTHS, ACC_DTYPE,
+                    )  # fmt: skip
                     tl.store(carry_ptr + p_own, tl.where(active, g * direct + d_rh * r, g), mask=m)
                 step_barrier(sync_ptr, i_group, n_slices * (passed + 1), spin_limit, GRID_SYNC)
             if LAST_PHASE == 2:
@@ -268,12 +265,9 @@ def gru_backward_kernel(
                     ACC_DTYPE, RESIDENT, True, DOT_PRECISION, BLOCK_K, K_CHUNKS, WAVE, SPLIT, EVEN_K,
                 )  # fmt: skip
                 g = dh + grad_out
-                direct = z  # dh_t / dh_{t-1} along the interpolation
-                if ZONEOUT != OFF:
-                    kept = kept_share(
-                        zoneout, t, o_b, m_b, o_j, B, H, lengths_ptr, ZONEOUT, ZONEOUT_REVERSED, HAS_LENGTHS, ACC_DTYPE
-                    )
-                    direct = kept + (1.0 - kept) * direct
+                direct = zoned_direct(
+                    z, zoneout, t, o_b, m_b, o_j, B, H, lengths_ptr, ZONEOUT, ZONEOUT_REVERSED, HAS_LENGTHS, ACC_DTYPE
+                )
                 dh = tl.where(active, g * direct, g) + acc
                 tl.store(carry_ptr + p_own, dh, mask=m)
                 if below:

@@ -101,9 +101,16 @@ def _input_side(
 
 
 @triton.jit
-def _update(hs_ptr, state_ptr, lengths_ptr, t, B, H, o_b, m_b, m, p_own, stepped, h, HAS_LENGTHS: tl.constexpr):
-    """Store ``h_t``: ``stepped`` where the row is still running (``t`` below its length), else ``h``, into
-    ``hs[t+1]`` (storage dtype, the exchange) and ``state`` (exact)."""
+def _update(
+    hs_ptr, state_ptr, lengths_ptr, t, B, H, o_b, m_b, o_j, m, p_own, stepped, h, zoneout,
+    HAS_LENGTHS: tl.constexpr, ZONEOUT: tl.constexpr, ZONEOUT_REVERSED: tl.constexpr, ACC_DTYPE: tl.constexpr,
+):  # fmt: skip
+    """Store ``h_t``: ``stepped`` (``h'_t``, zoned out with ``h`` when ``ZONEOUT`` is on) where the row is still
+    running (``t`` below its length), else ``h``, into ``hs[t+1]`` (storage dtype, the exchange) and ``state``
+    (exact)."""
+    stepped = zone_out(
+        h, stepped, zoneout, t, o_b, m_b, o_j, B, H, lengths_ptr, ZONEOUT, ZONEOUT_REVERSED, HAS_LENGTHS, ACC_DTYPE
+    )
     if HAS_LENGTHS:
         active = (t < tl.load(lengths_ptr + o_b, mask=m_b, other=0))[:, None]
     else:
@@ -241,23 +248,10 @@ def gru_forward_kernel(
                     hn = acc_n + b_hn
                     n = tanh(gx_n + r * hn)
                     stepped = (1.0 - z) * n + z * h
-                    stepped = zone_out(
-                        h,
-                        stepped,
-                        zoneout,
-                        t,
-                        o_b,
-                        m_b,
-                        o_j,
-                        B,
-                        H,
-                        lengths_ptr,
-                        ZONEOUT,
-                        ZONEOUT_REVERSED,
-                        HAS_LENGTHS,
-                        ACC_DTYPE,
-                    )
-                    _update(hs_ptr, state_ptr, lengths_ptr, t, B, H, o_b, m_b, m, p_own, stepped, h, HAS_LENGTHS)
+                    _update(
+                        hs_ptr, state_ptr, lengths_ptr, t, B, H, o_b, m_b, o_j, m, p_own, stepped, h, zoneout,
+                        HAS_LENGTHS, ZONEOUT, ZONEOUT_REVERSED, ACC_DTYPE,
+                    )  # fmt: skip
                     if STORE_GATES:
                         p_gates = gates_ptr + (step_rows(t, B) + o_b)[:, None] * (NG * H) + o_j[None, :]
                         tl.store(p_gates + GATE_R * H, r, mask=m)
@@ -284,23 +278,10 @@ def gru_forward_kernel(
                 )  # fmt: skip
                 n = tanh(gx_n + acc_n + b_hn)
                 stepped = z * n + (1.0 - z) * h
-                stepped = zone_out(
-                    h,
-                    stepped,
-                    zoneout,
-                    t,
-                    o_b,
-                    m_b,
-                    o_j,
-                    B,
-                    H,
-                    lengths_ptr,
-                    ZONEOUT,
-                    ZONEOUT_REVERSED,
-                    HAS_LENGTHS,
-                    ACC_DTYPE,
-                )
-                _update(hs_ptr, state_ptr, lengths_ptr, t, B, H, o_b, m_b, m, p_own, stepped, h, HAS_LENGTHS)
+                _update(
+                    hs_ptr, state_ptr, lengths_ptr, t, B, H, o_b, m_b, o_j, m, p_own, stepped, h, zoneout,
+                    HAS_LENGTHS, ZONEOUT, ZONEOUT_REVERSED, ACC_DTYPE,
+                )  # fmt: skip
                 if STORE_GATES:
                     p_gates = gates_ptr + (step_rows(t, B) + o_b)[:, None] * (NG * H) + o_j[None, :]
                     tl.store(p_gates + GATE_Z * H, z, mask=m)

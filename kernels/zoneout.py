@@ -85,3 +85,18 @@ def zone_out(
         kept = kept_share(zoneout, t, o_b, m_b, o_j, B, H, lengths_ptr, ZONEOUT, REVERSED, HAS_LENGTHS, ACC_DTYPE)
         zoned = kept * h_prev + (1.0 - kept) * stepped
     return zoned
+
+
+@triton.jit
+def zoned_direct(
+    direct, zoneout, t, o_b, m_b, o_j, B, H, lengths_ptr,
+    ZONEOUT: tl.constexpr, REVERSED: tl.constexpr, HAS_LENGTHS: tl.constexpr, ACC_DTYPE: tl.constexpr,
+):  # fmt: skip
+    """The backward's direct derivative ``dh_t / dh_{t-1}`` along the interpolation, ``direct`` without zoneout,
+    with it ``k + (1 - k) direct`` (:func:`kept_share` gives ``k``)."""
+    if ZONEOUT == OFF:
+        zoned = direct
+    else:
+        kept = kept_share(zoneout, t, o_b, m_b, o_j, B, H, lengths_ptr, ZONEOUT, REVERSED, HAS_LENGTHS, ACC_DTYPE)
+        zoned = kept + (1.0 - kept) * direct
+    return zoned
