@@ -1,10 +1,11 @@
 """Backward kernel (BPTT) of both GRU formulations: the sequential ``dh`` recurrence, weight-stationary.
 
 Only ``dh`` is sequential; the weight, bias and input gradients are large products over all steps done by the
-host afterwards from the gate gradients this kernel stores. Program ``(i_slice, i_group)`` owns hidden units
-``[i_slice*BLOCK_H, +BLOCK_H)`` of ``BATCH_BLOCKS`` blocks of ``BLOCK_B`` batch rows (as in
-:mod:`~tritongru.kernels.forward`). In a launch of many steps (``RESIDENT``) it holds the columns
-``W_hh[:, slice]`` of every gate on chip for the whole launch; its exact slice of ``dh`` lives in ``carry``.
+host afterwards from the gate gradients this kernel stores. Program ``(i_slice, i_group)`` owns ``BLOCK_H``
+hidden units within one head of ``D`` (``W_hh`` ``[3H, D]``, dense when ``D = H``) of ``BATCH_BLOCKS`` blocks of
+``BLOCK_B`` batch rows (as in :mod:`~tritongru.kernels.forward`). In a launch of many steps (``RESIDENT``) it
+holds the columns ``W_hh[:, slice]`` of every gate on chip for the whole launch (with heads, of its head's rows
+only); its exact slice of ``dh`` lives in ``carry``.
 Step ``t`` runs from ``t_hi - 1`` down to ``t_lo``; ``g = dh + dL/d output_t`` is the total gradient of ``h_t``
 (zero output gradient past a sequence's length, where ``g`` passes through unchanged).
 
@@ -111,8 +112,8 @@ def _gate_gradients(
 @triton.heuristics(
     {
         "HAS_LENGTHS": lambda args: args["lengths_ptr"] is not None,
-        "K_CHUNKS": lambda args: triton.cdiv(args["H"], args["BLOCK_K"]),
-        "EVEN_K": lambda args: args["H"] % args["BLOCK_K"] == 0,
+        "K_CHUNKS": lambda args: triton.cdiv(args["D"], args["BLOCK_K"]),
+        "EVEN_K": lambda args: args["D"] % args["BLOCK_K"] == 0,
     }
 )
 @triton.jit(
@@ -137,6 +138,7 @@ def gru_backward_kernel(
     T,
     B,
     H,
+    D,
     spin_limit,
     CLASSIC: tl.constexpr,
     FIRST_PHASE: tl.constexpr,
@@ -167,14 +169,17 @@ def gru_backward_kernel(
     # the batch blocks of this group (the last group may have fewer), a run-time count: the loops over them
     # stay loops, so no block's registers live through another's
     blocks = tl.minimum(BATCH_BLOCKS, tl.cdiv(B, BLOCK_B) - first_block)
-    o_j, m_j = hidden_slice(H, BLOCK_H)
+    o_j, m_j, head_start = hidden_slice(D, BLOCK_H)
+    o_u = o_j - head_start  # the units' columns in their head's block of W_hh
     zoneout = (zoneout_p_ptr, zoneout_seed_lo, zoneout_seed_hi, zoneout_stream, T)
     after_previous_launch(USE_PDL)
 
     # The columns W_hg[:, slice] of every gate, held for the whole launch when it runs many steps.
-    w_r = gate_weights(w_hh_ptr + GATE_R * H * H, H, 1, o_j, m_j, H, RESIDENT, K_CHUNKS, BLOCK_K, SPLIT)
-    w_z = gate_weights(w_hh_ptr + GATE_Z * H * H, H, 1, o_j, m_j, H, RESIDENT, K_CHUNKS, BLOCK_K, SPLIT)
-    w_n = gate_weights(w_hh_ptr + GATE_N * H * H, H, 1, o_j, m_j, H, RESIDENT, K_CHUNKS, BLOCK_K, SPLIT)
+    # (multi-head: the rows of this slice's head only, ``W_hg[head rows, slice]``)
+    w_head = w_hh_ptr + head_start * D
+    w_r = gate_weights(w_head + GATE_R * H * D, D, 1, o_u, m_j, D, RESIDENT, K_CHUNKS, BLOCK_K, SPLIT)
+    w_z = gate_weights(w_head + GATE_Z * H * D, D, 1, o_u, m_j, D, RESIDENT, K_CHUNKS, BLOCK_K, SPLIT)
+    w_n = gate_weights(w_head + GATE_N * H * D, D, 1, o_u, m_j, D, RESIDENT, K_CHUNKS, BLOCK_K, SPLIT)
 
     if FIRST_PHASE == 0:
         # phase 0 of the first step (the last of the sequence); every later phase 0 follows its step above
@@ -198,6 +203,7 @@ def gru_backward_kernel(
         below_t = tl.maximum(t - 1, t_lo)  # (the last step loads its own again, unused)
         passed = 1 + i * BARRIERS_PER_STEP  # barriers every program has passed
         p_step = dgates_x_ptr + step_rows(t, B) * (3 * H)
+        p_head = p_step + head_start  # this head's gate gradients
         if CLASSIC:
             if FIRST_PHASE <= 1:
                 for q in tl.range(0, blocks, num_stages=1):
@@ -210,7 +216,7 @@ def gru_backward_kernel(
                         NG, ACC_DTYPE, HAS_LENGTHS,
                     )  # fmt: skip
                     (d_rh,) = products(
-                        (p_step + GATE_N * H,), (3 * H,), o_b, m_b, H, (w_n,), H, 1, o_j, m_j,
+                        (p_head + GATE_N * H,), (3 * H,), o_b, m_b, D, (w_n,), D, 1, o_u, m_j,
                         ACC_DTYPE, RESIDENT, False, DOT_PRECISION, BLOCK_K, K_CHUNKS, WAVE, SPLIT, EVEN_K,
                     )  # fmt: skip
                     p_dgates = p_step + o_b[:, None] * (3 * H) + o_j[None, :]
@@ -234,7 +240,7 @@ def gru_backward_kernel(
                         NG, ACC_DTYPE, HAS_LENGTHS,
                     )  # fmt: skip
                     (acc,) = products(
-                        (p_step + GATE_R * H, p_step + GATE_Z * H), (3 * H, 3 * H), o_b, m_b, H, (w_r, w_z), H, 1, o_j,
+                        (p_head + GATE_R * H, p_head + GATE_Z * H), (3 * H, 3 * H), o_b, m_b, D, (w_r, w_z), D, 1, o_u,
                         m_j, ACC_DTYPE, RESIDENT, True, DOT_PRECISION, BLOCK_K, K_CHUNKS, WAVE, SPLIT, EVEN_K,
                     )  # fmt: skip
                     dh = partial + acc
@@ -260,8 +266,8 @@ def gru_backward_kernel(
                     NG, ACC_DTYPE, HAS_LENGTHS,
                 )  # fmt: skip
                 (acc,) = products(
-                    (p_step + GATE_R * H, p_step + GATE_Z * H, dgates_hn_ptr + step_rows(t, B) * H),
-                    (3 * H, 3 * H, H), o_b, m_b, H, (w_r, w_z, w_n), H, 1, o_j, m_j,
+                    (p_head + GATE_R * H, p_head + GATE_Z * H, dgates_hn_ptr + step_rows(t, B) * H + head_start),
+                    (3 * H, 3 * H, H), o_b, m_b, D, (w_r, w_z, w_n), D, 1, o_u, m_j,
                     ACC_DTYPE, RESIDENT, True, DOT_PRECISION, BLOCK_K, K_CHUNKS, WAVE, SPLIT, EVEN_K,
                 )  # fmt: skip
                 g = dh + grad_out

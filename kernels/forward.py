@@ -1,6 +1,7 @@
 """Forward kernel of both GRU formulations: the weight-stationary recurrent step, as a sequence or a cell.
 
-Program ``(i_slice, i_group)`` owns hidden units ``[i_slice*BLOCK_H, +BLOCK_H)`` of ``BATCH_BLOCKS`` blocks of
+Program ``(i_slice, i_group)`` owns ``BLOCK_H`` hidden units (its slice, within one head of ``D`` units:
+:func:`~tritongru.kernels.gru_math.hidden_slice`; ``D = H`` for the dense GRU) of ``BATCH_BLOCKS`` blocks of
 ``BLOCK_B`` batch rows (block ``i_group*BATCH_BLOCKS + q``, ``q < BATCH_BLOCKS``), stepped in turn. In a launch of
 many steps (``RESIDENT``) it loads the three gate rows of ``W_hh`` for its units once and holds them on chip for
 the whole launch, however many batch blocks it steps. Every step of a batch block loads, together (one round
@@ -27,7 +28,8 @@ Launch modes (chosen by ``tritongru.launchers``):
 The cell (``x_ptr`` given) is the notes' literal concat-matmul: the input side ``x @ W_ih^T + b_ih`` is a
 second set of products in the same kernel instead of a row of a precomputed ``gi``.
 
-Layouts (contiguous): ``gi`` ``[T, B, 3H]``; ``x`` ``[B, I]``; ``W_ih`` ``[3H, I]``; ``W_hh`` ``[3H, H]``;
+Layouts (contiguous): ``gi`` ``[T, B, 3H]``; ``x`` ``[B, I]``; ``W_ih`` ``[3H, I]``; ``W_hh`` ``[3H, D]`` (the dense
+``[3H, H]``, or a multi-head GRU's diagonal blocks: a slice's products then read only its head's ``h``);
 biases ``[3H]``; ``hs`` ``[T+1, B, H]`` storage dtype, ``hs[0] = h0``; ``state`` ``[B, H]`` compute dtype, the
 exact ``h`` at ``t_lo`` on entry and at ``t_hi`` on exit; ``gates`` ``[T, B, NG*H]`` storage dtype with
 ``NG = 4`` (cudnn: r, z, n, W_hn h + b_hn) or ``3`` (classic: R, Z, H~); ``rh``, ``z_scratch`` ``[B, H]`` (storage,
@@ -126,8 +128,8 @@ def _update(
         "HAS_BIAS": lambda args: args["b_hh_ptr"] is not None,
         "HAS_LENGTHS": lambda args: args["lengths_ptr"] is not None,
         "STORE_GATES": lambda args: args["gates_ptr"] is not None,
-        "K_CHUNKS": lambda args: triton.cdiv(args["H"], args["BLOCK_K"]),
-        "EVEN_K": lambda args: args["H"] % args["BLOCK_K"] == 0,
+        "K_CHUNKS": lambda args: triton.cdiv(args["D"], args["BLOCK_K"]),
+        "EVEN_K": lambda args: args["D"] % args["BLOCK_K"] == 0,
     }
 )
 @triton.jit(
@@ -156,6 +158,7 @@ def gru_forward_kernel(
     T,
     B,
     H,
+    D,
     I,
     spin_limit,
     CLASSIC: tl.constexpr,
@@ -192,17 +195,17 @@ def gru_forward_kernel(
     # the batch blocks of this group (the last group may have fewer), a run-time count: the loops over them
     # stay loops, so no block's registers live through another's
     blocks = tl.minimum(BATCH_BLOCKS, tl.cdiv(B, BLOCK_B) - first_block)
-    o_j, m_j = hidden_slice(H, BLOCK_H)
+    o_j, m_j, head_start = hidden_slice(D, BLOCK_H)
     zoneout = (zoneout_p_ptr, zoneout_seed_lo, zoneout_seed_hi, zoneout_stream, T)
     after_previous_launch(USE_PDL)
 
     # W_hg^T for this slice, held for the whole launch when it runs many steps (only the gates of the phases
     # this launch runs: classic phase 1 multiplies by W_hr and W_hz, phase 2 by W_hn).
     if RUN_PHASE_1 or not CLASSIC:
-        w_r = gate_weights(w_hh_ptr + GATE_R * H * H, 1, H, o_j, m_j, H, RESIDENT, K_CHUNKS, BLOCK_K, SPLIT)
-        w_z = gate_weights(w_hh_ptr + GATE_Z * H * H, 1, H, o_j, m_j, H, RESIDENT, K_CHUNKS, BLOCK_K, SPLIT)
+        w_r = gate_weights(w_hh_ptr + GATE_R * H * D, 1, D, o_j, m_j, D, RESIDENT, K_CHUNKS, BLOCK_K, SPLIT)
+        w_z = gate_weights(w_hh_ptr + GATE_Z * H * D, 1, D, o_j, m_j, D, RESIDENT, K_CHUNKS, BLOCK_K, SPLIT)
     if RUN_PHASE_2 or not CLASSIC:
-        w_n = gate_weights(w_hh_ptr + GATE_N * H * H, 1, H, o_j, m_j, H, RESIDENT, K_CHUNKS, BLOCK_K, SPLIT)
+        w_n = gate_weights(w_hh_ptr + GATE_N * H * D, 1, D, o_j, m_j, D, RESIDENT, K_CHUNKS, BLOCK_K, SPLIT)
     b_hr = tl.zeros((1, BLOCK_H), dtype=ACC_DTYPE)
     b_hz = tl.zeros((1, BLOCK_H), dtype=ACC_DTYPE)
     b_hn = tl.zeros((1, BLOCK_H), dtype=ACC_DTYPE)
@@ -212,7 +215,7 @@ def gru_forward_kernel(
         b_hn = gate_row(b_hh_ptr, GATE_N, o_j, m_j, H, ACC_DTYPE)
 
     for t in tl.range(t_lo, t_hi, num_stages=1):
-        p_prev = hs_ptr + step_rows(t, B) * H
+        p_prev = hs_ptr + step_rows(t, B) * H + head_start  # this head's h_{t-1}
         barrier = (t - t_lo) * BARRIERS_PER_STEP
         if RUN_PHASE_1:
             for q in tl.range(0, blocks, num_stages=1):
@@ -227,7 +230,7 @@ def gru_forward_kernel(
                 h = tl.load(state_ptr + p_own, mask=m, other=0.0)
                 if CLASSIC:
                     acc_r, acc_z = products(
-                        (p_prev,), (H,), o_b, m_b, H, (w_r, w_z), 1, H, o_j, m_j,
+                        (p_prev,), (H,), o_b, m_b, D, (w_r, w_z), 1, D, o_j, m_j,
                         ACC_DTYPE, RESIDENT, False, DOT_PRECISION, BLOCK_K, K_CHUNKS, WAVE, SPLIT, EVEN_K,
                     )  # fmt: skip
                     r = sigmoid(gx_r + acc_r + b_hr)
@@ -239,7 +242,7 @@ def gru_forward_kernel(
                         tl.store(p_gates + GATE_R * H, r, mask=m)
                 else:
                     acc_r, acc_z, acc_n = products(
-                        (p_prev,), (H,), o_b, m_b, H, (w_r, w_z, w_n), 1, H, o_j, m_j,
+                        (p_prev,), (H,), o_b, m_b, D, (w_r, w_z, w_n), 1, D, o_j, m_j,
                         ACC_DTYPE, RESIDENT, False, DOT_PRECISION, BLOCK_K, K_CHUNKS, WAVE, SPLIT, EVEN_K,
                     )  # fmt: skip
                     r = sigmoid(gx_r + acc_r + b_hr)
@@ -273,7 +276,7 @@ def gru_forward_kernel(
                 h = tl.load(state_ptr + p_own, mask=m, other=0.0)
                 z = tl.load(z_scratch_ptr + p_own, mask=m, other=0.0)
                 (acc_n,) = products(
-                    (rh_ptr,), (H,), o_b, m_b, H, (w_n,), 1, H, o_j, m_j,
+                    (rh_ptr + head_start,), (H,), o_b, m_b, D, (w_n,), 1, D, o_j, m_j,
                     ACC_DTYPE, RESIDENT, False, DOT_PRECISION, BLOCK_K, K_CHUNKS, WAVE, SPLIT, EVEN_K,
                 )  # fmt: skip
                 n = tanh(gx_n + acc_n + b_hn)

@@ -3,7 +3,8 @@
 Every recurrent program owns ``BLOCK_H`` hidden units (its *slice*) of one or more blocks of ``BLOCK_B`` batch
 rows. In a launch that runs many steps, the weights it multiplies by are loaded once (:func:`gate_weights`) and
 stay on chip while the time loop runs; a step's products stream the full-width operand (``h_{t-1}``, ``R * h``,
-gate gradients) that other programs wrote, against them.
+gate gradients) that other programs wrote, against them. Multi-head (block-diagonal ``W_hh``, heads of ``D``
+units, :func:`hidden_slice`): the products run over the ``D`` columns of the slice's own head only.
 
 **How the warps share a product** (``SPLIT_K``, chosen per launch by ``tritongru.configs``): a tile product
 ``a [BLOCK_B, K] @ w [K, BLOCK_H]`` is too small for Triton's default split of a dot over the warps: with
@@ -65,10 +66,14 @@ def batch_block(i_block, B, BLOCK_B: tl.constexpr):
 
 
 @triton.jit
-def hidden_slice(H, BLOCK_H: tl.constexpr):
-    """This program's hidden units ``o_j`` (grid axis 0 runs over slices) and their mask ``m_j``."""
-    o_j = tl.program_id(0) * BLOCK_H + tl.arange(0, BLOCK_H)
-    return o_j, o_j < H
+def hidden_slice(D, BLOCK_H: tl.constexpr):
+    """``(o_j, m_j, head_start)``: this program's hidden units ``o_j`` (grid axis 0 runs over slices), their mask
+    and the first unit of their head. Units come in heads of ``D`` (``D = H``: one head, the dense GRU), each
+    covered by ``cdiv(D, BLOCK_H)`` slices, so a slice never spans two heads."""
+    per_head = tl.cdiv(D, BLOCK_H)
+    head_start = (tl.program_id(0) // per_head) * D
+    o_u = (tl.program_id(0) % per_head) * BLOCK_H + tl.arange(0, BLOCK_H)
+    return head_start + o_u, o_u < D, head_start
 
 
 @triton.jit

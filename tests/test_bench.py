@@ -77,6 +77,25 @@ def test_a_missing_peer_is_skipped_with_a_note(document, device):
     assert all("not installed" in row["note"] or "CUDA only" in row["note"] for row in skipped)
 
 
+def test_the_research_variants_agree_with_their_own_references(device):
+    """Multi-head and zoneout contenders, in the kernels and as plain-PyTorch loops, run every mode and are
+    checked against the reference of their own variant (which differs from the plain GRU's)."""
+    document = bench.run_bench(TINY, providers=list(providers.VARIANT_PROVIDERS), device=device, progress=False)
+    ok = [row for row in document["rows"] if row["status"] == "ok"]
+    assert {(row["provider"], row["mode"]) for row in ok} == {
+        (p, m) for p in providers.VARIANT_PROVIDERS for m in MODES
+    }
+    assert all(row["max_abs_err"] < 1e-5 for row in ok), ok
+    torch.manual_seed(0)
+    base = torch.nn.GRU(4, 16, device=device)
+    x, h0 = torch.randn(3, 2, 4, device=device), torch.randn(1, 2, 16, device=device)
+    plain = bench._reference(base, x, h0, "cudnn", providers.Variant())
+    for variant in (providers.HEADS, providers.ZONEOUT):
+        assert (bench._reference(base, x, h0, "cudnn", variant) - plain).abs().max() > 1e-3, variant
+    with pytest.raises(LookupError, match="heads"):
+        providers.build("tritongru-heads", torch.nn.GRU(4, 12), allow_tf32=False)
+
+
 def test_work_model():
     flops, data = bench.work("forward", batch=2, hidden=4, input_size=3, seq_len=5, dtype=torch.float32)
     assert flops == 2 * 5 * 2 * 12 * 7

@@ -12,7 +12,7 @@ from tritongru.compile_check import barrier_problems, calls
 def test_kernels_compile_for_hopper_without_spills_and_with_their_barrier():
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
     result = subprocess.run(
-        [sys.executable, "-m", "tritongru.compile_check", "--arch", "90", "--quick"],
+        [sys.executable, "-m", "tritongru.compile_check", "--arch", "90", "--quick", "--sizes", "dense"],
         env=env,
         capture_output=True,
         text=True,
@@ -23,6 +23,25 @@ def test_kernels_compile_for_hopper_without_spills_and_with_their_barrier():
     assert "grid-sync" in result.stdout and "stress" in result.stdout, "the barrier's kernels were compiled"
 
 
+def test_multi_head_kernels_compile_in_both_plans():
+    """Heads of 32 units (one program each, no grid barrier) and of 128 (a grid barrier), forward and backward:
+    no spill, and the grid-synchronised step as its plan says."""
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    command = ["--arch", "90", "--quick", "--sizes", "heads", "--kernels", "forward", "backward"]
+    result = subprocess.run(
+        [sys.executable, "-m", "tritongru.compile_check", *command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert ", 0 failed" in result.stdout
+    lines = result.stdout.splitlines()
+    assert any("heads=8" in line and "one-slice" in line for line in lines), result.stdout
+    assert any("heads=8" in line and "grid-sync" in line for line in lines), result.stdout
+
+
 def test_the_check_runs_in_parts():
     """``--kernels`` and ``--precisions`` select a part of the full check, every formulation of it."""
     part = calls(kernels=("backward",), precisions=("bf16", "tf32"))
@@ -30,6 +49,8 @@ def test_the_check_runs_in_parts():
         ("backward", variant, precision) for variant in ("cudnn", "classic") for precision in ("bf16", "tf32")
     }
     assert len(calls()) == sum(len(calls(kernels=(kernel,))) for kernel in ("forward", "backward", "cell"))
+    assert len(calls()) == len(calls(sizes="dense")) + len(calls(sizes="heads"))
+    assert {c.heads for c in calls(sizes="heads")} == {8, 16} and {c.heads for c in calls(sizes="dense")} == {1}
 
 
 def test_barrier_check_reads_ptx():

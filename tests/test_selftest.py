@@ -221,7 +221,8 @@ def recorded(monkeypatch):
     calls = set()
     real = launchers._launch_config
 
-    def record(kernel, *, variant, dtype, batch, hidden, input_size, device, allow_tf32, flags):
+    def record(kernel, *, variant, dtype, batch, hidden, input_size, device, allow_tf32, flags, head_dim):
+        assert head_dim is None, "the proof runs the dense GRU"
         precision = precision_of(dtype, allow_tf32).name
         calls.add(LauncherCall(kernel, variant, precision, batch, hidden, input_size, tuple(sorted(flags.items()))))
         return real(
@@ -234,6 +235,7 @@ def recorded(monkeypatch):
             device=device,
             allow_tf32=allow_tf32,
             flags=flags,
+            head_dim=head_dim,
         )
 
     monkeypatch.setattr(launchers, "_launch_config", record)

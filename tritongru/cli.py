@@ -219,8 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--providers",
         nargs="+",
-        help="contenders (default: tritongru both forms, the "
-        "baseline, the eager cell loop); also compiled-ref, torchrl, flag_gems, flashrnn",
+        help="contenders (default: tritongru both forms, the baseline, the eager cell loop); also compiled-ref, "
+        "torchrl, flag_gems, flashrnn, and the research variants tritongru-heads, reference-heads, "
+        "tritongru-zoneout, reference-zoneout",
     )
     bench.add_argument("--seed", type=int, default=0)
     bench.set_defaults(handler=_bench)

@@ -20,6 +20,7 @@ Triton's CUDA backend but no GPU, and must run without ``TRITON_INTERPRET``::
     python -m tritongru.compile_check --arch 90 --every-flag  # ... and every combination of flags
     python -m tritongru.compile_check --arch 90 --quick       # two sizes, bf16, one flag combination
     python -m tritongru.compile_check --arch 90 --kernels backward --precisions bf16 tf32  # a part
+    python -m tritongru.compile_check --arch 90 --sizes heads  # only the multi-head GRU's sizes
 """
 
 from __future__ import annotations
@@ -53,8 +54,20 @@ SHARED_MEMORY_MAX = {80: 163 * 1024, 90: 227 * 1024, 100: 227 * 1024}
 SIZES = [(batch, hidden) for batch in (1, 16, 64, 256) for hidden in (64, 256, 512, 768, 1024, 2048)]
 """``(batch, hidden)`` of the full check: the benchmark's region."""
 
-QUICK_SIZES = [(16, 256), (256, 1024)]
-"""A grid-synchronised size (the cell runs it per step) and one run per step."""
+QUICK_SIZES = [(16, 256)]
+"""A grid-synchronised size: its kernels, their per-step fallbacks, and the cell (run per step). The heuristic's
+own per-step config (``B >= 256`` at ``H = 1024``) is the full check's."""
+
+HEAD_SIZES = [(16, 512, 16), (64, 1024, 8), (256, 1024, 16)]
+"""``(batch, hidden, num_heads)`` of the multi-head GRU in the full check: heads of 32 units (one program per
+head, no grid barrier), of 128 and of 64 (several slices per head at a grid barrier, batch blocks stepped in
+turn)."""
+
+QUICK_HEAD_SIZES = [(16, 256, 8), (64, 1024, 8)]
+"""The multi-head sizes of the quick check: a head per program, and several programs per head."""
+
+SIZE_SETS = ("all", "dense", "heads")
+"""``--sizes``: the dense GRU's and the multi-head GRU's sizes, or one of the two."""
 
 INPUT_SIZE = 64
 """Input width of the cell's calls."""
@@ -91,10 +104,19 @@ class Call:
     batch: int
     hidden: int
     flags: tuple[tuple[str, bool], ...]
+    heads: int = 1
+
+    @property
+    def head_dim(self) -> int | None:
+        """Units per head of a multi-head call (None: the dense GRU)."""
+        return None if self.heads == 1 else self.hidden // self.heads
 
     def describe(self) -> str:
         flags = " ".join(name for name, on in self.flags if on) or "-"
-        return f"{self.kernel:8} {self.variant:7} {self.precision:4} B={self.batch:<4} H={self.hidden:<5} {flags}"
+        heads = f" heads={self.heads}" if self.heads > 1 else ""
+        return (
+            f"{self.kernel:8} {self.variant:7} {self.precision:4} B={self.batch:<4} H={self.hidden:<5} {flags}{heads}"
+        )
 
 
 @dataclass(frozen=True)
@@ -121,28 +143,49 @@ def calls(
     every_flag: bool = False,
     precisions: tuple[str, ...] = tuple(PRECISIONS),
     kernels: tuple[str, ...] = KERNELS,
+    sizes: str = "all",
 ):
-    """Every launcher call the check covers: each of ``kernels`` and formulation at :data:`SIZES` (or
-    :data:`QUICK_SIZES`, bf16, all flags on) in ``precisions``, with :data:`FLAGS` (or every combination)."""
-    sizes = QUICK_SIZES if quick else SIZES
+    """Every launcher call the check covers: each of ``kernels`` and formulation at :data:`SIZES` and
+    :data:`HEAD_SIZES` (or :data:`QUICK_SIZES` and :data:`QUICK_HEAD_SIZES`, bf16, all flags on; ``sizes``:
+    one of :data:`SIZE_SETS`) in ``precisions``, with :data:`FLAGS` (or every combination)."""
+    dense = [(batch, hidden, 1) for batch, hidden in (QUICK_SIZES if quick else SIZES)]
+    heads = QUICK_HEAD_SIZES if quick else HEAD_SIZES
+    sizes = {"all": dense + heads, "dense": dense, "heads": heads}[sizes]
     precisions = ("bf16",) if quick else precisions
     found = []
-    for kernel, variant, precision, (batch, hidden) in itertools.product(kernels, VARIANTS, precisions, sizes):
+    for kernel, variant, precision, (batch, hidden, heads) in itertools.product(kernels, VARIANTS, precisions, sizes):
         choices = EVERY_FLAG[kernel] if every_flag else FLAGS[kernel][:1] if quick else FLAGS[kernel]
-        found += [Call(kernel, variant, precision, batch, hidden, tuple(flags.items())) for flags in choices]
+        found += [Call(kernel, variant, precision, batch, hidden, tuple(flags.items()), heads) for flags in choices]
     return found
 
 
 def compile_call(call: Call, arch: int) -> tuple[KernelConfig, list[Compiled]]:
     """The config the launchers take for ``call`` on an ``arch`` GPU, and every kernel it may launch there."""
     config = first_spill_free(
-        call.kernel, call.variant, call.precision, call.batch, call.hidden, INPUT_SIZE, call.flags, arch, SM_COUNT[arch]
+        call.kernel,
+        call.variant,
+        call.precision,
+        call.batch,
+        call.hidden,
+        INPUT_SIZE,
+        call.flags,
+        arch,
+        SM_COUNT[arch],
+        head_dim=call.head_dim,
     )
     kind, args = meta_arguments(
-        call.kernel, call.variant, call.precision, call.batch, call.hidden, INPUT_SIZE, dict(call.flags), config
+        call.kernel,
+        call.variant,
+        call.precision,
+        call.batch,
+        call.hidden,
+        INPUT_SIZE,
+        dict(call.flags),
+        config,
+        call.head_dim,
     )
     compiled = []
-    for mode, launch in compiled_calls(kind, call.variant, config, call.batch, call.hidden, args, arch):
+    for mode, launch in compiled_calls(kind, call.variant, config, call.batch, call.hidden, args, arch, call.head_dim):
         first, last = launch["FIRST_PHASE"], launch["LAST_PHASE"]
         phases = f"phase {first}" + (f"-{last}" if last > first else "")
         compiled.append(Compiled(mode, phases, config, kernel_resources(_KERNELS[kind], launch, arch)))
@@ -173,7 +216,7 @@ def step_problems(call: Call, compiled: Compiled) -> list[str]:
     kind = "backward" if call.kernel == "backward" else "forward"
     dtype = PRECISIONS[call.precision].dtype
     found = step_facts(compiled.resources.ptx)
-    planned = planned_step(kind, call.variant, compiled.config, call.hidden, dtype)
+    planned = planned_step(kind, call.variant, compiled.config, call.head_dim or call.hidden, dtype)
     problems = []
     if found.round_trips != planned.round_trips:
         problems.append(f"round trips per phase {found.round_trips}, planned {planned.round_trips}")
@@ -213,6 +256,7 @@ def check(
     every_flag: bool = False,
     precisions: tuple[str, ...] = tuple(PRECISIONS),
     kernels: tuple[str, ...] = KERNELS,
+    sizes: str = "all",
     jobs: int = 1,
     echo=None,
 ) -> tuple[int, list[str]]:
@@ -221,7 +265,7 @@ def check(
     barrier in a grid-synchronised kernel."""
     if interpreting():
         raise RuntimeError("compile_check needs the real compiler: unset TRITON_INTERPRET")
-    todo = calls(quick=quick, every_flag=every_flag, precisions=precisions, kernels=kernels)
+    todo = calls(quick=quick, every_flag=every_flag, precisions=precisions, kernels=kernels, sizes=sizes)
     compiled, failures = 0, []
     with concurrent.futures.ProcessPoolExecutor(jobs) as pool:
         for call, outcome in zip(todo, pool.map(_check_call, todo, itertools.repeat(arch)), strict=True):
@@ -249,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every-flag", action="store_true", help="every combination of optional inputs/outputs")
     parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=list(PRECISIONS))
     parser.add_argument("--kernels", nargs="+", default=list(KERNELS), choices=list(KERNELS))
+    parser.add_argument("--sizes", default="all", choices=SIZE_SETS, help="the dense sizes, the multi-head, or all")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="compiler processes (default: CPUs)")
     args = parser.parse_args(argv)
     compiled, failures = check(
@@ -257,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         every_flag=args.every_flag,
         precisions=tuple(args.precisions),
         kernels=tuple(args.kernels),
+        sizes=args.sizes,
         jobs=args.jobs,
         echo=print,
     )

@@ -240,17 +240,17 @@ MMA_K = {2: 16, 4: 8}
 """K of one ``mma.sync`` by the storage dtype's bytes: ``m16n8k16`` for bf16/fp16, ``m16n8k8`` for TF32."""
 
 
-def planned_step(kind: str, variant: str, config, hidden: int, dtype) -> StepFacts:
+def planned_step(kind: str, variant: str, config, width: int, dtype) -> StepFacts:
     """What one pass of the grid-synchronised ``kind`` kernel's time loop (one batch block of a step: the
     kernel loops over its ``batch_blocks``, each the same code) should do under ``config``, from its plan: one
     round trip per phase and wave of exchanged chunks (:func:`tritongru.configs.wave_chunks`); the tile's
     ``mma`` shared out over the warps with none computed twice (``mma`` is 0 where the products run without
     tensor cores: IEEE float32 and float64); one barrier arrival per phase (the backward's phase 0 of its last
-    step comes before the loop)."""
+    step comes before the loop). ``width``: the products' K, ``H`` (or a multi-head GRU's units per head)."""
     from tritongru.configs import wave_chunks
 
-    chunks = -(-hidden // config.block_k)
-    wave = wave_chunks(config, hidden, dtype)
+    chunks = -(-width // config.block_k)
+    wave = wave_chunks(config, width, dtype)
     operands = EXCHANGED_OPERANDS[kind, variant]
     trips = tuple(-(-(n * chunks) // wave) for n in operands)
     k = MMA_K.get(dtype.itemsize)

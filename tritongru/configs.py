@@ -56,10 +56,25 @@ class KernelConfig:
     def from_dict(cls, data: dict) -> KernelConfig:
         return cls(**{key: data[key] for key in cls.__dataclass_fields__ if key in data})
 
-    def grid(self, batch: int, hidden: int) -> tuple[int, int]:
+    def grid(self, batch: int, hidden: int, head_dim: int | None = None) -> tuple[int, int]:
         """``(hidden slices, groups of batch blocks)``: the programs of one launch for a ``[batch, hidden]``
-        state."""
-        return -(-hidden // self.block_h), -(-batch // (self.block_b * self.batch_blocks))
+        state in heads of ``head_dim`` units (None: one head), each head its own ``cdiv(head_dim, block_h)``
+        slices."""
+        slices = _heads(hidden, head_dim) * self.slices_per_head(hidden, head_dim)
+        return slices, -(-batch // (self.block_b * self.batch_blocks))
+
+    def slices_per_head(self, hidden: int, head_dim: int | None = None) -> int:
+        """Slices covering one head: 1 means no program needs another's part of ``h``, so no grid barrier."""
+        return -(-_width(hidden, head_dim) // self.block_h)
+
+
+def _width(hidden: int, head_dim: int | None) -> int:
+    """The K width of the recurrent products: a head's units (``hidden`` for the dense GRU)."""
+    return hidden if head_dim is None else head_dim
+
+
+def _heads(hidden: int, head_dim: int | None) -> int:
+    return 1 if head_dim is None or head_dim == 0 else hidden // head_dim
 
 
 def _pow2_clamp(n: int, low: int, high: int) -> int:
@@ -105,12 +120,13 @@ def _chunk(hidden: int, num_warps: int) -> int:
     return next((width * num_warps for width in (64, 32, 16) if hidden % (width * num_warps) == 0), 16 * num_warps)
 
 
-def resident_bytes(config: KernelConfig, hidden: int, dtype: torch.dtype) -> int:
-    """Bytes of ``W_hh`` one program of ``config`` holds on chip: three gates, ``K`` padded to whole chunks."""
-    return 3 * (-(-hidden // config.block_k) * config.block_k) * config.block_h * dtype.itemsize
+def resident_bytes(config: KernelConfig, width: int, dtype: torch.dtype) -> int:
+    """Bytes of ``W_hh`` one program of ``config`` holds on chip: three gates, ``K = width`` (``H``, or a head's
+    units) padded to whole chunks."""
+    return 3 * (-(-width // config.block_k) * config.block_k) * config.block_h * dtype.itemsize
 
 
-def wave_chunks(config: KernelConfig, hidden: int, dtype: torch.dtype) -> int:
+def wave_chunks(config: KernelConfig, width: int, dtype: torch.dtype) -> int:
     """How many K chunks of the exchanged operand a persistent program loads at once (one round trip each
     wave): as many as fit :data:`IN_FLIGHT_BYTES_PER_THREAD` in registers and the shared memory left beside the
     resident weights (each loaded chunk passes through shared memory on its way into the ``mma`` layout), at
@@ -119,7 +135,7 @@ def wave_chunks(config: KernelConfig, hidden: int, dtype: torch.dtype) -> int:
         return 1
     chunk = config.block_b * config.block_k * dtype.itemsize
     registers = IN_FLIGHT_BYTES_PER_THREAD * 32 * config.num_warps
-    return max(1, min(registers, _staging_room(config, hidden, dtype)) // chunk)
+    return max(1, min(registers, _staging_room(config, width, dtype)) // chunk)
 
 
 def heuristic_config(
@@ -130,6 +146,7 @@ def heuristic_config(
     dtype: torch.dtype = torch.float32,
     allow_tf32: bool = False,
     sm_count: int = 132,
+    head_dim: int | None = None,
 ) -> KernelConfig:
     """A config that is correct for every shape and reasonable without tuning.
 
@@ -146,19 +163,25 @@ def heuristic_config(
     step, slices of 64 on 8 warps with the weights streamed. ``python -m tritongru.compile_check`` compiles
     every size it serves and fails on a spill.
 
+    Multi-head (``head_dim``, the units of a head; None: one head): the same rules with the head's width in
+    place of ``hidden`` for what a slice multiplies (its weights, the K chunks) and ``hidden`` for how many
+    slices there are. A head of up to :data:`ONE_SLICE_MAX_HIDDEN` units is one program that needs no other
+    program's data: the whole sequence in one launch without a grid barrier, however many heads there are.
+
     Under the interpreter: few, large tiles (its cost is per program and per tile, not per element), the
     warps splitting K.
     """
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {KERNELS}; got {kernel!r}")
+    width = _width(hidden, head_dim)
     if interpreting():
-        block = _pow2_clamp(hidden, MIN_BLOCK, 64)
+        block = _pow2_clamp(width, MIN_BLOCK, 64)
         return KernelConfig(_pow2_clamp(batch, MIN_BLOCK, 64), block, block_k=64, split_k=True)
-    if hidden <= ONE_SLICE_MAX_HIDDEN:
-        block = _pow2_clamp(hidden, MIN_BLOCK, ONE_SLICE_MAX_HIDDEN)
+    if width <= ONE_SLICE_MAX_HIDDEN:
+        block = _pow2_clamp(width, MIN_BLOCK, ONE_SLICE_MAX_HIDDEN)
         return KernelConfig(MIN_BLOCK, block, 64, 4, split_k=True, batch_blocks=1)
     if kernel != "cell":
-        config = _persistent(batch, hidden, dtype, sm_count)
+        config = _persistent(batch, hidden, dtype, sm_count, head_dim)
         if config is not None:
             return config
     return KernelConfig(MIN_BLOCK, 64, block_k=16 * 8, num_warps=8, persistent=False, split_k=True)
@@ -171,10 +194,13 @@ sm_90 (B=64 H=1024 bf16, 8 warps, gates saved), ``16 x 16`` tiles stepping two b
 ``32 x 16`` and ``16 x 32`` tiles spill."""
 
 
-def _persistent(batch: int, hidden: int, dtype: torch.dtype, sm_count: int) -> KernelConfig | None:
+def _persistent(
+    batch: int, hidden: int, dtype: torch.dtype, sm_count: int, head_dim: int | None
+) -> KernelConfig | None:
     """The persistent config of :func:`heuristic_config`, or None where none fits."""
     block_b, block_h = PERSISTENT_TILE
-    slices, blocks = -(-hidden // block_h), -(-batch // block_b)
+    width = _width(hidden, head_dim)
+    slices, blocks = _heads(hidden, head_dim) * -(-width // block_h), -(-batch // block_b)
     if slices > sm_count:
         return None
     steps_of_blocks = -(-blocks // (sm_count // slices))
@@ -183,25 +209,25 @@ def _persistent(batch: int, hidden: int, dtype: torch.dtype, sm_count: int) -> K
     config = KernelConfig(
         block_b,
         block_h,
-        _chunk(hidden, PERSISTENT_WARPS),
+        _chunk(width, PERSISTENT_WARPS),
         PERSISTENT_WARPS,
         persistent=True,
         split_k=True,
         batch_blocks=steps_of_blocks,
     )
-    if resident_bytes(config, hidden, dtype) > RESIDENT_BYTES_MAX:
+    if resident_bytes(config, width, dtype) > RESIDENT_BYTES_MAX:
         return None
     # one chunk of the exchanged operand must fit in the shared memory beside the held weights
-    while _staging_room(config, hidden, dtype) < block_b * config.block_k * dtype.itemsize:
+    while _staging_room(config, width, dtype) < block_b * config.block_k * dtype.itemsize:
         if config.block_k == MIN_BLOCK * PERSISTENT_WARPS:
             return None
         config = replace(config, block_k=config.block_k // 2)
     return config
 
 
-def _staging_room(config: KernelConfig, hidden: int, dtype: torch.dtype) -> int:
+def _staging_room(config: KernelConfig, width: int, dtype: torch.dtype) -> int:
     """Bytes of shared memory a persistent program of ``config`` has beside the weights it holds."""
-    return SHARED_BYTES_MAX - resident_bytes(config, hidden, dtype) - 2048
+    return SHARED_BYTES_MAX - resident_bytes(config, width, dtype) - 2048
 
 
 def heuristic_configs(
@@ -212,22 +238,26 @@ def heuristic_configs(
     dtype: torch.dtype = torch.float32,
     allow_tf32: bool = False,
     sm_count: int = 132,
+    head_dim: int | None = None,
 ) -> list[KernelConfig]:
     """:func:`heuristic_config` first, then the same launch with the other K chunks (at most 16 where they are
     unrolled), warps and pipeline stages (those of the per-step launches and fallback), and per step also
     narrower slices: the launchers take the first whose compiled kernels do not spill. Near 128 registers per
     thread ptxas spills a few bytes for one of these and not for another, and which one differs between its
     versions, so it cannot be told before compiling."""
-    first = heuristic_config(kernel, batch, hidden, dtype=dtype, allow_tf32=allow_tf32, sm_count=sm_count)
+    first = heuristic_config(
+        kernel, batch, hidden, dtype=dtype, allow_tf32=allow_tf32, sm_count=sm_count, head_dim=head_dim
+    )
     if interpreting():
         return [first]
-    covered = _pow2_clamp(hidden, MIN_BLOCK, 1 << 30)
+    width = _width(hidden, head_dim)
+    covered = _pow2_clamp(width, MIN_BLOCK, 1 << 30)
     slices = (first.block_h,) if first.persistent else (64, 32, 16)
     others = []
     warps = (first.num_warps, *(w for w in (8, 4) if w != first.num_warps))
     for block_h, num_warps, per_warp, num_stages in itertools.product(slices, warps, (64, 32, 16), (2, 1, 3)):
         block_k = per_warp * num_warps
-        if block_k > max(covered, 16 * num_warps) or (first.persistent and -(-hidden // block_k) > MAX_K_CHUNKS):
+        if block_k > max(covered, 16 * num_warps) or (first.persistent and -(-width // block_k) > MAX_K_CHUNKS):
             continue
         others.append(replace(first, block_h=block_h, block_k=block_k, num_warps=num_warps, num_stages=num_stages))
     return [first, *(config for config in others if config != first)]
@@ -244,8 +274,10 @@ def select_config(
     device: torch.device,
     allow_tf32: bool = False,
     store_gates: bool = False,
+    head_dim: int | None = None,
 ) -> KernelConfig:
     """The config a launcher uses: the tuned winner for this key if one is cached, else the heuristic.
+    Multi-head GRUs (``head_dim`` given) take the heuristic's: the tuning cache holds dense GRUs.
 
     The config decides how a sequence runs (:func:`heuristic_config` has the rule): weights held on chip for
     the whole sequence in one launch (``persistent``; one slice, or several meeting at a grid barrier) where a
@@ -258,22 +290,26 @@ def select_config(
     Memoised in memory per key: the tuning cache's files are read once per process (and again after this
     process writes to them, see :func:`clear_memo`), never per launch.
     """
-    return _select_config(kernel, variant, dtype, batch, hidden, input_size, device, allow_tf32, store_gates)
+    return _select_config(kernel, variant, dtype, batch, hidden, input_size, device, allow_tf32, store_gates, head_dim)
 
 
 @functools.lru_cache(maxsize=4096)
-def _select_config(kernel, variant, dtype, batch, hidden, input_size, device, allow_tf32, store_gates):
+def _select_config(kernel, variant, dtype, batch, hidden, input_size, device, allow_tf32, store_gates, head_dim):
     if not interpreting() and device.type == "cuda":
-        tuned = tuning_cache.lookup(
-            kernel,
-            variant=variant,
-            dtype=dtype,
-            batch=batch,
-            hidden=hidden,
-            input_size=input_size,
-            device=device,
-            allow_tf32=allow_tf32,
-            store_gates=store_gates,
+        tuned = (
+            None
+            if head_dim is not None
+            else tuning_cache.lookup(
+                kernel,
+                variant=variant,
+                dtype=dtype,
+                batch=batch,
+                hidden=hidden,
+                input_size=input_size,
+                device=device,
+                allow_tf32=allow_tf32,
+                store_gates=store_gates,
+            )
         )
         if tuned is not None:
             try:
@@ -281,8 +317,10 @@ def _select_config(kernel, variant, dtype, batch, hidden, input_size, device, al
             except (TypeError, ValueError) as error:
                 warnings.warn(f"ignoring an invalid tuned config for {kernel!r}: {error}", stacklevel=3)
         index = device.index if device.index is not None else torch.cuda.current_device()
-        return heuristic_config(kernel, batch, hidden, dtype=dtype, allow_tf32=allow_tf32, sm_count=_sm_count(index))
-    return heuristic_config(kernel, batch, hidden, dtype=dtype, allow_tf32=allow_tf32)
+        return heuristic_config(
+            kernel, batch, hidden, dtype=dtype, allow_tf32=allow_tf32, sm_count=_sm_count(index), head_dim=head_dim
+        )
+    return heuristic_config(kernel, batch, hidden, dtype=dtype, allow_tf32=allow_tf32, head_dim=head_dim)
 
 
 def clear_memo() -> None:

@@ -1,6 +1,10 @@
 """Functional API for research code that owns its weights. Same conventions as ``torch.nn.GRU``/``GRUCell``:
 gate order r, z, n; ``weight_ih`` ``[3H, I]``, ``weight_hh`` ``[3H, H]``, biases ``[3H]``.
 
+Multi-head (``num_heads=k``): the recurrent weight is block-diagonal, ``k`` heads of ``d = H // k`` units that do
+not see each other's state; ``weight_hh`` ``[3H, d]`` holds the blocks (row ``g*H + h*d + u``: gate ``g``, head
+``h``, unit ``u``), as :func:`tritongru.reference.block_diagonal_weight_hh` defines them.
+
 Each call is checked once, here, before any kernel launches (:mod:`tritongru.validation`); the kernels run as
 the custom ops of :mod:`tritongru.ops`. ``run_gru``/``run_cell`` are the checked-once entry points the modules
 use: their weights are right by construction, so only their dtypes and devices are checked per call.
@@ -116,6 +120,7 @@ def gru_layer(
     zoneout: float = 0.0,
     zoneout_seed: int | None = None,
     training: bool = False,
+    num_heads: int = 1,
     allow_tf32: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One GRU layer, one direction, time-major.
@@ -123,10 +128,10 @@ def gru_layer(
     ``input`` ``[T, B, I]`` (float16/bfloat16/float32/float64), ``h0`` ``[B, H]`` or None (zeros). ``lengths``
     ``[B]`` in ``[1, T]``: sequence ``b`` stops at ``lengths[b]`` (output zero after it, ``h_n`` its last valid
     state). ``reverse`` runs each sequence backwards within its length. ``zoneout``, ``zoneout_seed`` and
-    ``training``: see the module docstring (``layer`` picks the layer's masks). ``allow_tf32`` lets the
-    recurrent kernels use TF32 for float32. Returns (``output`` ``[T, B, H]``, ``h_n`` ``[B, H]``),
-    differentiable to any order. Same signature as :func:`tritongru.reference.gru_layer_ref` (less its explicit
-    ``zoneout_mask`` and ``num_heads``).
+    ``training``: see the module docstring (``layer`` picks the layer's masks). ``num_heads``: ``weight_hh``
+    ``[3H, H // num_heads]`` (module docstring). ``allow_tf32`` lets the recurrent kernels use TF32 for float32.
+    Returns (``output`` ``[T, B, H]``, ``h_n`` ``[B, H]``), differentiable to any order. Same signature as
+    :func:`tritongru.reference.gru_layer_ref` (less its explicit ``zoneout_mask``).
     """
     variant = check_variant(variant)
     seed = _zoneout_seed(zoneout, zoneout_seed, training)
@@ -136,7 +141,7 @@ def gru_layer(
     check_device("input", input)
     _check_not_empty_in_time(input)
     T, B, input_size = input.shape
-    hidden = check_weights("", weight_ih, weight_hh, bias_ih, bias_hh, input_size)
+    hidden = check_weights("", weight_ih, weight_hh, bias_ih, bias_hh, input_size, num_heads=num_heads)
     if h0 is not None:
         check_floating("h0", h0)
         check_shape("h0", h0, (B, hidden))
@@ -204,6 +209,7 @@ def gru(
     lengths: torch.Tensor | Sequence[int] | None = None,
     zoneout: float = 0.0,
     zoneout_seed: int | None = None,
+    num_heads: int = 1,
     allow_tf32: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A multi-layer, optionally bidirectional GRU, as ``torch.nn.GRU`` computes it.
@@ -213,9 +219,10 @@ def gru(
     and direction (forward first) ``weight_ih, weight_hh, bias_ih, bias_hh`` — the order of
     ``torch.nn.GRU.all_weights`` flattened, with None for absent biases. ``dropout`` applies to every layer's
     output but the last when ``training``. ``lengths``: per-sequence lengths (see :func:`gru_layer`). ``zoneout``
-    and ``zoneout_seed``: see the module docstring. Returns (``output`` ``[T, B, D*H]`` (batch-first if asked;
-    ``[T, D*H]`` unbatched), ``h_n`` like ``hx``). Same signature as :func:`tritongru.reference.gru_ref` (less
-    its explicit ``zoneout_mask`` and ``num_heads``).
+    and ``zoneout_seed``: see the module docstring; ``num_heads`` too (every layer's ``weight_hh`` then
+    ``[3H, H // num_heads]``). Returns (``output`` ``[T, B, D*H]`` (batch-first if asked; ``[T, D*H]``
+    unbatched), ``h_n`` like ``hx``). Same signature as :func:`tritongru.reference.gru_ref` (less its explicit
+    ``zoneout_mask``).
     """
     variant = check_variant(variant)
     check_zoneout(zoneout)
@@ -234,7 +241,12 @@ def gru(
     hidden = 0
     for index in range(num_layers * directions):
         layer_input_size = input.shape[-1] if index < directions else directions * hidden
-        hidden = check_weights(_layer_name(index, directions), *weights[4 * index : 4 * index + 4], layer_input_size)
+        hidden = check_weights(
+            _layer_name(index, directions),
+            *weights[4 * index : 4 * index + 4],
+            layer_input_size,
+            num_heads=num_heads,
+        )
     return run_gru(
         input,
         hx,
@@ -364,18 +376,19 @@ def gru_cell(
     zoneout: float = 0.0,
     zoneout_seed: int | None = None,
     training: bool = False,
+    num_heads: int = 1,
     allow_tf32: bool = False,
 ) -> torch.Tensor:
     """One GRU step in one fused launch. ``input`` ``[B, I]`` or unbatched ``[I]``; ``hx`` ``[B, H]`` / ``[H]``
     or None (zeros). ``zoneout``, ``zoneout_seed`` and ``training``: see the module docstring (a step's masks are
-    position 0 of layer 0: draw a new seed for every step). Returns ``h'`` shaped like ``hx``, differentiable
-    to any order. Same signature as :func:`tritongru.reference.gru_cell_ref` (less ``zoneout_mask`` and
-    ``num_heads``)."""
+    position 0 of layer 0: draw a new seed for every step); ``num_heads`` too. Returns ``h'`` shaped like ``hx``,
+    differentiable to any order. Same signature as :func:`tritongru.reference.gru_cell_ref` (less
+    ``zoneout_mask``)."""
     variant = check_variant(variant)
     check_zoneout(zoneout)
     check_zoneout_seed(zoneout_seed)
     check_cell_input(input)
-    check_weights("", weight_ih, weight_hh, bias_ih, bias_hh, input.shape[-1], allow_empty=True)
+    check_weights("", weight_ih, weight_hh, bias_ih, bias_hh, input.shape[-1], allow_empty=True, num_heads=num_heads)
     return run_cell(
         input,
         hx,
@@ -430,7 +443,7 @@ def run_cell(
     here)."""
     zoned = _zoneout(zoneout, _zoneout_seed(zoneout, zoneout_seed, training), 0, False)
     unbatched = input.dim() == 1
-    hidden = weight_hh.shape[1]
+    hidden = weight_hh.shape[0] // 3
     state_shape = (hidden,) if unbatched else (input.shape[0], hidden)
     if hx is not None:
         _check_cell_state(hx, state_shape)
@@ -443,7 +456,9 @@ def run_cell(
         input, hx = input.unsqueeze(0), hx.unsqueeze(0)
     with ops.no_autocast(input.device.type):
         if input.shape[0] == 0 or hidden == 0:
-            h_new = reference.gru_cell_ref(input, hx, *weights, variant=variant)
+            h_new = reference.gru_cell_ref(
+                input, hx, *weights, variant=variant, num_heads=1 if hidden == 0 else hidden // weight_hh.shape[1]
+            )
         else:
             h_new = ops.cell(input, hx, *weights, variant, allow_tf32, zoned)
     h_new = h_new.to(out_dtype)

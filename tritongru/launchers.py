@@ -6,8 +6,9 @@ the exact recurrent state (``h``, ``dh``) is kept in the *compute dtype* (float3
 
 How a sequence runs (:func:`plan_launch`, from the :class:`~tritongru.configs.KernelConfig`):
 
-- **persistent**, one slice (``block_h >= H``): the whole sequence in one launch, one program per group of
-  ``batch_blocks`` batch blocks owning the whole hidden width; CTA barriers only.
+- **persistent**, one slice (``block_h >= H``, or with heads ``block_h >= H // heads``): the whole sequence in one
+  launch, one program per group of ``batch_blocks`` batch blocks (and head) owning the whole width of its
+  head; CTA barriers only.
 - **persistent**, several slices: the whole sequence in one *cooperative* launch of ``slices x groups``
   programs (each stepping its group's ``batch_blocks`` batch blocks in turn, the slice's weights held once)
   that meet at a grid barrier after every phase. Used where programs run concurrently: on CUDA when
@@ -84,20 +85,29 @@ def _pdl_available(device: torch.device) -> bool:
     return device.type == "cuda" and not interpreting() and torch.cuda.get_device_capability(device)[0] >= 9
 
 
-def plan_launch(config: KernelConfig, batch: int, hidden: int, device: torch.device) -> LaunchPlan:
-    """The launch plan of ``config`` for a ``[batch, hidden]`` state on ``device`` (see the module docstring)."""
-    grid = config.grid(batch, hidden)
-    if config.persistent and grid[0] == 1:
+def plan_launch(
+    config: KernelConfig, batch: int, hidden: int, device: torch.device, head_dim: int | None = None
+) -> LaunchPlan:
+    """The launch plan of ``config`` for a ``[batch, hidden]`` state in heads of ``head_dim`` units (None: one
+    head) on ``device`` (see the module docstring)."""
+    grid = config.grid(batch, hidden, head_dim)
+    if config.persistent and config.slices_per_head(hidden, head_dim) == 1:
         return LaunchPlan(grid, persistent=True, grid_sync=False, use_pdl=False)
     if config.persistent and grid_sync_available(device):
         return LaunchPlan(grid, persistent=True, grid_sync=True, use_pdl=False)
-    return _per_step(config, batch, hidden, _pdl_available(device))
+    return _per_step(config, batch, hidden, _pdl_available(device), head_dim)
 
 
-def _per_step(config: KernelConfig, batch: int, hidden: int, use_pdl: bool) -> LaunchPlan:
+def _per_step(config: KernelConfig, batch: int, hidden: int, use_pdl: bool, head_dim: int | None) -> LaunchPlan:
     """One launch per step and phase: a program per slice and batch block (stepping several batch blocks per
     program only pays where the programs hold their weights across steps)."""
-    return LaunchPlan(replace(config, batch_blocks=1).grid(batch, hidden), False, False, use_pdl)
+    return LaunchPlan(replace(config, batch_blocks=1).grid(batch, hidden, head_dim), False, False, use_pdl)
+
+
+def head_dim_of(w_hh: torch.Tensor) -> int | None:
+    """The units per head of a recurrent weight: ``D`` for a multi-head ``[3H, D]`` (its diagonal blocks), None
+    for the dense ``[3H, H]``."""
+    return None if 3 * w_hh.shape[1] == w_hh.shape[0] else w_hh.shape[1]
 
 
 @contextlib.contextmanager
@@ -110,7 +120,7 @@ def _on_device(device: torch.device) -> Iterator[None]:
         yield
 
 
-def _kernel_constants(dtype: torch.dtype, allow_tf32: bool, config: KernelConfig, hidden: int) -> dict:
+def _kernel_constants(dtype: torch.dtype, allow_tf32: bool, config: KernelConfig, width: int) -> dict:
     precision = precision_of(dtype, allow_tf32)
     return dict(
         ACC_DTYPE=tl.float64 if precision.compute_dtype == torch.float64 else tl.float32,
@@ -120,7 +130,7 @@ def _kernel_constants(dtype: torch.dtype, allow_tf32: bool, config: KernelConfig
         BLOCK_K=config.block_k,
         BATCH_BLOCKS=config.batch_blocks,
         SPLIT=config.num_warps if config.split_k else 1,
-        WAVE=wave_chunks(config, hidden, dtype),
+        WAVE=wave_chunks(config, width, dtype),
         num_warps=config.num_warps,
         num_stages=config.num_stages,
     )
@@ -311,6 +321,7 @@ def forward_arguments(
     """The forward kernel's arguments, its outputs allocated (``hs_ptr``, ``state_ptr``, ``gates_ptr``; see
     :func:`forward_sequence`), and the config: ``config``, or the one :func:`select_config` gives."""
     B, H = h0.shape
+    D = w_hh.shape[1]
     input_size = 0 if x is None else x.shape[1]
     storage, device = w_hh.dtype, w_hh.device
     hs = torch.empty((steps + 1, B, H), dtype=storage, device=device)
@@ -330,6 +341,7 @@ def forward_arguments(
             flags={"bias": b_hh is not None, "store_gates": store_gates}
             | ({} if x is not None else {"lengths": lengths is not None})
             | ({"zoneout": True} if zoneout is not None else {}),
+            head_dim=head_dim_of(w_hh),
         )
     args = dict(
         gi_ptr=gi,
@@ -348,10 +360,11 @@ def forward_arguments(
         lengths_ptr=lengths,
         B=B,
         H=H,
+        D=D,
         I=input_size,
         CLASSIC=classic,
         **zoneout_arguments(zoneout, steps, storage, device),
-        **_kernel_constants(storage, allow_tf32, config, H),
+        **_kernel_constants(storage, allow_tf32, config, D),
     )
     return args, config
 
@@ -378,6 +391,7 @@ def backward_arguments(
             device=device,
             allow_tf32=allow_tf32,
             flags={"bias": True, "lengths": lengths is not None} | ({"zoneout": True} if zoneout is not None else {}),
+            head_dim=head_dim_of(w_hh),
         )
     args = dict(
         grad_out_ptr=grad_output,
@@ -390,22 +404,25 @@ def backward_arguments(
         lengths_ptr=lengths,
         B=B,
         H=H,
+        D=w_hh.shape[1],
         CLASSIC=variant == "classic",
         **zoneout_arguments(zoneout, T, storage, device),
-        **_kernel_constants(storage, allow_tf32, config, H),
+        **_kernel_constants(storage, allow_tf32, config, w_hh.shape[1]),
     )
     return args, config
 
 
-def gpu_plans(config: KernelConfig, batch: int, hidden: int, arch: int) -> dict[str, LaunchPlan]:
+def gpu_plans(
+    config: KernelConfig, batch: int, hidden: int, arch: int, head_dim: int | None = None
+) -> dict[str, LaunchPlan]:
     """The plans the launchers can run ``config`` with on a GPU of compute capability ``arch`` (e.g. 90): its
-    own (``"one-slice"``, ``"grid-sync"`` or ``"per-step"``), and for a grid-synchronised one also the per-step
-    fallback taken where its grid cannot be resident at once."""
-    grid = config.grid(batch, hidden)
-    per_step = _per_step(config, batch, hidden, use_pdl=arch >= 90)
+    own (``"one-slice"``: one slice per head, ``"grid-sync"`` or ``"per-step"``), and for a grid-synchronised
+    one also the per-step fallback taken where its grid cannot be resident at once."""
+    grid = config.grid(batch, hidden, head_dim)
+    per_step = _per_step(config, batch, hidden, arch >= 90, head_dim)
     if not config.persistent:
         return {"per-step": per_step}
-    if grid[0] == 1:
+    if config.slices_per_head(hidden, head_dim) == 1:
         return {"one-slice": LaunchPlan(grid, persistent=True, grid_sync=False, use_pdl=False)}
     return {"grid-sync": LaunchPlan(grid, persistent=True, grid_sync=True, use_pdl=False), "per-step": per_step}
 
@@ -423,16 +440,18 @@ def meta_arguments(
     input_size: int,
     flags: dict[str, bool],
     config: KernelConfig,
+    head_dim: int | None = None,
 ) -> tuple[str, dict]:
     """``(kind, args)``: the arguments a launcher passes to the ``kind`` kernel (``"forward"``, which also
     runs the cell, or ``"backward"``) for one call of ``kernel`` (``"forward"``, ``"cell"``, ``"backward"``), on
     meta tensors: what compiling it needs, without memory or a GPU. ``flags``: ``bias``, ``lengths`` (sequences)
     and ``store_gates`` (forward and cell) given or not, and ``zoneout`` (absent: off; on: masks drawn from a
-    seed, in reverse, the most code zoneout adds)."""
+    seed, in reverse, the most code zoneout adds). ``head_dim``: a multi-head GRU's units per head (None: dense)."""
     p = PRECISIONS[precision]
     dtype, H, T = p.dtype, hidden, 2
     zoneout = Zoneout(0.5, 1, 1, reversed=True) if flags.get("zoneout") else None
-    w_hh, b_hh = _meta(3 * H, H, dtype=dtype), _meta(3 * H, dtype=dtype) if flags["bias"] else None
+    w_hh = _meta(3 * H, H if head_dim is None else head_dim, dtype=dtype)
+    b_hh = _meta(3 * H, dtype=dtype) if flags["bias"] else None
     lengths = _meta(batch, dtype=torch.int64) if flags.get("lengths") else None
     if kernel == "backward":
         args, _ = backward_arguments(
@@ -468,12 +487,21 @@ def meta_arguments(
     return "forward", args
 
 
-def compiled_calls(kind: str, variant: str, config: KernelConfig, batch: int, hidden: int, args: dict, arch: int):
+def compiled_calls(
+    kind: str,
+    variant: str,
+    config: KernelConfig,
+    batch: int,
+    hidden: int,
+    args: dict,
+    arch: int,
+    head_dim: int | None = None,
+):
     """``(mode, call)`` for every distinct compile of the ``kind`` kernel that ``config`` may launch on an
     ``arch`` GPU (see :func:`gpu_plans`; ``launch_pdl`` changes how a kernel is launched, not its code)."""
     kernel = gru_forward_kernel if kind == "forward" else gru_backward_kernel
     found = {}
-    for mode, plan in gpu_plans(config, batch, hidden, arch).items():
+    for mode, plan in gpu_plans(config, batch, hidden, arch, head_dim).items():
         for call in kernel_calls(kind, variant, plan, 2, args):
             found.setdefault(compile_key(kernel, call), (mode, call))
     return list(found.values())
@@ -491,6 +519,7 @@ def first_spill_free(
     arch: int,
     sm_count: int,
     on_gpu: bool = False,
+    head_dim: int | None = None,
 ) -> KernelConfig:
     """The first of :func:`~tritongru.configs.heuristic_configs` whose compiled kernels for an ``arch`` GPU do
     not spill registers; the first one where all of them spill.
@@ -499,15 +528,20 @@ def first_spill_free(
     per-step fallback too, is compiled and its spills read from its cubin. On the current CUDA device
     (``on_gpu=True``, compute capability ``arch``) only the kernels of the config's own plan are compiled, by
     the JIT itself (they are what the launch then runs, found in Triton's cache), and the spills read from the
-    loaded kernel (``n_spills``); a per-step fallback is compiled only when a launch takes it."""
+    loaded kernel (``n_spills``); a per-step fallback is compiled only when a launch takes it. ``head_dim``: a
+    multi-head GRU's units per head (None: dense)."""
     p = PRECISIONS[precision]
-    candidates = heuristic_configs(kernel, batch, hidden, dtype=p.dtype, allow_tf32=p.allow_tf32, sm_count=sm_count)
+    candidates = heuristic_configs(
+        kernel, batch, hidden, dtype=p.dtype, allow_tf32=p.allow_tf32, sm_count=sm_count, head_dim=head_dim
+    )
     kind_kernel = {"forward": gru_forward_kernel, "backward": gru_backward_kernel}
     for config in candidates:
-        kind, args = meta_arguments(kernel, variant, precision, batch, hidden, input_size, dict(flags), config)
-        calls = compiled_calls(kind, variant, config, batch, hidden, args, arch)
+        kind, args = meta_arguments(
+            kernel, variant, precision, batch, hidden, input_size, dict(flags), config, head_dim
+        )
+        calls = compiled_calls(kind, variant, config, batch, hidden, args, arch, head_dim)
         if on_gpu:
-            own = next(iter(gpu_plans(config, batch, hidden, arch)))
+            own = next(iter(gpu_plans(config, batch, hidden, arch, head_dim)))
             spills = [_jit_spills(kind_kernel[kind], call) for mode, call in calls if mode == own]
         else:
             spills = [kernel_resources(kind_kernel[kind], call, arch).spills for _, call in calls]
@@ -524,7 +558,7 @@ def _jit_spills(kernel, call: dict) -> int:
 
 
 def _launch_config(
-    kernel: str, *, variant, dtype, batch, hidden, input_size, device, allow_tf32, flags
+    kernel: str, *, variant, dtype, batch, hidden, input_size, device, allow_tf32, flags, head_dim
 ) -> KernelConfig:
     """The config of one launcher call: :func:`select_config`'s, where that is the heuristic's on a GPU the
     first of its alternatives that compiles without spilling (:func:`first_spill_free`)."""
@@ -539,12 +573,15 @@ def _launch_config(
         device=device,
         allow_tf32=allow_tf32,
         store_gates=store_gates,
+        head_dim=head_dim,
     )
     if device.type != "cuda" or interpreting():
         return config
     major, minor = torch.cuda.get_device_capability(device)
     sm_count = torch.cuda.get_device_properties(device).multi_processor_count
-    heuristic = heuristic_config(kernel, batch, hidden, dtype=dtype, allow_tf32=allow_tf32, sm_count=sm_count)
+    heuristic = heuristic_config(
+        kernel, batch, hidden, dtype=dtype, allow_tf32=allow_tf32, sm_count=sm_count, head_dim=head_dim
+    )
     if config != heuristic:
         return config  # a tuned winner: the tuner pruned every config that spills
     precision = precision_of(dtype, allow_tf32).name
@@ -559,6 +596,7 @@ def _launch_config(
         10 * major + minor,
         sm_count,
         on_gpu=True,
+        head_dim=head_dim,
     )
 
 
@@ -578,8 +616,9 @@ def forward_sequence(
     """Run the recurrence of one layer and direction over a whole sequence.
 
     ``gi`` ``[T, B, 3H]``: the input projection ``x @ W_ih^T + b_ih`` (storage dtype); ``h0`` ``[B, H]``;
-    ``w_hh`` ``[3H, H]``; ``b_hh`` ``[3H]`` or None; ``lengths`` int64 ``[B]`` (rows stop updating at their
-    length) or None. Returns ``hs`` ``[T+1, B, H]`` in the storage dtype (``hs[0] = h0``, ``hs[t+1] = h_t``),
+    ``w_hh`` ``[3H, H]`` (or a multi-head GRU's blocks ``[3H, H // heads]``); ``b_hh`` ``[3H]`` or None;
+    ``lengths`` int64 ``[B]`` (rows stop updating at their length) or None. Returns ``hs`` ``[T+1, B, H]`` in
+    the storage dtype (``hs[0] = h0``, ``hs[t+1] = h_t``),
     ``h_last`` ``[B, H]`` in the compute dtype (each row's last state, exact), and, when ``store_gates``, the
     gates ``[T, B, NG*H]`` (storage dtype) saved for :func:`backward_sequence` (else None). ``zoneout``: mix
     each step's result with the previous state (``tritongru.zoneout.Zoneout``; None: none).
@@ -601,7 +640,8 @@ def forward_sequence(
         zoneout=zoneout,
     )
     B, H = h0.shape
-    _launch(gru_forward_kernel, "forward", variant, plan_launch(config, B, H, h0.device), gi.shape[0], args)
+    plan = plan_launch(config, B, H, h0.device, head_dim_of(w_hh))
+    _launch(gru_forward_kernel, "forward", variant, plan, gi.shape[0], args)
     return args["hs_ptr"], args["state_ptr"], args["gates_ptr"]
 
 
@@ -621,11 +661,11 @@ def cell_forward(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One GRU step, the concat-matmul ``[h, x] @ [W_hh | W_ih]^T``, gates and interpolation in one kernel.
 
-    ``x`` ``[B, I]``, ``h`` ``[B, H]``, ``w_ih`` ``[3H, I]``, ``w_hh`` ``[3H, H]``, biases ``[3H]`` or None
-    (both or neither). Returns ``h'`` ``[B, H]`` in the compute dtype and, when ``store_gates``, the gates
-    ``[1, B, NG*H]`` for :func:`backward_sequence` with ``T = 1``. One launch, or, for the classic form run per
-    step (several slices without a grid barrier), one per phase. ``zoneout`` as :func:`forward_sequence`'s (a
-    cell's step is position 0 of stream 0).
+    ``x`` ``[B, I]``, ``h`` ``[B, H]``, ``w_ih`` ``[3H, I]``, ``w_hh`` ``[3H, H]`` or ``[3H, H // heads]``, biases
+    ``[3H]`` or None (both or neither). Returns ``h'`` ``[B, H]`` in the compute dtype and, when ``store_gates``,
+    the gates ``[1, B, NG*H]`` for :func:`backward_sequence` with ``T = 1``. One launch, or, for the classic form
+    run per step (several slices without a grid barrier), one per phase. ``zoneout`` as
+    :func:`forward_sequence`'s (a cell's step is position 0 of stream 0).
     """
     args, config = forward_arguments(
         gi=None,
@@ -643,7 +683,7 @@ def cell_forward(
         config=config,
         zoneout=zoneout,
     )
-    _launch(gru_forward_kernel, "forward", variant, plan_launch(config, *h.shape, h.device), 1, args)
+    _launch(gru_forward_kernel, "forward", variant, plan_launch(config, *h.shape, h.device, head_dim_of(w_hh)), 1, args)
     return args["state_ptr"], args["gates_ptr"]
 
 
@@ -682,7 +722,7 @@ def backward_sequence(
         zoneout=zoneout,
     )
     T, B, H = gates.shape[0], hs.shape[1], hs.shape[2]
-    _launch(gru_backward_kernel, "backward", variant, plan_launch(config, B, H, hs.device), T, args)
+    _launch(gru_backward_kernel, "backward", variant, plan_launch(config, B, H, hs.device, head_dim_of(w_hh)), T, args)
     return args["dgates_x_ptr"], args["dgates_hn_ptr"], args["carry_ptr"]
 
 

@@ -7,11 +7,17 @@ everything else of torch's: the constructor and its argument checks, parameter n
 ``state_dict`` (``load_state_dict`` works both ways, strictly), ``_flat_weights``, ``all_weights``,
 ``flatten_parameters``, pickling and ``torch.func.functional_call``. The cost: ``isinstance(m, nn.GRU)`` is
 False (``isinstance(m, nn.RNNBase)`` is True). ``GRUCell`` subclasses ``nn.GRUCell`` (dynamo has no guard on
-cells). Only ``forward`` is replaced. Two keyword-only additions: ``variant`` (``"cudnn"``, torch's
-formulation, or ``"classic"``) and ``allow_tf32``.
+cells). Only ``forward`` is replaced. Keyword-only additions: ``variant`` (``"cudnn"``, torch's formulation,
+or ``"classic"``), ``zoneout``, ``num_heads`` and ``allow_tf32``.
+
+``num_heads=k`` makes the recurrent weight block-diagonal (:mod:`tritongru.functional`): every ``weight_hh*``
+parameter becomes ``[3H, H // k]``, initialised uniform in ``±1/sqrt(H // k)`` (the fan-in a unit sees), every
+other parameter as torch does; ``num_heads=1`` is torch's layout, ``state_dict`` and initialisation exactly.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -23,6 +29,7 @@ from tritongru.validation import (
     check_device,
     check_floating,
     check_input_size,
+    check_num_heads,
     check_sequence_input,
     check_zoneout,
 )
@@ -30,18 +37,45 @@ from tritongru.variants import check_variant
 
 
 class _TritonOptions:
-    """The keyword-only arguments tritongru's modules add to torch's: ``variant``, ``zoneout`` and
-    ``allow_tf32``."""
+    """The keyword-only arguments tritongru's modules add to torch's: ``variant``, ``zoneout``, ``num_heads``
+    and ``allow_tf32``."""
 
-    def __init__(self, *args, variant: str = "cudnn", zoneout: float = 0.0, allow_tf32: bool = False, **kwargs) -> None:
+    def __init__(
+        self,
+        *args,
+        variant: str = "cudnn",
+        zoneout: float = 0.0,
+        num_heads: int = 1,
+        allow_tf32: bool = False,
+        **kwargs,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.variant = check_variant(variant)
         self.zoneout = check_zoneout(zoneout)
+        self.num_heads = check_num_heads(num_heads, self.hidden_size)
         self.allow_tf32 = allow_tf32
+        if self.num_heads > 1:
+            for name in self._recurrent_weight_names():
+                dense = getattr(self, name)
+                blocks = dense.new_empty(dense.shape[0], self.hidden_size // self.num_heads)
+                setattr(self, name, nn.Parameter(blocks, requires_grad=dense.requires_grad))
+            self.reset_parameters()
+
+    def _recurrent_weight_names(self) -> list[str]:
+        return [name for name, _ in self.named_parameters(recurse=False) if name.startswith("weight_hh")]
+
+    def reset_parameters(self) -> None:
+        """torch's initialisation; with heads, the recurrent blocks uniform in ``±1/sqrt(H // num_heads)``."""
+        super().reset_parameters()
+        if getattr(self, "num_heads", 1) > 1:
+            bound = 1.0 / math.sqrt(self.hidden_size // self.num_heads)
+            for name in self._recurrent_weight_names():
+                nn.init.uniform_(getattr(self, name), -bound, bound)
 
     def extra_repr(self) -> str:
         zoneout = f", zoneout={self.zoneout}" if self.zoneout else ""
-        return f"{super().extra_repr()}, variant={self.variant!r}{zoneout}"
+        heads = f", num_heads={self.num_heads}" if self.num_heads > 1 else ""
+        return f"{super().extra_repr()}, variant={self.variant!r}{zoneout}{heads}"
 
     def __prepare_scriptable__(self):
         """``torch.jit.script`` asks every module this first: refuse with a way forward."""
@@ -56,7 +90,7 @@ class GRU(_TritonOptions, nn.RNNBase):
     """``torch.nn.GRU`` computed by tritongru's Triton kernels.
 
     ``GRU(input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-    bidirectional=False, device=None, dtype=None, *, proj_size=0, variant="cudnn", zoneout=0.0,
+    bidirectional=False, device=None, dtype=None, *, proj_size=0, variant="cudnn", zoneout=0.0, num_heads=1,
     allow_tf32=False)``. ``zoneout=p``: in training each unit keeps its previous state with probability ``p``
     at every step (masks drawn in the kernels from a seed taken from torch's default generator on each call, so
     ``torch.manual_seed`` reproduces a run); in evaluation the expectation (:mod:`tritongru.functional`).
@@ -80,6 +114,7 @@ class GRU(_TritonOptions, nn.RNNBase):
         proj_size: int = 0,
         variant: str = "cudnn",
         zoneout: float = 0.0,
+        num_heads: int = 1,
         allow_tf32: bool = False,
     ) -> None:
         if proj_size != 0:
@@ -97,8 +132,15 @@ class GRU(_TritonOptions, nn.RNNBase):
             dtype=dtype,
             variant=variant,
             zoneout=zoneout,
+            num_heads=num_heads,
             allow_tf32=allow_tf32,
         )
+
+    def flatten_parameters(self) -> None:
+        """torch's (cuDNN's packed weight buffer), except with heads: cuDNN has no block-diagonal layout, and the
+        kernels read the parameters as they are."""
+        if getattr(self, "num_heads", 1) == 1:
+            super().flatten_parameters()
 
     def _weights(self) -> list[torch.Tensor | None]:
         """``weight_ih, weight_hh, bias_ih, bias_hh`` per layer and direction (None biases when bias=False), read
@@ -145,8 +187,8 @@ class GRUCell(_TritonOptions, nn.GRUCell):
     """``torch.nn.GRUCell`` computed by one fused Triton launch per step.
 
     ``GRUCell(input_size, hidden_size, bias=True, device=None, dtype=None, *, variant="cudnn", zoneout=0.0,
-    allow_tf32=False)``; ``forward(input, hx=None)`` as torch's: ``[B, I]`` or unbatched ``[I]``. ``zoneout`` as
-    :class:`GRU`'s, a new seed drawn for every training step.
+    num_heads=1, allow_tf32=False)``; ``forward(input, hx=None)`` as torch's: ``[B, I]`` or unbatched ``[I]``.
+    ``zoneout`` as :class:`GRU`'s, a new seed drawn for every training step; ``num_heads`` as :class:`GRU`'s.
     """
 
     def forward(self, input: torch.Tensor, hx: torch.Tensor | None = None) -> torch.Tensor:

@@ -187,7 +187,7 @@ def _gates_like(ref: Tensor, steps: int, batch: int, hidden: int, variant: str, 
 
 @gru_layer.register_fake
 def _(input, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, variant, allow_tf32, store_gates, *zoneout):
-    T, B, H = input.shape[0], input.shape[1], weight_hh.shape[1]
+    T, B, H = input.shape[0], input.shape[1], weight_hh.shape[0] // 3
     storage = weight_hh.dtype
     hs = input.new_empty((T + 1, B, H), dtype=storage)
     h_last = input.new_empty((B, H), dtype=compute_dtype(storage))
@@ -196,7 +196,7 @@ def _(input, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, variant, allow
 
 @gru_cell.register_fake
 def _(input, hx, weight_ih, weight_hh, bias_ih, bias_hh, variant, allow_tf32, store_gates, *zoneout):
-    B, H = input.shape[0], weight_hh.shape[1]
+    B, H = input.shape[0], weight_hh.shape[0] // 3
     storage = weight_hh.dtype
     h_new = input.new_empty((B, H), dtype=compute_dtype(storage))
     return h_new, _gates_like(input, 1, B, H, variant, store_gates, storage)
@@ -223,13 +223,15 @@ def parameter_grads(
     dgates_x: Tensor,
     dgates_hn: Tensor | None,
     has_bias: bool,
+    head_dim: int | None = None,
 ) -> tuple[Tensor | None, ...]:
     """Gradients of ``(input, weight_ih, weight_hh, bias_ih, bias_hh)`` as products over all ``N = T*B`` rows.
 
     ``input`` ``[N, I]``, ``hs_prev`` ``[N, H]`` (``h_{t-1}`` of every row), ``gates`` ``[N, NG*H]``,
     ``dgates_x`` ``[N, 3H]``, ``dgates_hn`` ``[N, H]`` or None (classic). ``needs``: which of the five are wanted
     (the rest come back None). The products run in ``dgates_x``'s dtype. ``W_hn``'s input is ``h`` for cudnn and
-    ``R * h`` for classic.
+    ``R * h`` for classic. ``head_dim``: a multi-head GRU's units per head, whose ``weight_hh`` gradient is that
+    of its diagonal blocks, ``[3H, head_dim]`` (None: dense, ``[3H, H]``).
     """
     need_input, need_w_ih, need_w_hh, need_b_ih, need_b_hh = needs
     dtype = dgates_x.dtype
@@ -245,11 +247,24 @@ def parameter_grads(
         else:
             d_hn, n_input = dgates_x[:, 2 * H :], gates[:, :H].to(dtype) * hs_prev
         if need_w_hh:
-            grad_w_hh = torch.cat([d_gates_rz.t() @ hs_prev, d_hn.t() @ n_input]).to(weight_ih.dtype)
+            grad_w_hh = torch.cat(
+                [_recurrent_weight_grad(d_gates_rz, hs_prev, head_dim), _recurrent_weight_grad(d_hn, n_input, head_dim)]
+            ).to(weight_ih.dtype)
         if need_b_hh and has_bias:
             grad_b_hh = torch.cat([d_gates_rz.sum(0), d_hn.sum(0)]).to(weight_ih.dtype)
     grad_b_ih = dgates_x.sum(0).to(weight_ih.dtype) if need_b_ih and has_bias else None
     return grad_input, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh
+
+
+def _recurrent_weight_grad(d_gates: Tensor, inputs: Tensor, head_dim: int | None) -> Tensor:
+    """``d_gates^T @ inputs`` (``[N, G*H]``, ``[N, H]`` → ``[G*H, H]``), or with heads only its diagonal blocks,
+    ``[G*H, head_dim]``: row ``g*H + h*d + u`` against head ``h``'s inputs, one batched product per gate."""
+    if head_dim is None:
+        return d_gates.t() @ inputs
+    heads = inputs.shape[1] // head_dim
+    per_head = d_gates.reshape(-1, d_gates.shape[1] // inputs.shape[1], heads, head_dim)
+    blocks = torch.einsum("ngku,nkv->gkuv", per_head, inputs.reshape(-1, heads, head_dim))
+    return blocks.reshape(-1, head_dim)
 
 
 @dataclass(frozen=True)
@@ -273,6 +288,11 @@ class _Call:
         return len(self.dtypes)
 
 
+def _num_heads(weight_hh: Tensor) -> int:
+    """Heads of a recurrent weight ``[3H, H // heads]`` (1 for the dense ``[3H, H]``)."""
+    return 1 if launchers.head_dim_of(weight_hh) is None else weight_hh.shape[0] // 3 // weight_hh.shape[1]
+
+
 def _reference(call: _Call, lengths: Tensor | None) -> Callable[..., tuple[Tensor, ...]]:
     """The op's differentiable outputs recomputed in plain PyTorch from its six tensor inputs (a missing bias
     as None): ``(hs, h_n)`` of the layer or ``(h',)`` of the cell, in the op's dtypes."""
@@ -280,9 +300,14 @@ def _reference(call: _Call, lengths: Tensor | None) -> Callable[..., tuple[Tenso
     if call.cell:
         training = seed is not None
         return lambda *args: (
-            gru_cell_ref(*args, variant=call.variant, zoneout=p, zoneout_seed=seed, training=training).to(
-                call.dtypes[0]
-            ),
+            gru_cell_ref(
+                *args,
+                variant=call.variant,
+                zoneout=p,
+                zoneout_seed=seed,
+                training=training,
+                num_heads=_num_heads(args[3]),
+            ).to(call.dtypes[0]),
         )
 
     def states(*args: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -291,7 +316,14 @@ def _reference(call: _Call, lengths: Tensor | None) -> Callable[..., tuple[Tenso
         if p > 0 and seed is not None:
             T, B, H = input.shape[0], h0.shape[0], h0.shape[1]
             keep = zoneout_loop_masks(Zoneout(p, seed, stream, reversed), T, B, H, lengths, input.device)
-        hs = gru_states_ref(*args, variant=call.variant, lengths=lengths, zoneout=p, zoneout_keep=keep)
+        hs = gru_states_ref(
+            *args,
+            variant=call.variant,
+            lengths=lengths,
+            zoneout=p,
+            zoneout_keep=keep,
+            num_heads=_num_heads(args[3]),
+        )
         return hs.to(call.dtypes[0]), hs[-1].to(call.dtypes[1])
 
     return states
@@ -378,6 +410,7 @@ def _kernel_grads(call: _Call, cotangents, primals, lengths, outputs, gates) -> 
             dgates_x.reshape(n, 3 * H),
             dgates_hn.reshape(n, H) if call.variant == "cudnn" else None,
             bias_ih is not None,
+            launchers.head_dim_of(weight_hh),
         )
         if needs[1] and grad_h0_direct is not None:
             dh0 = dh0 + grad_h0_direct

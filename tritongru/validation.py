@@ -103,16 +103,23 @@ def check_weights(
     """
     check_floating(f"{prefix}weight_hh", weight_hh)
     check_floating(f"{prefix}weight_ih", weight_ih)
-    if num_heads == 1:
+    if num_heads == 1 and not isinstance(num_heads, bool):
         if weight_hh.dim() != 2 or weight_hh.shape[0] != 3 * weight_hh.shape[1]:
             raise GRUInputError(
                 f"{prefix}weight_hh must have shape (3*hidden_size, hidden_size); got {tuple(weight_hh.shape)}"
             )
-    elif weight_hh.dim() != 2 or weight_hh.shape[0] != 3 * num_heads * weight_hh.shape[1]:
-        raise GRUInputError(
-            f"{prefix}weight_hh must have shape (3*hidden_size, hidden_size // num_heads) with num_heads="
-            f"{num_heads}; got {tuple(weight_hh.shape)}"
-        )
+    else:
+        if weight_hh.dim() != 2 or weight_hh.shape[0] % 3:
+            raise GRUInputError(
+                f"{prefix}weight_hh must have shape (3*hidden_size, hidden_size // num_heads); got "
+                f"{tuple(weight_hh.shape)}"
+            )
+        check_num_heads(num_heads, weight_hh.shape[0] // 3)
+        if weight_hh.shape[0] != 3 * num_heads * weight_hh.shape[1]:
+            raise GRUInputError(
+                f"{prefix}weight_hh must have shape (3*hidden_size, hidden_size // num_heads) with num_heads="
+                f"{num_heads}; got {tuple(weight_hh.shape)}"
+            )
     hidden = weight_hh.shape[0] // 3
     if hidden == 0 and not (allow_empty and weight_ih.dim() == 2 and weight_ih.shape[0] == 0):
         raise GRUInputError(

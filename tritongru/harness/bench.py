@@ -26,10 +26,9 @@ from tqdm.auto import tqdm
 
 from tritongru.harness import results, timing
 from tritongru.harness.grids import Grid
-from tritongru.harness.providers import PEERS, baseline_provider, build, default_providers
+from tritongru.harness.providers import PEERS, PROVIDERS, Variant, baseline_provider, build, default_providers
 from tritongru.precisions import PRECISIONS
 from tritongru.reference import gru_layer_ref
-from tritongru.variants import VARIANTS
 
 Point = tuple[str, int, int, int]
 """``(precision, batch, hidden, seq_len)``: one point of a :class:`~tritongru.harness.grids.Grid`."""
@@ -127,7 +126,7 @@ def _measure_point(
         x = torch.randn(seq_len, batch, sizes["input_size"], device=device, dtype=dtype)
         h0 = torch.randn(1, batch, hidden, device=device, dtype=dtype) * 0.5
         grad_out = torch.randn(seq_len, batch, hidden, device=device, dtype=dtype)
-        expected = {variant: _reference(base, x, h0, variant) for variant in VARIANTS}
+        expected = {}
         for key in keys:
             try:
                 model, variant = build(key, base, allow_tf32=tf32)
@@ -144,24 +143,23 @@ def _measure_point(
                 note = f"{type(failure).__name__}: {failure}"
                 rows += [_row(key, variant, mode, sizes, status="error", note=note) for mode in grid.modes]
                 continue
-            error = (out.float() - expected[variant]).abs().max().item()
+            oracle = (variant, PROVIDERS[key].variant)
+            if oracle not in expected:
+                expected[oracle] = _reference(base, x, h0, *oracle)
+            error = (out.float() - expected[oracle]).abs().max().item()
             for mode, measured in timings.items():
                 rows.append(_timed_row(key, variant, mode, sizes, measured, error, peaks))
     return rows
 
 
-def _reference(base: torch.nn.GRU, x: torch.Tensor, h0: torch.Tensor, variant: str) -> torch.Tensor:
-    """The float32 reference output ``[T, B, H]`` of ``variant`` on ``base``'s weights."""
+def _reference(
+    base: torch.nn.GRU, x: torch.Tensor, h0: torch.Tensor, formulation: str, variant: Variant
+) -> torch.Tensor:
+    """The float32 reference output ``[T, B, H]`` of ``formulation`` and research ``variant`` (the plain GRU by
+    default) on ``base``'s weights."""
     with torch.no_grad():
-        output, _ = gru_layer_ref(
-            x.float(),
-            h0[0].float(),
-            base.weight_ih_l0.float(),
-            base.weight_hh_l0.float(),
-            base.bias_ih_l0.float(),
-            base.bias_hh_l0.float(),
-            variant=variant,
-        )
+        weights = [w.float() for w in variant.weights(base)]
+        output, _ = gru_layer_ref(x.float(), h0[0].float(), *weights, variant=formulation, **variant.options())
     return output
 
 

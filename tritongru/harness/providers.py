@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 import tritongru
-from tritongru.reference import gru_layer_ref
+from tritongru.reference import diagonal_blocks_weight_hh, gru_layer_ref
 
 Adapter = Callable[[torch.nn.GRU, bool], tuple[torch.nn.Module, str]]
 """``adapter(base, allow_tf32) -> (module, formulation)``: a module computing ``(output, h_n) = module(x, h0)``
@@ -129,6 +129,60 @@ class _CompiledReference(torch.nn.Module):
         return output, h_n[None]
 
 
+@dataclass(frozen=True)
+class Variant:
+    """A research variant of one GRU layer, as ``tritongru.gru_layer`` and ``tritongru.reference.gru_layer_ref``
+    take it: ``heads`` of a block-diagonal recurrent weight (its diagonal blocks taken from the base GRU's dense
+    one), ``zoneout`` in training with a fixed seed (so every call, and the reference, draw the same masks)."""
+
+    heads: int = 1
+    zoneout: float = 0.0
+    zoneout_seed: int = 20261201
+
+    def weights(self, base: torch.nn.GRU) -> list[torch.Tensor]:
+        """``weight_ih, weight_hh, bias_ih, bias_hh`` of ``base``'s first layer, ``weight_hh`` as the variant's."""
+        weight_hh = base.weight_hh_l0
+        if self.heads > 1:
+            if base.hidden_size % self.heads:
+                raise LookupError(f"hidden size {base.hidden_size} does not split into {self.heads} heads")
+            weight_hh = diagonal_blocks_weight_hh(weight_hh.detach(), self.heads)
+        return [base.weight_ih_l0, weight_hh, base.bias_ih_l0, base.bias_hh_l0]
+
+    def options(self) -> dict:
+        """The keyword arguments of both layer functions."""
+        zoneout = dict(zoneout=self.zoneout, zoneout_seed=self.zoneout_seed, training=True) if self.zoneout else {}
+        return dict(num_heads=self.heads, **zoneout)
+
+
+HEADS = Variant(heads=8)
+"""The multi-head contenders' variant: 8 heads (``d = H / 8`` units each)."""
+
+ZONEOUT = Variant(zoneout=0.1)
+"""The zoneout contenders' variant: ``p = 0.1``, masks drawn in training."""
+
+
+class _VariantLayer(torch.nn.Module):
+    """One layer of a :class:`Variant`, cudnn form, on ``base``'s weights (its own copies, so that training
+    reaches them): ``layer`` is ``tritongru.gru_layer`` (the kernels) or ``gru_layer_ref`` (the same cell as a
+    plain-PyTorch loop)."""
+
+    def __init__(self, base: torch.nn.GRU, variant: Variant, layer: Callable) -> None:
+        super().__init__()
+        self.weights = torch.nn.ParameterList(torch.nn.Parameter(w.detach().clone()) for w in variant.weights(base))
+        self.layer, self.variant = layer, variant
+
+    def forward(self, x: torch.Tensor, h0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        output, h_n = self.layer(x, h0[0], *self.weights, variant="cudnn", **self.variant.options())
+        return output, h_n[None]
+
+
+def _variant(variant: Variant, layer: Callable) -> Adapter:
+    def adapt(base: torch.nn.GRU, allow_tf32: bool) -> tuple[torch.nn.Module, str]:
+        return _VariantLayer(base, variant, layer), "cudnn"
+
+    return adapt
+
+
 def _tritongru(variant: str) -> Adapter:
     def adapt(base: torch.nn.GRU, allow_tf32: bool) -> tuple[torch.nn.Module, str]:
         weight = base.weight_ih_l0
@@ -175,7 +229,8 @@ class Provider:
     """One contender: how it is named and drawn, and how it runs.
 
     ``runs_on`` is the only device type it runs on (``None``: any); ``module`` is the import name of an optional
-    peer, which takes part only when that module can be imported."""
+    peer, which takes part only when that module can be imported. ``variant``: the research variant it computes
+    (the plain GRU by default), which its output is checked against."""
 
     key: str
     label: str
@@ -184,6 +239,7 @@ class Provider:
     adapter: Adapter
     runs_on: str | None = None
     module: str | None = None
+    variant: Variant = Variant()
 
 
 PROVIDERS: dict[str, Provider] = {
@@ -198,8 +254,34 @@ PROVIDERS: dict[str, Provider] = {
         Provider("torchrl", "TorchRL GRU", "#9467bd", "P", _torchrl, runs_on="cuda", module="torchrl"),
         Provider("flag_gems", "FlagGems GRU", "#8c564b", "X", _flag_gems, runs_on="cuda", module="flag_gems"),
         Provider("flashrnn", "FlashRNN GRU", "#e377c2", "*", _flashrnn, runs_on="cuda", module="flashrnn"),
+        Provider(
+            "tritongru-heads", "tritongru, 8 heads", "#bcbd22", "h", _variant(HEADS, tritongru.gru_layer), variant=HEADS
+        ),
+        Provider(
+            "reference-heads", "PyTorch loop, 8 heads", "#dbdb8d", "H", _variant(HEADS, gru_layer_ref), variant=HEADS
+        ),
+        Provider(
+            "tritongru-zoneout",
+            "tritongru, zoneout 0.1",
+            "#393b79",
+            "p",
+            _variant(ZONEOUT, tritongru.gru_layer),
+            variant=ZONEOUT,
+        ),
+        Provider(
+            "reference-zoneout",
+            "PyTorch loop, zoneout 0.1",
+            "#9c9ede",
+            "8",
+            _variant(ZONEOUT, gru_layer_ref),
+            variant=ZONEOUT,
+        ),
     )
 }
+
+VARIANT_PROVIDERS = ("tritongru-heads", "reference-heads", "tritongru-zoneout", "reference-zoneout")
+"""The research variants cuDNN lacks, each in the kernels and as a plain-PyTorch loop of the same cell (opt-in:
+``--providers``); the plain kernel (``tritongru-cudnn``) beside them shows what the variant costs."""
 
 PEERS = tuple(key for key, p in PROVIDERS.items() if p.module is not None)
 """The optional contenders, present only when their package is installed."""
