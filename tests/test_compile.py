@@ -24,10 +24,11 @@ def test_kernels_compile_for_hopper_without_spills_and_with_their_barrier():
 
 
 def test_multi_head_kernels_compile_in_both_plans():
-    """Heads of 32 units (one program each, no grid barrier) and of 128 (a grid barrier), forward and backward:
-    no spill, and the grid-synchronised step as its plan says."""
+    """Heads of 32 units (one program each, no grid barrier) and of 128 (a grid barrier), forward and backward
+    in the cudnn form (the full check compiles both forms): no spill, and the grid-synchronised step as its plan
+    says."""
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    command = ["--arch", "90", "--quick", "--sizes", "heads", "--kernels", "forward", "backward"]
+    command = ["--arch", "90", "--quick", "--sizes", "heads", "--kernels", "forward", "backward", "--variants", "cudnn"]
     result = subprocess.run(
         [sys.executable, "-m", "tritongru.compile_check", *command],
         env=env,

@@ -19,11 +19,10 @@ from tritongru.variants import VARIANTS
 
 HEAD_SHAPES = [
     # (T, B, I, H, heads): heads of 4 units, of 20 (two 16-unit slices per head, the second ragged, where a
-    # slice is 16 wide), of 16 (one step, batch one), of 1 unit each
+    # slice is 16 wide), of 16 (one step, batch one); heads of one unit each: test_layer_in_every_dtype
     pytest.param(5, 3, 4, 12, 3, id="T5-B3-H12-k3"),
     pytest.param(3, 17, 5, 40, 2, id="T3-B17-H40-k2"),
     pytest.param(1, 1, 3, 32, 2, id="T1-B1-H32-k2"),
-    pytest.param(4, 2, 2, 6, 6, id="T4-B2-H6-k6"),
 ]
 
 
@@ -65,11 +64,12 @@ def test_layer_equals_the_dense_block_diagonal_gru(variant, T, B, I, H, heads, d
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16])
 def test_layer_in_every_dtype(variant, dtype, device):
-    """The low-precision kernels within the dtype's tolerance of the dense oracle in float64."""
-    tensors = random_heads(4, 3, 5, 24, 3, device, dtype)
+    """The low-precision kernels within the dtype's tolerance of the dense oracle in float64, with heads of one
+    unit each."""
+    tensors = random_heads(4, 2, 2, 6, 6, device, dtype)
     oracle = [t.detach().double().requires_grad_() for t in tensors]
-    ours = tritongru.gru_layer(*tensors, variant=variant, num_heads=3)
-    expected = dense_oracle(variant, 3, *oracle)
+    ours = tritongru.gru_layer(*tensors, variant=variant, num_heads=6)
+    expected = dense_oracle(variant, 6, *oracle)
     for name, actual, wanted in zip(
         ["output", "h_n", "d w_hh"],
         [*ours, grads(list(ours), tensors)[3]],
@@ -120,18 +120,20 @@ def test_a_head_in_one_program_needs_no_grid_barrier():
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_gradcheck(variant, device):
-    """float64 gradcheck of the layer (with lengths) and the cell, both through the kernels."""
+    """float64 gradcheck of the layer (with lengths) in both forms and of the cell (cudnn form) through the
+    kernels."""
     T, B, I, H, heads = 2, 2, 2, 6, 3
     tensors = [t.detach().double().requires_grad_() for t in random_heads(T, B, I, H, heads, device)]
     lengths = torch.tensor([2, 1], device=device)
     assert torch.autograd.gradcheck(
         lambda *a: tritongru.gru_layer(*a, variant=variant, lengths=lengths, num_heads=heads), tensors, fast_mode=True
     )
-    x = torch.randn(B, I, device=device, dtype=torch.float64, requires_grad=True)
-    cell_args = [x, *tensors[1:]]
-    assert torch.autograd.gradcheck(
-        lambda *a: tritongru.gru_cell(*a, variant=variant, num_heads=heads), cell_args, fast_mode=True
-    )
+    if variant == "cudnn":
+        x = torch.randn(B, I, device=device, dtype=torch.float64, requires_grad=True)
+        cell_args = [x, *tensors[1:]]
+        assert torch.autograd.gradcheck(
+            lambda *a: tritongru.gru_cell(*a, variant=variant, num_heads=heads), cell_args, fast_mode=True
+        )
 
 
 def test_gradgradcheck(device):

@@ -35,12 +35,11 @@ def leaf(*shape, device, dtype=F64, scale=1.0):
 # ------------------------------------------------------------------------------------------ double backward
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize(
-    "config, batch, batched_grad",
-    [
-        pytest.param(dict(bias=True), 2, True, id="bias-batched_grad"),
-        pytest.param(dict(bias=False, bidirectional=True), 1, False, id="bidir-B1"),
+    "variant, config, batch, batched_grad",
+    [  # each form once, each configuration once
+        pytest.param("cudnn", dict(bias=True), 2, True, id="bias-batched_grad-cudnn"),
+        pytest.param("classic", dict(bias=False, bidirectional=True), 1, False, id="bidir-B1-classic"),
     ],
 )
 def test_gradgradcheck_gru_module(variant, config, batch, batched_grad, device):

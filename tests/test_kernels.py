@@ -153,10 +153,11 @@ def test_reverse_direction_within_lengths(variant, device):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64], ids=str)
 def test_layer_dtypes(variant, dtype, launch_mode, device):
-    """Storage dtypes with fp32 accumulation: compared with a float64 oracle on the same (rounded) values."""
-    check_layer(variant, 5, 3, 7, 33, device, dtype=dtype, oracle_dtype=torch.float64)
+    """Storage dtypes with fp32 accumulation (float32 itself: every other test): compared with a float64 oracle
+    on the same (rounded) values."""
+    check_layer(variant, 3, 3, 7, 33, device, dtype=dtype, oracle_dtype=torch.float64)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -278,7 +279,7 @@ def test_poisoned_outputs_are_all_written(variant, poison_empty, launch_mode, de
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_two_runs_bitwise_equal(variant, launch_mode, device):
-    tensors = random_layer(5, 17, 7, 33, device)
+    tensors = random_layer(3, 17, 7, 33, device)
     runs = []
     for _ in range(2):
         output, h_n = tritongru.gru_layer(*tensors, variant=variant)

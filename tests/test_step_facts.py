@@ -137,42 +137,50 @@ from tritongru.compiled import kernel_resources, planned_step, step_facts
 from tritongru.configs import heuristic_config
 from tritongru.precisions import PRECISIONS
 
-kernel, variant, precision, batch, hidden = sys.argv[1:4] + [int(n) for n in sys.argv[4:6]]
-p = PRECISIONS[precision]
-config = heuristic_config(kernel, batch, hidden, dtype=p.dtype, allow_tf32=p.allow_tf32, sm_count=132)
-flags = {"bias": True, "lengths": False} | ({"store_gates": True} if kernel == "forward" else {})
-kind, args = launchers.meta_arguments(kernel, variant, precision, batch, hidden, 64, flags, config)
-plan = launchers.gpu_plans(config, batch, hidden, 90)
-(call,) = launchers.kernel_calls(kind, variant, plan["grid-sync"], 2, args)
-found = kernel_resources(launchers.gru_forward_kernel if kind == "forward" else launchers.gru_backward_kernel, call, 90)
-print(json.dumps({
-    "config": config.to_dict(), "plans": sorted(plan), "spills": found.spills,
-    "found": step_facts(found.ptx).__dict__, "planned": planned_step(kind, variant, config, hidden, p.dtype).__dict__,
-}))
+kernel, variant = sys.argv[1:3]
+for point in sys.argv[3:]:
+    precision, batch, hidden = point.split(":")
+    batch, hidden, p = int(batch), int(hidden), PRECISIONS[precision]
+    config = heuristic_config(kernel, batch, hidden, dtype=p.dtype, allow_tf32=p.allow_tf32, sm_count=132)
+    flags = {"bias": True, "lengths": False} | ({"store_gates": True} if kernel == "forward" else {})
+    kind, args = launchers.meta_arguments(kernel, variant, precision, batch, hidden, 64, flags, config)
+    plan = launchers.gpu_plans(config, batch, hidden, 90)
+    (call,) = launchers.kernel_calls(kind, variant, plan["grid-sync"], 2, args)
+    kernel_fn = launchers.gru_forward_kernel if kind == "forward" else launchers.gru_backward_kernel
+    found = kernel_resources(kernel_fn, call, 90)
+    print(json.dumps({
+        "point": point, "config": config.to_dict(), "plans": sorted(plan), "spills": found.spills,
+        "found": step_facts(found.ptx).__dict__,
+        "planned": planned_step(kind, variant, config, hidden, p.dtype).__dict__,
+    }))
 """
+
+POINTS = [(precision, batch, hidden) for precision in ("bf16", "tf32") for batch, hidden in SIZES]
 
 
 @pytest.mark.parametrize("kernel", ["forward", "backward"])
 @pytest.mark.parametrize("variant", ["cudnn", "classic"])
-@pytest.mark.parametrize("precision", ["bf16", "tf32"])
-@pytest.mark.parametrize("batch, hidden", SIZES, ids=[f"B{b}-H{h}" for b, h in SIZES])
-def test_the_launchers_step_is_one_round_trip_per_wave_with_the_warps_splitting_the_tile(
-    kernel, variant, precision, batch, hidden
-):
+def test_the_launchers_step_is_one_round_trip_per_wave_with_the_warps_splitting_the_tile(kernel, variant):
     """The grid-synchronised kernel of the config the launchers take on an H100 (its heuristic: the compile
     check shows that it and its fallback compile without spilling, so the launchers take it), compiled for
-    sm_90: its time loop does what the plan says, the forward's one round trip per phase and batch block."""
+    sm_90 at every size of :data:`SIZES`, bf16 and TF32 (one process compiles them all): its time loop does
+    what the plan says, the forward's one round trip per phase and batch block."""
     import json
 
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    command = [sys.executable, "-c", FACTS, kernel, variant, precision, str(batch), str(hidden)]
+    points = [f"{precision}:{batch}:{hidden}" for precision, batch, hidden in POINTS]
+    command = [sys.executable, "-c", FACTS, kernel, variant, *points]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(done.stdout.splitlines()[-1])
-    config = KernelConfig.from_dict(report["config"])
-    assert config.persistent and "grid-sync" in report["plans"], "persistent, one cooperative launch"
-    assert report["spills"] == 0
-    assert report["found"] == report["planned"], "the compiled step against its plan"
-    if kernel == "forward":
-        waves = FORWARD_WAVES.get((precision, hidden), 1)
-        assert report["found"]["round_trips"] == [waves] * (2 if variant == "classic" else 1), "per batch block"
+    reports = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert [report["point"] for report in reports] == points, "one report per size and precision"
+    for (precision, _, hidden), report in zip(POINTS, reports, strict=True):
+        where = report["point"]
+        config = KernelConfig.from_dict(report["config"])
+        assert config.persistent and "grid-sync" in report["plans"], f"{where}: persistent, one cooperative launch"
+        assert report["spills"] == 0, where
+        assert report["found"] == report["planned"], f"{where}: the compiled step against its plan"
+        if kernel == "forward":
+            waves = FORWARD_WAVES.get((precision, hidden), 1)
+            rounds = [waves] * (2 if variant == "classic" else 1)
+            assert report["found"]["round_trips"] == rounds, f"{where}: per batch block"

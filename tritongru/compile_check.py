@@ -18,9 +18,9 @@ Triton's CUDA backend but no GPU, and must run without ``TRITON_INTERPRET``::
 
     python -m tritongru.compile_check --arch 90               # every size of SIZES, the extreme flags
     python -m tritongru.compile_check --arch 90 --every-flag  # ... and every combination of flags
-    python -m tritongru.compile_check --arch 90 --quick       # two sizes, bf16, one flag combination
+    python -m tritongru.compile_check --arch 90 --quick       # a few sizes, bf16, one flag, no fallbacks
     python -m tritongru.compile_check --arch 90 --kernels backward --precisions bf16 tf32  # a part
-    python -m tritongru.compile_check --arch 90 --sizes heads  # only the multi-head GRU's sizes
+    python -m tritongru.compile_check --arch 90 --sizes heads --variants cudnn  # the multi-head sizes, one form
 """
 
 from __future__ import annotations
@@ -144,23 +144,25 @@ def calls(
     precisions: tuple[str, ...] = tuple(PRECISIONS),
     kernels: tuple[str, ...] = KERNELS,
     sizes: str = "all",
+    variants: tuple[str, ...] = VARIANTS,
 ):
     """Every launcher call the check covers: each of ``kernels`` and formulation at :data:`SIZES` and
     :data:`HEAD_SIZES` (or :data:`QUICK_SIZES` and :data:`QUICK_HEAD_SIZES`, bf16, all flags on; ``sizes``:
-    one of :data:`SIZE_SETS`) in ``precisions``, with :data:`FLAGS` (or every combination)."""
+    one of :data:`SIZE_SETS`) in ``precisions`` and ``variants``, with :data:`FLAGS` (or every combination)."""
     dense = [(batch, hidden, 1) for batch, hidden in (QUICK_SIZES if quick else SIZES)]
     heads = QUICK_HEAD_SIZES if quick else HEAD_SIZES
     sizes = {"all": dense + heads, "dense": dense, "heads": heads}[sizes]
     precisions = ("bf16",) if quick else precisions
     found = []
-    for kernel, variant, precision, (batch, hidden, heads) in itertools.product(kernels, VARIANTS, precisions, sizes):
+    for kernel, variant, precision, (batch, hidden, heads) in itertools.product(kernels, variants, precisions, sizes):
         choices = EVERY_FLAG[kernel] if every_flag else FLAGS[kernel][:1] if quick else FLAGS[kernel]
         found += [Call(kernel, variant, precision, batch, hidden, tuple(flags.items()), heads) for flags in choices]
     return found
 
 
-def compile_call(call: Call, arch: int) -> tuple[KernelConfig, list[Compiled]]:
-    """The config the launchers take for ``call`` on an ``arch`` GPU, and every kernel it may launch there."""
+def compile_call(call: Call, arch: int, fallbacks: bool = True) -> tuple[KernelConfig, list[Compiled]]:
+    """The config the launchers take for ``call`` on an ``arch`` GPU, and every kernel it may launch there
+    (``fallbacks=False``: those of its own plan, not a grid-synchronised plan's per-step fallback)."""
     config = first_spill_free(
         call.kernel,
         call.variant,
@@ -172,6 +174,7 @@ def compile_call(call: Call, arch: int) -> tuple[KernelConfig, list[Compiled]]:
         arch,
         SM_COUNT[arch],
         head_dim=call.head_dim,
+        fallbacks=fallbacks,
     )
     kind, args = meta_arguments(
         call.kernel,
@@ -185,7 +188,8 @@ def compile_call(call: Call, arch: int) -> tuple[KernelConfig, list[Compiled]]:
         call.head_dim,
     )
     compiled = []
-    for mode, launch in compiled_calls(kind, call.variant, config, call.batch, call.hidden, args, arch, call.head_dim):
+    launches = compiled_calls(kind, call.variant, config, call.batch, call.hidden, args, arch, call.head_dim, fallbacks)
+    for mode, launch in launches:
         first, last = launch["FIRST_PHASE"], launch["LAST_PHASE"]
         phases = f"phase {first}" + (f"-{last}" if last > first else "")
         compiled.append(Compiled(mode, phases, config, kernel_resources(_KERNELS[kind], launch, arch)))
@@ -240,10 +244,10 @@ def _problems(call: Call, compiled: Compiled, arch: int) -> list[str]:
     return found
 
 
-def _check_call(call: Call, arch: int) -> list[tuple[str, list[str]]] | str:
+def _check_call(call: Call, arch: int, fallbacks: bool) -> list[tuple[str, list[str]]] | str:
     """``(line, problems)`` per kernel of ``call``, or the compiler's error as a line (in a worker process)."""
     try:
-        _, compiled = compile_call(call, arch)
+        _, compiled = compile_call(call, arch, fallbacks)
     except Exception as error:  # any compiler error is a finding to report
         return f"{type(error).__name__}: {str(error).splitlines()[0]}"
     return [(f"{call.describe()}  {c.describe()}", _problems(call, c, arch)) for c in compiled]
@@ -257,6 +261,7 @@ def check(
     precisions: tuple[str, ...] = tuple(PRECISIONS),
     kernels: tuple[str, ...] = KERNELS,
     sizes: str = "all",
+    variants: tuple[str, ...] = VARIANTS,
     jobs: int = 1,
     echo=None,
 ) -> tuple[int, list[str]]:
@@ -265,10 +270,13 @@ def check(
     barrier in a grid-synchronised kernel."""
     if interpreting():
         raise RuntimeError("compile_check needs the real compiler: unset TRITON_INTERPRET")
-    todo = calls(quick=quick, every_flag=every_flag, precisions=precisions, kernels=kernels, sizes=sizes)
+    todo = calls(
+        quick=quick, every_flag=every_flag, precisions=precisions, kernels=kernels, sizes=sizes, variants=variants
+    )
     compiled, failures = 0, []
     with concurrent.futures.ProcessPoolExecutor(jobs) as pool:
-        for call, outcome in zip(todo, pool.map(_check_call, todo, itertools.repeat(arch)), strict=True):
+        outcomes = pool.map(_check_call, todo, itertools.repeat(arch), itertools.repeat(not quick))
+        for call, outcome in zip(todo, outcomes, strict=True):
             if isinstance(outcome, str):
                 failures.append(f"{call.describe()}: {outcome}")
                 continue
@@ -289,11 +297,14 @@ def check(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", type=int, default=90, choices=sorted(SM_COUNT), help="CUDA compute capability")
-    parser.add_argument("--quick", action="store_true", help="two sizes, bf16, one flag combination")
+    parser.add_argument(
+        "--quick", action="store_true", help="a few sizes, bf16, one flag combination, the own plans' kernels only"
+    )
     parser.add_argument("--every-flag", action="store_true", help="every combination of optional inputs/outputs")
     parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=list(PRECISIONS))
     parser.add_argument("--kernels", nargs="+", default=list(KERNELS), choices=list(KERNELS))
     parser.add_argument("--sizes", default="all", choices=SIZE_SETS, help="the dense sizes, the multi-head, or all")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="compiler processes (default: CPUs)")
     args = parser.parse_args(argv)
     compiled, failures = check(
@@ -303,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         precisions=tuple(args.precisions),
         kernels=tuple(args.kernels),
         sizes=args.sizes,
+        variants=tuple(args.variants),
         jobs=args.jobs,
         echo=print,
     )

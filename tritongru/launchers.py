@@ -496,12 +496,15 @@ def compiled_calls(
     args: dict,
     arch: int,
     head_dim: int | None = None,
+    fallbacks: bool = True,
 ):
     """``(mode, call)`` for every distinct compile of the ``kind`` kernel that ``config`` may launch on an
-    ``arch`` GPU (see :func:`gpu_plans`; ``launch_pdl`` changes how a kernel is launched, not its code)."""
+    ``arch`` GPU (see :func:`gpu_plans`; ``launch_pdl`` changes how a kernel is launched, not its code);
+    ``fallbacks=False``: of its own plan only, not the per-step fallback of a grid-synchronised one."""
     kernel = gru_forward_kernel if kind == "forward" else gru_backward_kernel
     found = {}
-    for mode, plan in gpu_plans(config, batch, hidden, arch, head_dim).items():
+    plans = list(gpu_plans(config, batch, hidden, arch, head_dim).items())
+    for mode, plan in plans if fallbacks else plans[:1]:
         for call in kernel_calls(kind, variant, plan, 2, args):
             found.setdefault(compile_key(kernel, call), (mode, call))
     return list(found.values())
@@ -520,6 +523,7 @@ def first_spill_free(
     sm_count: int,
     on_gpu: bool = False,
     head_dim: int | None = None,
+    fallbacks: bool = True,
 ) -> KernelConfig:
     """The first of :func:`~tritongru.configs.heuristic_configs` whose compiled kernels for an ``arch`` GPU do
     not spill registers; the first one where all of them spill.
@@ -529,7 +533,8 @@ def first_spill_free(
     (``on_gpu=True``, compute capability ``arch``) only the kernels of the config's own plan are compiled, by
     the JIT itself (they are what the launch then runs, found in Triton's cache), and the spills read from the
     loaded kernel (``n_spills``); a per-step fallback is compiled only when a launch takes it. ``head_dim``: a
-    multi-head GRU's units per head (None: dense)."""
+    multi-head GRU's units per head (None: dense). ``fallbacks=False`` (the quick compile check): off the GPU
+    too, only the kernels of the config's own plan."""
     p = PRECISIONS[precision]
     candidates = heuristic_configs(
         kernel, batch, hidden, dtype=p.dtype, allow_tf32=p.allow_tf32, sm_count=sm_count, head_dim=head_dim
@@ -539,7 +544,7 @@ def first_spill_free(
         kind, args = meta_arguments(
             kernel, variant, precision, batch, hidden, input_size, dict(flags), config, head_dim
         )
-        calls = compiled_calls(kind, variant, config, batch, hidden, args, arch, head_dim)
+        calls = compiled_calls(kind, variant, config, batch, hidden, args, arch, head_dim, fallbacks)
         if on_gpu:
             own = next(iter(gpu_plans(config, batch, hidden, arch, head_dim)))
             spills = [_jit_spills(kind_kernel[kind], call) for mode, call in calls if mode == own]
