@@ -314,7 +314,9 @@ def test_gradcheck_cell(variant, device):
     )
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize(
+    "variant", ["classic"]
+)  # the cudnn form's stack: against torch's own gradients in test_modules
 def test_gradcheck_bidirectional_stack(variant, device):
     """Two layers, both directions, variable lengths: gradients through reversal, concatenation and layers."""
     module = tritongru.GRU(2, 3, num_layers=2, bidirectional=True, variant=variant, dtype=torch.float64, device=device)
