@@ -179,6 +179,10 @@ def heuristic_config(
         return KernelConfig(_pow2_clamp(batch, MIN_BLOCK, 64), block, block_k=64, split_k=True)
     if width <= ONE_SLICE_MAX_HIDDEN:
         block = _pow2_clamp(width, MIN_BLOCK, ONE_SLICE_MAX_HIDDEN)
+        if kernel == "cell" and block > MIN_BLOCK and dtype.itemsize >= 4:
+            # the cell's second set of products (the input side) beside a 16 x 32 tile of 4-byte operands
+            # spilled on sm_90 (cudnn form, TF32: 192 B in every alternative): slices of 16, one launch
+            return KernelConfig(MIN_BLOCK, MIN_BLOCK, 64, 4, persistent=False, split_k=True)
         return KernelConfig(MIN_BLOCK, block, 64, 4, split_k=True, batch_blocks=1)
     if kernel != "cell":
         config = _persistent(batch, hidden, dtype, sm_count, head_dim)
