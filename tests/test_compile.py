@@ -9,10 +9,12 @@ import sys
 from tritongru.compile_check import barrier_problems, calls
 
 
-def test_kernels_compile_for_hopper_without_spills_and_with_their_barrier():
+def _compile_check(*options: str) -> str:
+    """``python -m tritongru.compile_check --arch 90 --quick OPTIONS`` without the interpreter; its output, once
+    it has passed."""
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
     result = subprocess.run(
-        [sys.executable, "-m", "tritongru.compile_check", "--arch", "90", "--quick", "--sizes", "dense"],
+        [sys.executable, "-m", "tritongru.compile_check", "--arch", "90", "--quick", *options],
         env=env,
         capture_output=True,
         text=True,
@@ -20,27 +22,22 @@ def test_kernels_compile_for_hopper_without_spills_and_with_their_barrier():
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert ", 0 failed" in result.stdout
-    assert "grid-sync" in result.stdout and "stress" in result.stdout, "the barrier's kernels were compiled"
+    return result.stdout
+
+
+def test_kernels_compile_for_hopper_without_spills_and_with_their_barrier():
+    output = _compile_check("--sizes", "dense")
+    assert "grid-sync" in output and "stress" in output, "the barrier's kernels were compiled"
 
 
 def test_multi_head_kernels_compile_in_both_plans():
     """Heads of 32 units (one program each, no grid barrier) and of 128 (a grid barrier), forward and backward
     in the cudnn form (the full check compiles both forms): no spill, and the grid-synchronised step as its plan
     says."""
-    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    command = ["--arch", "90", "--quick", "--sizes", "heads", "--kernels", "forward", "backward", "--variants", "cudnn"]
-    result = subprocess.run(
-        [sys.executable, "-m", "tritongru.compile_check", *command],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert ", 0 failed" in result.stdout
-    lines = result.stdout.splitlines()
-    assert any("heads=8" in line and "one-slice" in line for line in lines), result.stdout
-    assert any("heads=8" in line and "grid-sync" in line for line in lines), result.stdout
+    output = _compile_check("--sizes", "heads", "--kernels", "forward", "backward", "--variants", "cudnn")
+    lines = output.splitlines()
+    assert any("heads=8" in line and "one-slice" in line for line in lines), output
+    assert any("heads=8" in line and "grid-sync" in line for line in lines), output
 
 
 def test_the_check_runs_in_parts():

@@ -300,10 +300,9 @@ def select_config(
 @functools.lru_cache(maxsize=4096)
 def _select_config(kernel, variant, dtype, batch, hidden, input_size, device, allow_tf32, store_gates, head_dim):
     if not interpreting() and device.type == "cuda":
-        tuned = (
-            None
-            if head_dim is not None
-            else tuning_cache.lookup(
+        tuned = None
+        if head_dim is None:  # the tuning cache holds dense GRUs
+            tuned = tuning_cache.lookup(
                 kernel,
                 variant=variant,
                 dtype=dtype,
@@ -314,7 +313,6 @@ def _select_config(kernel, variant, dtype, batch, hidden, input_size, device, al
                 allow_tf32=allow_tf32,
                 store_gates=store_gates,
             )
-        )
         if tuned is not None:
             try:
                 return KernelConfig.from_dict(tuned)

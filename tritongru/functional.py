@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from tritongru import ops, reference
+from tritongru import launchers, ops, reference
 from tritongru.validation import (
     GRUInputError,
     check_cell_input,
@@ -457,7 +457,7 @@ def run_cell(
     with ops.no_autocast(input.device.type):
         if input.shape[0] == 0 or hidden == 0:
             h_new = reference.gru_cell_ref(
-                input, hx, *weights, variant=variant, num_heads=1 if hidden == 0 else hidden // weight_hh.shape[1]
+                input, hx, *weights, variant=variant, num_heads=launchers.num_heads_of(weight_hh)
             )
         else:
             h_new = ops.cell(input, hx, *weights, variant, allow_tf32, zoned)

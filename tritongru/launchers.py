@@ -110,6 +110,12 @@ def head_dim_of(w_hh: torch.Tensor) -> int | None:
     return None if 3 * w_hh.shape[1] == w_hh.shape[0] else w_hh.shape[1]
 
 
+def num_heads_of(w_hh: torch.Tensor) -> int:
+    """The heads of a recurrent weight ``[3H, H // heads]`` (1 for the dense ``[3H, H]``)."""
+    head_dim = head_dim_of(w_hh)
+    return 1 if head_dim is None else w_hh.shape[0] // 3 // head_dim
+
+
 @contextlib.contextmanager
 def _on_device(device: torch.device) -> Iterator[None]:
     """Make ``device`` current so Triton launches on it (tensors may live on any CUDA device)."""

@@ -288,11 +288,6 @@ class _Call:
         return len(self.dtypes)
 
 
-def _num_heads(weight_hh: Tensor) -> int:
-    """Heads of a recurrent weight ``[3H, H // heads]`` (1 for the dense ``[3H, H]``)."""
-    return 1 if launchers.head_dim_of(weight_hh) is None else weight_hh.shape[0] // 3 // weight_hh.shape[1]
-
-
 def _reference(call: _Call, lengths: Tensor | None) -> Callable[..., tuple[Tensor, ...]]:
     """The op's differentiable outputs recomputed in plain PyTorch from its six tensor inputs (a missing bias
     as None): ``(hs, h_n)`` of the layer or ``(h',)`` of the cell, in the op's dtypes."""
@@ -306,7 +301,7 @@ def _reference(call: _Call, lengths: Tensor | None) -> Callable[..., tuple[Tenso
                 zoneout=p,
                 zoneout_seed=seed,
                 training=training,
-                num_heads=_num_heads(args[3]),
+                num_heads=launchers.num_heads_of(args[3]),
             ).to(call.dtypes[0]),
         )
 
@@ -322,7 +317,7 @@ def _reference(call: _Call, lengths: Tensor | None) -> Callable[..., tuple[Tenso
             lengths=lengths,
             zoneout=p,
             zoneout_keep=keep,
-            num_heads=_num_heads(args[3]),
+            num_heads=launchers.num_heads_of(args[3]),
         )
         return hs.to(call.dtypes[0]), hs[-1].to(call.dtypes[1])
 
