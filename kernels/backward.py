@@ -56,7 +56,7 @@ from tritongru.kernels.zoneout import OFF, kept_share, zoned_direct
 
 
 @triton.jit
-def _step_inputs(
+def step_inputs(
     grad_out_ptr, hs_ptr, gates_ptr, lengths_ptr, t, B, H, o_b, m_b, m, o_j,
     NG: tl.constexpr, ACC_DTYPE: tl.constexpr, HAS_LENGTHS: tl.constexpr,
 ):  # fmt: skip
@@ -88,7 +88,7 @@ def _gate_gradients(
     ACC_DTYPE: tl.constexpr,
 ):  # fmt: skip
     """Phase 0 of step ``t`` for one tile: from ``dh`` (the gradient of ``h_t`` from the steps above) and the
-    step's :func:`_step_inputs`, store the gate gradients that need no other program's data (cudnn: all of
+    step's :func:`step_inputs`, store the gate gradients that need no other program's data (cudnn: all of
     them, ``[dar, daz, dan]`` and ``dhn``; classic: ``daz`` and ``dan``). With zoneout, of ``h'_t``: ``(1 - k) g``."""
     grad_out, h_prev, r, z, n, hn, active = inputs
     g = tl.where(active, dh + grad_out, 0.0)
@@ -187,7 +187,7 @@ def gru_backward_kernel(
             o_b, m_b = batch_block(first_block + q, B, BLOCK_B)
             m = m_b[:, None] & m_j[None, :]
             dh = tl.load(carry_ptr + o_b[:, None] * H + o_j[None, :], mask=m, other=0.0)
-            inputs = _step_inputs(
+            inputs = step_inputs(
                 grad_out_ptr, hs_ptr, gates_ptr, lengths_ptr, t_hi - 1, B, H, o_b, m_b, m, o_j,
                 NG, ACC_DTYPE, HAS_LENGTHS,
             )  # fmt: skip
@@ -211,7 +211,7 @@ def gru_backward_kernel(
                     m = m_b[:, None] & m_j[None, :]
                     p_own = o_b[:, None] * H + o_j[None, :]
                     dh = tl.load(carry_ptr + p_own, mask=m, other=0.0)
-                    grad_out, h_prev, r, z, _, _, active = _step_inputs(
+                    grad_out, h_prev, r, z, _, _, active = step_inputs(
                         grad_out_ptr, hs_ptr, gates_ptr, lengths_ptr, t, B, H, o_b, m_b, m, o_j,
                         NG, ACC_DTYPE, HAS_LENGTHS,
                     )  # fmt: skip
@@ -235,7 +235,7 @@ def gru_backward_kernel(
                     m = m_b[:, None] & m_j[None, :]
                     p_own = o_b[:, None] * H + o_j[None, :]
                     partial = tl.load(carry_ptr + p_own, mask=m, other=0.0)
-                    inputs = _step_inputs(
+                    inputs = step_inputs(
                         grad_out_ptr, hs_ptr, gates_ptr, lengths_ptr, below_t, B, H, o_b, m_b, m, o_j,
                         NG, ACC_DTYPE, HAS_LENGTHS,
                     )  # fmt: skip
@@ -258,10 +258,10 @@ def gru_backward_kernel(
                 m = m_b[:, None] & m_j[None, :]
                 p_own = o_b[:, None] * H + o_j[None, :]
                 dh = tl.load(carry_ptr + p_own, mask=m, other=0.0)
-                grad_out, _, _, z, _, _, active = _step_inputs(
+                grad_out, _, _, z, _, _, active = step_inputs(
                     grad_out_ptr, hs_ptr, gates_ptr, lengths_ptr, t, B, H, o_b, m_b, m, o_j, NG, ACC_DTYPE, HAS_LENGTHS
                 )
-                inputs = _step_inputs(
+                inputs = step_inputs(
                     grad_out_ptr, hs_ptr, gates_ptr, lengths_ptr, below_t, B, H, o_b, m_b, m, o_j,
                     NG, ACC_DTYPE, HAS_LENGTHS,
                 )  # fmt: skip

@@ -61,7 +61,7 @@ from tritongru.kernels.zoneout import zone_out
 
 
 @triton.jit
-def _input_side(
+def input_side(
     gi_ptr,
     x_ptr,
     w_ih_ptr,
@@ -103,7 +103,7 @@ def _input_side(
 
 
 @triton.jit
-def _update(
+def update_state(
     hs_ptr, state_ptr, lengths_ptr, t, B, H, o_b, m_b, o_j, m, p_own, stepped, h, zoneout,
     HAS_LENGTHS: tl.constexpr, ZONEOUT: tl.constexpr, ZONEOUT_REVERSED: tl.constexpr, ACC_DTYPE: tl.constexpr,
 ):  # fmt: skip
@@ -223,7 +223,7 @@ def gru_forward_kernel(
                 m = m_b[:, None] & m_j[None, :]
                 p_own = o_b[:, None] * H + o_j[None, :]
                 # this block's own inputs, loaded with (and waited for with) the exchanged h_{t-1}
-                gx_r, gx_z, gx_n = _input_side(
+                gx_r, gx_z, gx_n = input_side(
                     gi_ptr, x_ptr, w_ih_ptr, b_ih_ptr, t, B, H, I, o_b, m_b, o_j, m_j,
                     ACC_DTYPE, FUSE_INPUT, HAS_BIAS, DOT_PRECISION, BLOCK_K, SPLIT,
                 )  # fmt: skip
@@ -251,7 +251,7 @@ def gru_forward_kernel(
                     hn = acc_n + b_hn
                     n = tanh(gx_n + r * hn)
                     stepped = (1.0 - z) * n + z * h
-                    _update(
+                    update_state(
                         hs_ptr, state_ptr, lengths_ptr, t, B, H, o_b, m_b, o_j, m, p_own, stepped, h, zoneout,
                         HAS_LENGTHS, ZONEOUT, ZONEOUT_REVERSED, ACC_DTYPE,
                     )  # fmt: skip
@@ -269,7 +269,7 @@ def gru_forward_kernel(
                 o_b, m_b = batch_block(first_block + q, B, BLOCK_B)
                 m = m_b[:, None] & m_j[None, :]
                 p_own = o_b[:, None] * H + o_j[None, :]
-                _, _, gx_n = _input_side(
+                _, _, gx_n = input_side(
                     gi_ptr, x_ptr, w_ih_ptr, b_ih_ptr, t, B, H, I, o_b, m_b, o_j, m_j,
                     ACC_DTYPE, FUSE_INPUT, HAS_BIAS, DOT_PRECISION, BLOCK_K, SPLIT,
                 )  # fmt: skip
@@ -281,7 +281,7 @@ def gru_forward_kernel(
                 )  # fmt: skip
                 n = tanh(gx_n + acc_n + b_hn)
                 stepped = z * n + (1.0 - z) * h
-                _update(
+                update_state(
                     hs_ptr, state_ptr, lengths_ptr, t, B, H, o_b, m_b, o_j, m, p_own, stepped, h, zoneout,
                     HAS_LENGTHS, ZONEOUT, ZONEOUT_REVERSED, ACC_DTYPE,
                 )  # fmt: skip

@@ -6,7 +6,8 @@ the duration of a ``with`` block:
 
 - the program id the interpreter keeps (one attribute of its builder, shared by all programs) becomes
   thread-local;
-- a launch starts one thread per program, joins them, and re-raises the first error of any of them.
+- a launch starts one thread per program, joins them, and re-raises the first error of any of them;
+- a jit helper's first call (which rewrites it into its module's globals) is one thread at a time.
 
 Loads, stores and atomics go to the same host memory from every thread; the interpreter's atomics are real
 atomics. Python's GIL interleaves the threads at arbitrary points, which is what makes the exercise honest:
@@ -110,6 +111,21 @@ def concurrent_programs(
         lambda executor, *args, **kwargs: _run_concurrently(executor, *args, absent=frozenset(absent), **kwargs),
     )
     monkeypatch.setattr(launchers, "grid_sync_available", lambda device: True)
+    # A helper's first call rewrites it and adds the interpreter's names to its module's globals, while another
+    # thread may be reading those globals to patch them: one thread at a time through either.
+    first_calls = threading.RLock()
+    real_patch_lang, real_rewrite = interpreter._patch_lang, interpreter.InterpretedFunction.rewrite
+
+    def patch_lang(fn):
+        with first_calls:
+            return real_patch_lang(fn)
+
+    def rewrite(function):
+        with first_calls:
+            return real_rewrite(function)
+
+    monkeypatch.setattr(interpreter, "_patch_lang", patch_lang)
+    monkeypatch.setattr(interpreter.InterpretedFunction, "rewrite", rewrite)
     if delay:
         real_rmw = builder_type.create_atomic_rmw
 

@@ -78,8 +78,8 @@ def test_a_missing_peer_is_skipped_with_a_note(document, device):
 
 
 def test_the_research_variants_agree_with_their_own_references(device):
-    """Multi-head and zoneout contenders, in the kernels and as plain-PyTorch loops, run every mode and are
-    checked against the reference of their own variant (which differs from the plain GRU's)."""
+    """Multi-head, zoneout and LayerNorm-GRU contenders, in the kernels and as plain-PyTorch loops, run every
+    mode and are checked against the reference of their own variant (which differs from the plain GRU's)."""
     document = bench.run_bench(TINY, providers=list(providers.VARIANT_PROVIDERS), device=device, progress=False)
     ok = [row for row in document["rows"] if row["status"] == "ok"]
     assert {(row["provider"], row["mode"]) for row in ok} == {
@@ -90,7 +90,7 @@ def test_the_research_variants_agree_with_their_own_references(device):
     base = torch.nn.GRU(4, 16, device=device)
     x, h0 = torch.randn(3, 2, 4, device=device), torch.randn(1, 2, 16, device=device)
     plain = bench._reference(base, x, h0, "cudnn", providers.Variant())
-    for variant in (providers.HEADS, providers.ZONEOUT):
+    for variant in (providers.HEADS, providers.ZONEOUT, providers.LAYERNORM):
         assert (bench._reference(base, x, h0, "cudnn", variant) - plain).abs().max() > 1e-3, variant
     with pytest.raises(LookupError, match="heads"):
         providers.build("tritongru-heads", torch.nn.GRU(4, 12), allow_tf32=False)

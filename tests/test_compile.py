@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from tritongru.compile_check import barrier_problems, calls
+from tritongru.compile_check import CHECK_KERNELS, barrier_problems, calls
 
 
 def _compile_check(*options: str) -> str:
@@ -26,8 +26,10 @@ def _compile_check(*options: str) -> str:
 
 
 def test_kernels_compile_for_hopper_without_spills_and_with_their_barrier():
+    """Every kernel at the quick size, the LayerNorm-GRU's included."""
     output = _compile_check("--sizes", "dense")
     assert "grid-sync" in output and "stress" in output, "the barrier's kernels were compiled"
+    assert "layernorm-backward classic" in output, "the LayerNorm-GRU's kernels were compiled"
 
 
 def test_multi_head_kernels_compile_in_both_plans():
@@ -46,7 +48,8 @@ def test_the_check_runs_in_parts():
     assert {(c.kernel, c.variant, c.precision) for c in part} == {
         ("backward", variant, precision) for variant in ("cudnn", "classic") for precision in ("bf16", "tf32")
     }
-    assert len(calls()) == sum(len(calls(kernels=(kernel,))) for kernel in ("forward", "backward", "cell"))
+    assert len(calls()) == sum(len(calls(kernels=(kernel,))) for kernel in CHECK_KERNELS)
+    assert {"layernorm-forward", "layernorm-backward"} <= {c.kernel for c in calls(quick=True)}
     assert len(calls()) == len(calls(sizes="dense")) + len(calls(sizes="heads"))
     assert {c.heads for c in calls(sizes="heads")} == {8, 16} and {c.heads for c in calls(sizes="dense")} == {1}
 

@@ -21,6 +21,10 @@ Triton's CUDA backend but no GPU, and must run without ``TRITON_INTERPRET``::
     python -m tritongru.compile_check --arch 90 --quick       # a few sizes, bf16, one flag, no fallbacks
     python -m tritongru.compile_check --arch 90 --kernels backward --precisions bf16 tf32  # a part
     python -m tritongru.compile_check --arch 90 --sizes heads --variants cudnn  # the multi-head sizes, one form
+    python -m tritongru.compile_check --arch 90 --kernels layernorm-forward layernorm-backward  # LayerNorm-GRU
+
+The LayerNorm-GRU's kernels take the plain kernels' configs and are checked for everything but the step plan
+(their statistics phases add barriers the plan does not model).
 """
 
 from __future__ import annotations
@@ -38,10 +42,8 @@ import triton
 from tritongru.compiled import Resources, kernel_resources, planned_step, step_facts
 from tritongru.configs import KERNELS, KernelConfig
 from tritongru.environment import interpreting
-from tritongru.kernels.backward import gru_backward_kernel
-from tritongru.kernels.forward import gru_forward_kernel
 from tritongru.kernels.grid_sync import barrier_stress_kernel
-from tritongru.launchers import compiled_calls, first_spill_free, meta_arguments, stress_arguments
+from tritongru.launchers import KIND_KERNELS, compiled_calls, first_spill_free, meta_arguments, stress_arguments
 from tritongru.precisions import PRECISIONS
 from tritongru.variants import VARIANTS
 
@@ -72,6 +74,9 @@ SIZE_SETS = ("all", "dense", "heads")
 INPUT_SIZE = 64
 """Input width of the cell's calls."""
 
+CHECK_KERNELS = (*KERNELS, "layernorm-forward", "layernorm-backward")
+"""``--kernels``: the launchers' calls (forward, backward, cell) and the LayerNorm-GRU's two kernels."""
+
 EVERY_FLAG = {
     "forward": [
         dict(bias=bias, lengths=lengths, store_gates=store, zoneout=zoneout)
@@ -85,18 +90,24 @@ EVERY_FLAG = {
         dict(bias=True, lengths=lengths, zoneout=zoneout)
         for lengths, zoneout in itertools.product((True, False), repeat=2)
     ],
+    "layernorm-forward": [
+        dict(bias=False, lengths=lengths, store_gates=store, zoneout=zoneout)
+        for lengths, store, zoneout in itertools.product((True, False), repeat=3)
+    ],
+    "layernorm-backward": [
+        dict(bias=True, lengths=lengths, zoneout=zoneout)
+        for lengths, zoneout in itertools.product((True, False), repeat=2)
+    ],
 }
 FLAGS = {kernel: [flags[0], flags[-1]] for kernel, flags in EVERY_FLAG.items()}
 """The flags of the full check: every optional input and output on, and every one off (each flag adds or
 removes whole loads and stores); ``--every-flag`` compiles each combination, ``--quick`` only all on."""
 
-_KERNELS = {"forward": gru_forward_kernel, "backward": gru_backward_kernel, "stress": barrier_stress_kernel}
-
 
 @dataclass(frozen=True)
 class Call:
-    """One launcher call: ``kernel`` (``"forward"``, ``"cell"``, ``"backward"``), formulation, precision name,
-    sizes and the optional inputs and outputs it passes."""
+    """One launcher call: ``kernel`` (one of :data:`CHECK_KERNELS`), formulation, precision name, sizes and the
+    optional inputs and outputs it passes."""
 
     kernel: str
     variant: str
@@ -142,7 +153,7 @@ def calls(
     quick: bool = False,
     every_flag: bool = False,
     precisions: tuple[str, ...] = tuple(PRECISIONS),
-    kernels: tuple[str, ...] = KERNELS,
+    kernels: tuple[str, ...] = CHECK_KERNELS,
     sizes: str = "all",
     variants: tuple[str, ...] = VARIANTS,
 ):
@@ -192,7 +203,7 @@ def compile_call(call: Call, arch: int, fallbacks: bool = True) -> tuple[KernelC
     for mode, launch in launches:
         first, last = launch["FIRST_PHASE"], launch["LAST_PHASE"]
         phases = f"phase {first}" + (f"-{last}" if last > first else "")
-        compiled.append(Compiled(mode, phases, config, kernel_resources(_KERNELS[kind], launch, arch)))
+        compiled.append(Compiled(mode, phases, config, kernel_resources(KIND_KERNELS[kind], launch, arch)))
     return config, compiled
 
 
@@ -239,7 +250,7 @@ def _problems(call: Call, compiled: Compiled, arch: int) -> list[str]:
         found.append(f"needs {compiled.resources.shared} bytes of shared memory")
     if compiled.mode == "grid-sync":
         found += barrier_problems(compiled.resources.ptx)
-        if call.kernel != "cell":
+        if call.kernel in ("forward", "backward"):  # the step plan models the plain kernels' phases
             found += step_problems(call, compiled)
     return found
 
@@ -259,7 +270,7 @@ def check(
     quick: bool = False,
     every_flag: bool = False,
     precisions: tuple[str, ...] = tuple(PRECISIONS),
-    kernels: tuple[str, ...] = KERNELS,
+    kernels: tuple[str, ...] = CHECK_KERNELS,
     sizes: str = "all",
     variants: tuple[str, ...] = VARIANTS,
     jobs: int = 1,
@@ -302,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--every-flag", action="store_true", help="every combination of optional inputs/outputs")
     parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=list(PRECISIONS))
-    parser.add_argument("--kernels", nargs="+", default=list(KERNELS), choices=list(KERNELS))
+    parser.add_argument("--kernels", nargs="+", default=list(CHECK_KERNELS), choices=list(CHECK_KERNELS))
     parser.add_argument("--sizes", default="all", choices=SIZE_SETS, help="the dense sizes, the multi-head, or all")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="compiler processes (default: CPUs)")

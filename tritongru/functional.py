@@ -28,10 +28,12 @@ import torch.nn.functional as F
 
 from tritongru import launchers, ops, reference
 from tritongru.validation import (
+    LAYERNORM_WEIGHT_NAMES,
     GRUInputError,
     check_cell_input,
     check_device,
     check_floating,
+    check_layernorm_weights,
     check_lengths,
     check_like,
     check_sequence_input,
@@ -135,17 +137,29 @@ def gru_layer(
     """
     variant = check_variant(variant)
     seed = _zoneout_seed(zoneout, zoneout_seed, training)
+    _check_layer_input(input)
+    hidden = check_weights("", weight_ih, weight_hh, bias_ih, bias_hh, input.shape[2], num_heads=num_heads)
+    weights = [weight_ih, weight_hh, bias_ih, bias_hh]
+    return _run_layer(input, h0, weights, hidden, variant, lengths, reverse, layer, zoneout, seed, allow_tf32)
+
+
+def _check_layer_input(input: torch.Tensor) -> None:
     check_floating("input", input)
     if input.dim() != 3:
         raise GRUInputError(f"input must be 3-D (T, B, input_size); got {input.dim()}-D")
     check_device("input", input)
     _check_not_empty_in_time(input)
-    T, B, input_size = input.shape
-    hidden = check_weights("", weight_ih, weight_hh, bias_ih, bias_hh, input_size, num_heads=num_heads)
+
+
+def _run_layer(
+    input, h0, weights: Weights, hidden, variant, lengths, reverse, layer, zoneout, seed, allow_tf32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`gru_layer` (or :func:`layernorm_gru_layer`) once its input and weights are checked."""
+    T, B, _ = input.shape
     if h0 is not None:
         check_floating("h0", h0)
         check_shape("h0", h0, (B, hidden))
-    input, h0, weights, out_dtype = _autocast("layer", input, h0, [weight_ih, weight_hh, bias_ih, bias_hh])
+    input, h0, weights, out_dtype = _autocast("layer", input, h0, weights)
     if h0 is None:
         h0 = input.new_zeros((B, hidden))
     check_like("h0", h0, "input", input)
@@ -183,10 +197,16 @@ def _zoneout(zoneout: float, seed: int | None, layer: int, reverse: bool) -> Zon
 def _layer(
     input, h0, weights: Weights, variant, lengths, allow_tf32, zoneout: Zoneout | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One checked layer and direction; an empty batch goes through the reference (no launch, still
-    differentiable; zoneout changes nothing there)."""
+    """One checked layer and direction, a GRU's (four ``weights``) or a LayerNorm-GRU's (six); an empty batch
+    goes through the reference (no launch, still differentiable; zoneout changes nothing there)."""
+    layer_norm = len(weights) == len(LAYERNORM_WEIGHT_NAMES)
     if input.shape[1] == 0:
-        return reference.gru_layer_ref(input, h0, *weights, variant=variant)
+        heads = launchers.num_heads_of(weights[1])
+        if layer_norm:
+            return reference.layernorm_gru_layer_ref(input, h0, *weights, variant=variant, num_heads=heads)
+        return reference.gru_layer_ref(input, h0, *weights, variant=variant, num_heads=heads)
+    if layer_norm:
+        return ops.layernorm_layer(input, h0, *weights, lengths, variant, allow_tf32, zoneout)
     return ops.layer(input, h0, *weights, lengths, variant, allow_tf32, zoneout)
 
 
@@ -311,12 +331,14 @@ def run_gru(
     allow_tf32: bool = False,
     hx_permutation: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`gru` for weights whose shapes are known to fit (``hidden_size``; the modules' own): checks the
-    input's time length, ``hx``, dtypes and devices, then runs. ``hx_permutation``: batch order to put ``hx``
-    in after it is checked (a ``PackedSequence``'s ``sorted_indices``). Zoneout as :func:`gru`'s (a module's
-    training call draws its seed here)."""
+    """:func:`gru` (or :func:`layernorm_gru`: six ``weights`` per layer and direction) for weights whose shapes
+    are known to fit (``hidden_size``; the modules' own): checks the input's time length, ``hx``, dtypes and
+    devices, then runs. ``hx_permutation``: batch order to put ``hx`` in after it is checked (a
+    ``PackedSequence``'s ``sorted_indices``). Zoneout as :func:`gru`'s (a module's training call draws its seed
+    here)."""
     seed = _zoneout_seed(zoneout, zoneout_seed, training)
     directions = 2 if bidirectional else 1
+    per_layer = len(weights) // (num_layers * directions)  # a GRU's four tensors, or a LayerNorm-GRU's six
     unbatched = input.dim() == 2
     _check_not_empty_in_time(input, 1 if batch_first and not unbatched else 0)
     if unbatched:
@@ -337,7 +359,7 @@ def run_gru(
         if hx_permutation is not None:
             hx = hx.index_select(1, hx_permutation)
     for index in range(num_layers * directions):
-        layer_weights = weights[4 * index : 4 * index + 4]
+        layer_weights = weights[per_layer * index : per_layer * (index + 1)]
         phrase = rnn_dtype_phrase(input.dtype, weights[0].dtype)
         check_weights_like(_layer_name(index, directions), layer_weights, input, phrase)
     if lengths is not None:
@@ -351,7 +373,7 @@ def run_gru(
                 index = layer * directions + direction
                 x = reverse_time(layer_input, lengths) if direction else layer_input
                 zoned = _zoneout(zoneout, seed, layer, bool(direction))
-                layer_weights = weights[4 * index : 4 * index + 4]
+                layer_weights = weights[per_layer * index : per_layer * (index + 1)]
                 output, h = _layer(x, hx[index], layer_weights, variant, lengths, allow_tf32, zoned)
                 outputs.append(reverse_time(output, lengths) if direction else output)
                 h_n.append(h)
@@ -441,25 +463,195 @@ def run_cell(
     """:func:`gru_cell` for a checked input and weights whose shapes fit it (the module's own): checks ``hx``,
     dtypes and devices, then runs. Zoneout as :func:`gru_cell`'s (a module's training call draws its seed
     here)."""
+    weights = [weight_ih, weight_hh, bias_ih, bias_hh]
+    return _run_step(input, hx, weights, variant, allow_tf32, zoneout, zoneout_seed, training)
+
+
+def _run_step(
+    input: torch.Tensor,
+    hx: torch.Tensor | None,
+    weights: Weights,
+    variant: str,
+    allow_tf32: bool,
+    zoneout: float,
+    zoneout_seed: int | None,
+    training: bool,
+) -> torch.Tensor:
+    """One checked step of a GRU cell (four ``weights``: one fused launch) or a LayerNorm-GRU cell (six: the
+    layer's kernels over one step)."""
     zoned = _zoneout(zoneout, _zoneout_seed(zoneout, zoneout_seed, training), 0, False)
     unbatched = input.dim() == 1
-    hidden = weight_hh.shape[0] // 3
+    hidden = weights[1].shape[0] // 3
     state_shape = (hidden,) if unbatched else (input.shape[0], hidden)
     if hx is not None:
         _check_cell_state(hx, state_shape)
-    input, hx, weights, out_dtype = _autocast("cell", input, hx, [weight_ih, weight_hh, bias_ih, bias_hh])
+    input, hx, weights, out_dtype = _autocast("cell", input, hx, weights)
     if hx is None:
         hx = input.new_zeros(state_shape)
     check_like("hx", hx, "input", input)
     check_weights_like("", weights, input)
     if unbatched:
         input, hx = input.unsqueeze(0), hx.unsqueeze(0)
+    layer_norm = len(weights) == len(LAYERNORM_WEIGHT_NAMES)
     with ops.no_autocast(input.device.type):
         if input.shape[0] == 0 or hidden == 0:
-            h_new = reference.gru_cell_ref(
-                input, hx, *weights, variant=variant, num_heads=launchers.num_heads_of(weight_hh)
-            )
+            cell_ref = reference.layernorm_gru_cell_ref if layer_norm else reference.gru_cell_ref
+            h_new = cell_ref(input, hx, *weights, variant=variant, num_heads=launchers.num_heads_of(weights[1]))
+        elif layer_norm:
+            _, h_new = ops.layernorm_layer(input[None], hx, *weights, None, variant, allow_tf32, zoned)
         else:
             h_new = ops.cell(input, hx, *weights, variant, allow_tf32, zoned)
     h_new = h_new.to(out_dtype)
     return h_new.squeeze(0) if unbatched else h_new
+
+
+# ------------------------------------------------------------------------------------------- LayerNorm-GRU
+
+
+def layernorm_gru(
+    input: torch.Tensor,
+    hx: torch.Tensor | None,
+    weights: Weights,
+    *,
+    num_layers: int = 1,
+    batch_first: bool = False,
+    dropout: float = 0.0,
+    training: bool = False,
+    bidirectional: bool = False,
+    variant: str = "cudnn",
+    lengths: torch.Tensor | Sequence[int] | None = None,
+    zoneout: float = 0.0,
+    zoneout_seed: int | None = None,
+    num_heads: int = 1,
+    allow_tf32: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A multi-layer, optionally bidirectional LayerNorm-GRU (Ba et al., 2016; the equations:
+    :mod:`tritongru.reference`), every argument as :func:`gru`'s but ``weights``: for each layer and direction
+    (forward first) ``weight_ih`` ``[3H, I]``, ``weight_hh`` ``[3H, H // num_heads]``, ``ln_ih_weight``,
+    ``ln_ih_bias``, ``ln_hh_weight``, ``ln_hh_bias`` ``[3H]`` (the input-side and recurrent-side
+    normalisations' gains and biases, gate order r, z, n; no other biases). Each gate's pre-activation is
+    normalised over the ``H`` units of its row (with heads, over each head's ``d``). Same signature as
+    :func:`tritongru.reference.layernorm_gru_ref` (less ``zoneout_mask``)."""
+    variant = check_variant(variant)
+    check_zoneout(zoneout)
+    check_zoneout_seed(zoneout_seed)
+    check_sequence_input(input)
+    if not isinstance(num_layers, int) or num_layers < 1:
+        raise GRUInputError(f"num_layers must be a positive int; got {num_layers!r}")
+    if not 0.0 <= float(dropout) <= 1.0:
+        raise GRUInputError(f"dropout must lie in [0, 1]; got {dropout!r}")
+    directions = 2 if bidirectional else 1
+    per_layer = len(LAYERNORM_WEIGHT_NAMES)
+    if len(weights) != per_layer * num_layers * directions:
+        raise GRUInputError(
+            f"weights must hold {per_layer} tensors ({', '.join(LAYERNORM_WEIGHT_NAMES)}) per layer and direction, "
+            f"{per_layer * num_layers * directions} in all; got {len(weights)}"
+        )
+    hidden = 0
+    for index in range(num_layers * directions):
+        layer_input_size = input.shape[-1] if index < directions else directions * hidden
+        hidden = check_layernorm_weights(
+            _layer_name(index, directions),
+            *weights[per_layer * index : per_layer * (index + 1)],
+            layer_input_size,
+            num_heads=num_heads,
+        )
+    return run_gru(
+        input,
+        hx,
+        weights,
+        hidden_size=hidden,
+        num_layers=num_layers,
+        batch_first=batch_first,
+        dropout=dropout,
+        training=training,
+        bidirectional=bidirectional,
+        variant=variant,
+        lengths=lengths,
+        zoneout=zoneout,
+        zoneout_seed=zoneout_seed,
+        allow_tf32=allow_tf32,
+    )
+
+
+def layernorm_gru_layer(
+    input: torch.Tensor,
+    h0: torch.Tensor | None,
+    weight_ih: torch.Tensor,
+    weight_hh: torch.Tensor,
+    ln_ih_weight: torch.Tensor,
+    ln_ih_bias: torch.Tensor,
+    ln_hh_weight: torch.Tensor,
+    ln_hh_bias: torch.Tensor,
+    *,
+    variant: str = "cudnn",
+    lengths: torch.Tensor | Sequence[int] | None = None,
+    reverse: bool = False,
+    layer: int = 0,
+    zoneout: float = 0.0,
+    zoneout_seed: int | None = None,
+    training: bool = False,
+    num_heads: int = 1,
+    allow_tf32: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One LayerNorm-GRU layer, one direction, time-major: arguments and results as :func:`gru_layer`'s, the
+    weights as :func:`layernorm_gru`'s (one layer's). Same signature as
+    :func:`tritongru.reference.layernorm_gru_layer_ref` (less ``zoneout_mask``)."""
+    variant = check_variant(variant)
+    seed = _zoneout_seed(zoneout, zoneout_seed, training)
+    _check_layer_input(input)
+    weights = [weight_ih, weight_hh, ln_ih_weight, ln_ih_bias, ln_hh_weight, ln_hh_bias]
+    hidden = check_layernorm_weights("", *weights, input.shape[2], num_heads=num_heads)
+    return _run_layer(input, h0, weights, hidden, variant, lengths, reverse, layer, zoneout, seed, allow_tf32)
+
+
+def layernorm_gru_cell(
+    input: torch.Tensor,
+    hx: torch.Tensor | None,
+    weight_ih: torch.Tensor,
+    weight_hh: torch.Tensor,
+    ln_ih_weight: torch.Tensor,
+    ln_ih_bias: torch.Tensor,
+    ln_hh_weight: torch.Tensor,
+    ln_hh_bias: torch.Tensor,
+    *,
+    variant: str = "cudnn",
+    zoneout: float = 0.0,
+    zoneout_seed: int | None = None,
+    training: bool = False,
+    num_heads: int = 1,
+    allow_tf32: bool = False,
+) -> torch.Tensor:
+    """One LayerNorm-GRU step: arguments as :func:`gru_cell`'s, the weights as :func:`layernorm_gru`'s (one
+    layer's). Same signature as :func:`tritongru.reference.layernorm_gru_cell_ref` (less ``zoneout_mask``)."""
+    variant = check_variant(variant)
+    check_zoneout(zoneout)
+    check_zoneout_seed(zoneout_seed)
+    check_cell_input(input)
+    weights = [weight_ih, weight_hh, ln_ih_weight, ln_ih_bias, ln_hh_weight, ln_hh_bias]
+    check_layernorm_weights("", *weights, input.shape[-1], num_heads=num_heads)
+    return run_layernorm_cell(
+        input,
+        hx,
+        weights,
+        variant=variant,
+        allow_tf32=allow_tf32,
+        zoneout=zoneout,
+        zoneout_seed=zoneout_seed,
+        training=training,
+    )
+
+
+def run_layernorm_cell(
+    input: torch.Tensor,
+    hx: torch.Tensor | None,
+    weights: Weights,
+    *,
+    variant: str,
+    allow_tf32: bool,
+    zoneout: float = 0.0,
+    zoneout_seed: int | None = None,
+    training: bool = False,
+) -> torch.Tensor:
+    """:func:`layernorm_gru_cell` for a checked input and the six ``weights`` of a module (as :func:`run_cell`)."""
+    return _run_step(input, hx, weights, variant, allow_tf32, zoneout, zoneout_seed, training)

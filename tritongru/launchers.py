@@ -46,6 +46,7 @@ from tritongru.environment import interpreting
 from tritongru.kernels.backward import gru_backward_kernel
 from tritongru.kernels.forward import gru_forward_kernel
 from tritongru.kernels.grid_sync import POISON, barrier_stress_kernel
+from tritongru.kernels.layernorm import layernorm_gru_backward_kernel, layernorm_gru_forward_kernel
 from tritongru.kernels.zoneout import EXPECTED, OFF, SAMPLED
 from tritongru.precisions import PRECISIONS, compute_dtype, precision_of
 from tritongru.zoneout import Zoneout
@@ -53,8 +54,33 @@ from tritongru.zoneout import Zoneout
 SAVED_GATES = {"cudnn": 4, "classic": 3}
 """Gate activations saved per hidden unit for backward: cudnn r, z, n, W_hn h + b_hn; classic R, Z, H~."""
 
-PHASES = {("forward", "cudnn"): 1, ("forward", "classic"): 2, ("backward", "cudnn"): 2, ("backward", "classic"): 3}
-"""Phases of one step; a grid barrier separates them (and, in the forward, ends each step)."""
+PHASES = {
+    ("forward", "cudnn"): 1,
+    ("forward", "classic"): 2,
+    ("backward", "cudnn"): 2,
+    ("backward", "classic"): 3,
+    ("layernorm-forward", "cudnn"): 2,
+    ("layernorm-forward", "classic"): 4,
+    ("layernorm-backward", "cudnn"): 3,
+    ("layernorm-backward", "classic"): 5,
+}
+"""Phases of one step of each kernel (``tritongru.kernels.layernorm``'s as ``layernorm-*``); a grid barrier
+separates them (and, in a forward, ends each step)."""
+
+KIND_KERNELS = {
+    "forward": gru_forward_kernel,
+    "backward": gru_backward_kernel,
+    "layernorm-forward": layernorm_gru_forward_kernel,
+    "layernorm-backward": layernorm_gru_backward_kernel,
+}
+"""The Triton kernel of each kind."""
+
+
+def base_kernel(kernel: str) -> str:
+    """The plain kernel whose configs a ``kernel`` call takes: a LayerNorm-GRU kernel runs the same tiles as the
+    plain one (same products, an elementwise phase more)."""
+    return kernel.removeprefix("layernorm-")
+
 
 BARRIER_TIMEOUT_S = 2.0
 """How long one program waits at a grid barrier before it gives up and marks the launch failed."""
@@ -255,6 +281,12 @@ def check_grid_barriers(wait: bool = True) -> None:
         _raise_on_bad_counts(check.counters.tolist(), check.expected)
 
 
+def _descending(kind: str) -> bool:
+    """Whether a ``kind`` kernel steps from the last step down (a backward, whose first phase 0 runs once
+    before its time loop)."""
+    return kind.endswith("backward")
+
+
 def kernel_calls(kind: str, variant: str, plan: LaunchPlan, steps: int, args: dict) -> list[dict]:
     """The keyword arguments (launch options included) of every call of the ``kind`` kernel (``"forward"``:
     steps ascending, ``"backward"``: descending) that runs ``steps`` steps as ``plan`` says; ``args`` holds
@@ -267,7 +299,7 @@ def kernel_calls(kind: str, variant: str, plan: LaunchPlan, steps: int, args: di
         return [dict(persistent, sync_ptr=sync, GRID_SYNC=True, launch_cooperative_grid=True)]
     if plan.persistent:
         return [dict(persistent, sync_ptr=None, GRID_SYNC=False)]
-    order = range(steps) if kind == "forward" else reversed(range(steps))
+    order = reversed(range(steps)) if _descending(kind) else range(steps)
     return [
         dict(
             whole,
@@ -294,7 +326,7 @@ def _launch(kernel, kind: str, variant: str, plan: LaunchPlan, steps: int, args:
     with _on_device(device):
         if plan.grid_sync:
             (call,) = kernel_calls(kind, variant, plan, steps, args)
-            arrivals = plan.grid[0] * (PHASES[kind, variant] - (kind == "backward")) * steps
+            arrivals = plan.grid[0] * (PHASES[kind, variant] - _descending(kind)) * steps
             # a count that could reach POISON (millions of steps) would read as a timeout: run those per step
             if arrivals < POISON and _fits_at_once(kernel, plan.grid, call, device):
                 check_grid_barriers(wait=False)
@@ -375,6 +407,13 @@ def forward_arguments(
     return args, config
 
 
+def _initial_carry(grad_h_n, B: int, H: int, storage: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A backward's ``dh`` on entry, ``[B, H]`` compute dtype: ``h_n``'s gradient, or zeros."""
+    if grad_h_n is None:
+        return torch.zeros((B, H), dtype=compute_dtype(storage), device=device)
+    return grad_h_n.to(compute_dtype(storage), copy=True)
+
+
 def backward_arguments(
     *, grad_output, grad_h_n, hs, gates, w_hh, variant, lengths, allow_tf32, config, zoneout=None
 ) -> tuple[dict, KernelConfig]:
@@ -382,10 +421,7 @@ def backward_arguments(
     ``carry_ptr``; see :func:`backward_sequence`), and the config."""
     T, B, H = gates.shape[0], hs.shape[1], hs.shape[2]
     storage, device = w_hh.dtype, w_hh.device
-    if grad_h_n is None:
-        carry = torch.zeros((B, H), dtype=compute_dtype(storage), device=device)
-    else:
-        carry = grad_h_n.to(compute_dtype(storage), copy=True)
+    carry = _initial_carry(grad_h_n, B, H, storage, device)
     if config is None:
         config = _launch_config(
             "backward",
@@ -449,7 +485,8 @@ def meta_arguments(
     head_dim: int | None = None,
 ) -> tuple[str, dict]:
     """``(kind, args)``: the arguments a launcher passes to the ``kind`` kernel (``"forward"``, which also
-    runs the cell, or ``"backward"``) for one call of ``kernel`` (``"forward"``, ``"cell"``, ``"backward"``), on
+    runs the cell, ``"backward"``, or a LayerNorm-GRU kernel, ``kind`` then ``kernel`` itself) for one call of
+    ``kernel`` (``"forward"``, ``"cell"``, ``"backward"``, ``"layernorm-forward"``, ``"layernorm-backward"``), on
     meta tensors: what compiling it needs, without memory or a GPU. ``flags``: ``bias``, ``lengths`` (sequences)
     and ``store_gates`` (forward and cell) given or not, and ``zoneout`` (absent: off; on: masks drawn from a
     seed, in reverse, the most code zoneout adds). ``head_dim``: a multi-head GRU's units per head (None: dense)."""
@@ -459,6 +496,39 @@ def meta_arguments(
     w_hh = _meta(3 * H, H if head_dim is None else head_dim, dtype=dtype)
     b_hh = _meta(3 * H, dtype=dtype) if flags["bias"] else None
     lengths = _meta(batch, dtype=torch.int64) if flags.get("lengths") else None
+    if kernel == "layernorm-forward":
+        args, _ = layernorm_forward_arguments(
+            gi=_meta(T, batch, 3 * H, dtype=dtype),
+            h0=_meta(batch, H, dtype=dtype),
+            w_hh=w_hh,
+            ln_w=_meta(3 * H, dtype=dtype),
+            ln_b=_meta(3 * H, dtype=dtype),
+            variant=variant,
+            lengths=lengths,
+            store_gates=flags["store_gates"],
+            allow_tf32=p.allow_tf32,
+            config=config,
+            zoneout=zoneout,
+        )
+        return kernel, args
+    if kernel == "layernorm-backward":
+        heads = H // w_hh.shape[1]
+        args, _ = layernorm_backward_arguments(
+            grad_output=_meta(T, batch, H, dtype=dtype),
+            grad_h_n=_meta(batch, H, dtype=p.compute_dtype),
+            hs=_meta(T + 1, batch, H, dtype=dtype),
+            gates=_meta(T, batch, SAVED_GATES[variant] * H, dtype=dtype),
+            xhat=_meta(T, batch, 3 * H, dtype=p.compute_dtype),
+            rstd=_meta(T, batch, 3, heads, dtype=p.compute_dtype),
+            w_hh=w_hh,
+            ln_w=_meta(3 * H, dtype=dtype),
+            variant=variant,
+            lengths=lengths,
+            allow_tf32=p.allow_tf32,
+            config=config,
+            zoneout=zoneout,
+        )
+        return kernel, args
     if kernel == "backward":
         args, _ = backward_arguments(
             grad_output=_meta(T, batch, H, dtype=dtype),
@@ -507,7 +577,7 @@ def compiled_calls(
     """``(mode, call)`` for every distinct compile of the ``kind`` kernel that ``config`` may launch on an
     ``arch`` GPU (see :func:`gpu_plans`; ``launch_pdl`` changes how a kernel is launched, not its code);
     ``fallbacks=False``: of its own plan only, not the per-step fallback of a grid-synchronised one."""
-    kernel = gru_forward_kernel if kind == "forward" else gru_backward_kernel
+    kernel = KIND_KERNELS[kind]
     found = {}
     plans = list(gpu_plans(config, batch, hidden, arch, head_dim).items())
     for mode, plan in plans if fallbacks else plans[:1]:
@@ -543,9 +613,8 @@ def first_spill_free(
     too, only the kernels of the config's own plan."""
     p = PRECISIONS[precision]
     candidates = heuristic_configs(
-        kernel, batch, hidden, dtype=p.dtype, allow_tf32=p.allow_tf32, sm_count=sm_count, head_dim=head_dim
+        base_kernel(kernel), batch, hidden, dtype=p.dtype, allow_tf32=p.allow_tf32, sm_count=sm_count, head_dim=head_dim
     )
-    kind_kernel = {"forward": gru_forward_kernel, "backward": gru_backward_kernel}
     for config in candidates:
         kind, args = meta_arguments(
             kernel, variant, precision, batch, hidden, input_size, dict(flags), config, head_dim
@@ -553,9 +622,9 @@ def first_spill_free(
         calls = compiled_calls(kind, variant, config, batch, hidden, args, arch, head_dim, fallbacks)
         if on_gpu:
             own = next(iter(gpu_plans(config, batch, hidden, arch, head_dim)))
-            spills = [_jit_spills(kind_kernel[kind], call) for mode, call in calls if mode == own]
+            spills = [_jit_spills(KIND_KERNELS[kind], call) for mode, call in calls if mode == own]
         else:
-            spills = [kernel_resources(kind_kernel[kind], call, arch).spills for _, call in calls]
+            spills = [kernel_resources(KIND_KERNELS[kind], call, arch).spills for _, call in calls]
         if not any(spills):
             return config
     return candidates[0]
@@ -575,7 +644,7 @@ def _launch_config(
     first of its alternatives that compiles without spilling (:func:`first_spill_free`)."""
     store_gates = flags.get("store_gates", False)
     config = select_config(
-        kernel,
+        base_kernel(kernel),
         variant=variant,
         dtype=dtype,
         batch=batch,
@@ -591,10 +660,10 @@ def _launch_config(
     major, minor = torch.cuda.get_device_capability(device)
     sm_count = torch.cuda.get_device_properties(device).multi_processor_count
     heuristic = heuristic_config(
-        kernel, batch, hidden, dtype=dtype, allow_tf32=allow_tf32, sm_count=sm_count, head_dim=head_dim
+        base_kernel(kernel), batch, hidden, dtype=dtype, allow_tf32=allow_tf32, sm_count=sm_count, head_dim=head_dim
     )
-    if config != heuristic:
-        return config  # a tuned winner: the tuner pruned every config that spills
+    if config != heuristic and base_kernel(kernel) == kernel:
+        return config  # a tuned winner: the tuner pruned every config that spills (it tunes the plain kernels)
     precision = precision_of(dtype, allow_tf32).name
     return first_spill_free(
         kernel,
@@ -735,6 +804,188 @@ def backward_sequence(
     T, B, H = gates.shape[0], hs.shape[1], hs.shape[2]
     _launch(gru_backward_kernel, "backward", variant, plan_launch(config, B, H, hs.device, head_dim_of(w_hh)), T, args)
     return args["dgates_x_ptr"], args["dgates_hn_ptr"], args["carry_ptr"]
+
+
+def layernorm_forward_arguments(
+    *, gi, h0, w_hh, ln_w, ln_b, variant, lengths, store_gates, allow_tf32, config, zoneout=None
+) -> tuple[dict, KernelConfig]:
+    """The LayerNorm-GRU forward kernel's arguments, its outputs and scratch allocated (see
+    :func:`layernorm_forward_sequence`), and the config (``config``, or the launchers' for these sizes)."""
+    B, H = h0.shape
+    T, D = gi.shape[0], w_hh.shape[1]
+    storage, device = w_hh.dtype, w_hh.device
+    compute = compute_dtype(storage)
+    head_dim = head_dim_of(w_hh)
+    if config is None:
+        config = _launch_config(
+            "layernorm-forward",
+            variant=variant,
+            dtype=storage,
+            batch=B,
+            hidden=H,
+            input_size=0,
+            device=device,
+            allow_tf32=allow_tf32,
+            flags={"bias": False, "store_gates": store_gates, "lengths": lengths is not None}
+            | ({"zoneout": True} if zoneout is not None else {}),
+            head_dim=head_dim,
+        )
+    hs = torch.empty((T + 1, B, H), dtype=storage, device=device)
+    hs[0].copy_(h0)
+    state = h0.to(compute, copy=True)
+    classic = variant == "classic"
+    args = dict(
+        gi_ptr=gi,
+        w_hh_ptr=w_hh,
+        ln_w_ptr=ln_w,
+        ln_b_ptr=ln_b,
+        hs_ptr=hs,
+        state_ptr=state,
+        gates_ptr=torch.empty((T, B, SAVED_GATES[variant] * H), dtype=storage, device=device) if store_gates else None,
+        xhat_ptr=torch.empty((T if store_gates else 1, B, 3 * H), dtype=compute, device=device),
+        rstd_ptr=torch.empty((T, B, 3, H // D), dtype=compute, device=device) if store_gates else None,
+        partials_ptr=torch.empty((B, 3, config.grid(B, H, head_dim)[0], 2), dtype=compute, device=device),
+        rh_ptr=torch.empty((B, H), dtype=storage, device=device) if classic else None,
+        z_scratch_ptr=torch.empty_like(state) if classic else None,
+        lengths_ptr=lengths,
+        B=B,
+        H=H,
+        D=D,
+        CLASSIC=classic,
+        **zoneout_arguments(zoneout, T, storage, device),
+        **_kernel_constants(storage, allow_tf32, config, D),
+    )
+    return args, config
+
+
+def layernorm_forward_sequence(
+    gi: torch.Tensor,
+    h0: torch.Tensor,
+    w_hh: torch.Tensor,
+    ln_w: torch.Tensor,
+    ln_b: torch.Tensor,
+    *,
+    variant: str,
+    lengths: torch.Tensor | None = None,
+    store_gates: bool = False,
+    allow_tf32: bool = False,
+    config: KernelConfig | None = None,
+    zoneout: Zoneout | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """The recurrence of one LayerNorm-GRU layer and direction (:mod:`tritongru.kernels.layernorm`).
+
+    ``gi`` ``[T, B, 3H]``: the normalised input side ``LN^i(x @ W_ih^T)`` (storage dtype); ``h0``, ``w_hh``,
+    ``lengths``, ``zoneout`` as :func:`forward_sequence`'s; ``ln_w``, ``ln_b`` ``[3H]`` the recurrent side's
+    gains and biases. Returns ``hs``, ``h_last`` and the gates as :func:`forward_sequence` does, and when
+    ``store_gates`` ``xhat`` ``[T, B, 3H]`` and ``rstd`` ``[T, B, 3, heads]`` (compute dtype) for
+    :func:`layernorm_backward_sequence` (else None). The config is the plain forward's heuristic for the same
+    sizes (on a GPU the first of its alternatives whose LayerNorm kernels do not spill).
+    """
+    args, config = layernorm_forward_arguments(
+        gi=gi,
+        h0=h0,
+        w_hh=w_hh,
+        ln_w=ln_w,
+        ln_b=ln_b,
+        variant=variant,
+        lengths=lengths,
+        store_gates=store_gates,
+        allow_tf32=allow_tf32,
+        config=config,
+        zoneout=zoneout,
+    )
+    B, H = h0.shape
+    plan = plan_launch(config, B, H, h0.device, head_dim_of(w_hh))
+    _launch(layernorm_gru_forward_kernel, "layernorm-forward", variant, plan, gi.shape[0], args)
+    xhat = args["xhat_ptr"] if store_gates else None
+    return args["hs_ptr"], args["state_ptr"], args["gates_ptr"], xhat, args["rstd_ptr"]
+
+
+def layernorm_backward_arguments(
+    *, grad_output, grad_h_n, hs, gates, xhat, rstd, w_hh, ln_w, variant, lengths, allow_tf32, config, zoneout=None
+) -> tuple[dict, KernelConfig]:
+    """The LayerNorm-GRU backward kernel's arguments, its outputs allocated (see
+    :func:`layernorm_backward_sequence`), and the config."""
+    T, B, H = gates.shape[0], hs.shape[1], hs.shape[2]
+    storage, device = w_hh.dtype, w_hh.device
+    compute = compute_dtype(storage)
+    head_dim = head_dim_of(w_hh)
+    if config is None:
+        config = _launch_config(
+            "layernorm-backward",
+            variant=variant,
+            dtype=storage,
+            batch=B,
+            hidden=H,
+            input_size=0,
+            device=device,
+            allow_tf32=allow_tf32,
+            flags={"bias": True, "lengths": lengths is not None} | ({"zoneout": True} if zoneout is not None else {}),
+            head_dim=head_dim,
+        )
+    args = dict(
+        grad_out_ptr=grad_output,
+        carry_ptr=_initial_carry(grad_h_n, B, H, storage, device),
+        hs_ptr=hs,
+        gates_ptr=gates,
+        xhat_ptr=xhat,
+        rstd_ptr=rstd,
+        w_hh_ptr=w_hh,
+        ln_w_ptr=ln_w,
+        dgates_x_ptr=torch.empty((T, B, 3 * H), dtype=storage, device=device),
+        dln_ptr=torch.empty((T, B, 3 * H), dtype=compute, device=device),
+        da_ptr=torch.empty((T, B, 3 * H), dtype=storage, device=device),
+        partials_ptr=torch.empty((B, 3, config.grid(B, H, head_dim)[0], 2), dtype=compute, device=device),
+        lengths_ptr=lengths,
+        B=B,
+        H=H,
+        D=w_hh.shape[1],
+        CLASSIC=variant == "classic",
+        **zoneout_arguments(zoneout, T, storage, device),
+        **_kernel_constants(storage, allow_tf32, config, w_hh.shape[1]),
+    )
+    return args, config
+
+
+def layernorm_backward_sequence(
+    grad_output: torch.Tensor,
+    grad_h_n: torch.Tensor | None,
+    hs: torch.Tensor,
+    gates: torch.Tensor,
+    xhat: torch.Tensor,
+    rstd: torch.Tensor,
+    w_hh: torch.Tensor,
+    ln_w: torch.Tensor,
+    *,
+    variant: str,
+    lengths: torch.Tensor | None = None,
+    allow_tf32: bool = False,
+    config: KernelConfig | None = None,
+    zoneout: Zoneout | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ``dh`` recurrence of one LayerNorm-GRU layer and direction; the forward's saved ``hs``, ``gates``,
+    ``xhat``, ``rstd``. Returns ``dgates_x`` ``[T, B, 3H]`` (the gradient of the normalised input side ``gi``,
+    storage dtype), ``dln`` ``[T, B, 3H]`` (of each recurrent normalisation's output, compute dtype), ``da``
+    ``[T, B, 3H]`` (of each raw recurrent product, storage dtype) and ``dh0`` ``[B, H]`` (compute dtype)."""
+    args, config = layernorm_backward_arguments(
+        grad_output=grad_output,
+        grad_h_n=grad_h_n,
+        hs=hs,
+        gates=gates,
+        xhat=xhat,
+        rstd=rstd,
+        w_hh=w_hh,
+        ln_w=ln_w,
+        variant=variant,
+        lengths=lengths,
+        allow_tf32=allow_tf32,
+        config=config,
+        zoneout=zoneout,
+    )
+    T, B, H = gates.shape[0], hs.shape[1], hs.shape[2]
+    plan = plan_launch(config, B, H, hs.device, head_dim_of(w_hh))
+    _launch(layernorm_gru_backward_kernel, "layernorm-backward", variant, plan, T, args)
+    return args["dgates_x_ptr"], args["dln_ptr"], args["da_ptr"], args["carry_ptr"]
 
 
 def stress_arguments(programs: int, steps: int, max_delay_ns: int, device: torch.device | str) -> dict:

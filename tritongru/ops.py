@@ -1,8 +1,8 @@
 """The kernels as ``torch.library`` custom ops (namespace ``tritongru``): the one module that calls
 :mod:`tritongru.launchers`.
 
-Three ops, each with a fake (meta) implementation, so ``torch.compile`` and ``torch.export`` see them as opaque
-nodes, and a vmap rule; the two forward ops have registered autograd:
+Five ops, each with a fake (meta) implementation, so ``torch.compile`` and ``torch.export`` see them as opaque
+nodes, and a vmap rule; the three forward ops have registered autograd:
 
 - ``tritongru::gru_layer(input [T,B,I], h0 [B,H], weight_ih, weight_hh, bias_ih?, bias_hh?, lengths? [B] int64,
   variant, allow_tf32, store_gates, zoneout=0, zoneout_seed=None, zoneout_stream=0, zoneout_reversed=False) ->
@@ -15,6 +15,14 @@ nodes, and a vmap rule; the two forward ops have registered autograd:
   allow_tf32, zoneout=0, zoneout_seed=None, zoneout_stream=0, zoneout_reversed=False) -> (dgates_x [T,B,3H],
   dgates_hn [T,B,H] or [0] (classic), dh0 [B,H])``: the ``dh`` recurrence (BPTT) of both; the cell's backward
   is this op with ``T = 1``.
+- ``tritongru::layernorm_gru_layer(input, h0, weight_ih, weight_hh, ln_ih_weight, ln_ih_bias, ln_hh_weight,
+  ln_hh_bias, lengths?, variant, allow_tf32, store_gates, zoneout...) -> (hs, h_n, gates, xhat [T,B,3H],
+  rstd [T,B,3,heads])`` (the last three ``[0]`` unless ``store_gates``): the LayerNorm-GRU layer, its input side
+  normalised in plain PyTorch before the loop (:func:`layernorm_input_side`), its recurrence in
+  :mod:`tritongru.kernels.layernorm`. Its cell is this op with ``T = 1``.
+- ``tritongru::layernorm_gru_backward(grad_output, grad_h_n?, hs, gates, xhat, rstd, weight_hh, ln_hh_weight,
+  lengths?, variant, allow_tf32, zoneout...) -> (dgates_x, dln, da [T,B,3H], dh0 [B,H])``: its ``dh``
+  recurrence.
 
 Zoneout (``zoneout`` > 0, :class:`tritongru.zoneout.Zoneout`): with ``zoneout_seed`` the masks of that seed,
 drawn inside the kernels (and again by the backward); without, the expectation (evaluation).
@@ -47,12 +55,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from tritongru import launchers
 from tritongru.environment import interpreting
 from tritongru.precisions import compute_dtype
-from tritongru.reference import gru_cell_ref, gru_states_ref
+from tritongru.reference import LAYER_NORM_EPS, gru_cell_ref, gru_states_ref, layernorm_gru_states_ref
 from tritongru.zoneout import Zoneout, zoneout_loop_masks
 
 _INTERPRETER_LOCK = threading.Lock()
@@ -177,6 +186,102 @@ def gru_backward(
     return dgates_x, dgates_hn if dgates_hn is not None else dgates_x.new_empty(0), dh0
 
 
+_LAYERNORM_SCHEMA = (
+    "(Tensor input, Tensor h0, Tensor weight_ih, Tensor weight_hh, Tensor ln_ih_weight, Tensor ln_ih_bias, "
+    "Tensor ln_hh_weight, Tensor ln_hh_bias, Tensor? lengths, str variant, bool allow_tf32, bool store_gates, "
+    f"{_ZONEOUT_SCHEMA}, {_STREAM_SCHEMA}) -> (Tensor, Tensor, Tensor, Tensor, Tensor)"
+)
+_LAYERNORM_BACKWARD_SCHEMA = (
+    "(Tensor grad_output, Tensor? grad_h_n, Tensor hs, Tensor gates, Tensor xhat, Tensor rstd, Tensor weight_hh, "
+    f"Tensor ln_hh_weight, Tensor? lengths, str variant, bool allow_tf32, {_ZONEOUT_SCHEMA}, {_STREAM_SCHEMA}) "
+    "-> (Tensor, Tensor, Tensor, Tensor)"
+)
+
+
+def layernorm_input_side(
+    input: Tensor, weight_ih: Tensor, weight_hh: Tensor, ln_ih_weight: Tensor, ln_ih_bias: Tensor
+) -> Tensor:
+    """``LN^i(x @ W_ih^T)`` for every step at once: ``[T, B, I]`` → ``[T, B, 3H]`` (storage dtype), each gate
+    (with heads, each head's units of it; the heads read from ``weight_hh``'s shape) normalised apart. It has no
+    time dependency: one GEMM and one ``layer_norm`` pass over all steps, before the recurrence."""
+    T, B, input_size = input.shape
+    groups = 3 * launchers.num_heads_of(weight_hh)
+    pre = input.reshape(T * B, input_size) @ weight_ih.t()
+    return _grouped_layer_norm(pre, ln_ih_weight, ln_ih_bias, groups).reshape(T, B, -1)
+
+
+def _grouped_layer_norm(pre: Tensor, gain: Tensor, bias: Tensor, groups: int) -> Tensor:
+    """``pre`` ``[N, G*d]`` normalised over each of its ``groups`` parts (biased variance, eps 1e-5), times
+    ``gain`` plus ``bias`` ``[G*d]``."""
+    parts = pre.unflatten(-1, (groups, -1))
+    normalised = F.layer_norm(parts, parts.shape[-1:], eps=LAYER_NORM_EPS).flatten(-2)
+    return torch.addcmul(bias, normalised, gain)
+
+
+def _layer_norm_grads(pre: Tensor, gain: Tensor, grad: Tensor, groups: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The backward of :func:`_grouped_layer_norm`: gradients of ``pre``, ``gain`` and ``bias`` from that of its
+    output, ``grad`` ``[N, G*d]``, computed in ``grad``'s dtype."""
+    parts = pre.to(grad.dtype).unflatten(-1, (groups, -1))
+    centred = parts - parts.mean(-1, keepdim=True)
+    rstd = torch.rsqrt(centred.square().mean(-1, keepdim=True) + LAYER_NORM_EPS)
+    xhat = centred * rstd
+    dxhat = (grad * gain.to(grad.dtype)).unflatten(-1, (groups, -1))
+    d_pre = rstd * (dxhat - dxhat.mean(-1, keepdim=True) - xhat * (dxhat * xhat).mean(-1, keepdim=True))
+    return d_pre.flatten(-2), (grad * xhat.flatten(-2)).sum(0), grad.sum(0)
+
+
+@torch.library.custom_op("tritongru::layernorm_gru_layer", mutates_args=(), schema=_LAYERNORM_SCHEMA)
+def layernorm_gru_layer(
+    input, h0, weight_ih, weight_hh, ln_ih_weight, ln_ih_bias, ln_hh_weight, ln_hh_bias, lengths, variant,
+    allow_tf32, store_gates, zoneout=0.0, zoneout_seed=None, zoneout_stream=0, zoneout_reversed=False,
+):  # fmt: skip
+    tensors = _contiguous(input, h0, weight_ih, weight_hh, ln_ih_weight, ln_ih_bias, ln_hh_weight, ln_hh_bias)
+    input, h0, weight_ih, weight_hh, ln_ih_weight, ln_ih_bias, ln_hh_weight, ln_hh_bias = tensors
+    with no_autocast(input.device.type):
+        gi = layernorm_input_side(input, weight_ih, weight_hh, ln_ih_weight, ln_ih_bias).contiguous()
+    with _serialised():
+        hs, h_last, gates, xhat, rstd = launchers.layernorm_forward_sequence(
+            gi,
+            h0,
+            weight_hh,
+            ln_hh_weight,
+            ln_hh_bias,
+            variant=variant,
+            lengths=lengths,
+            store_gates=store_gates,
+            allow_tf32=allow_tf32,
+            zoneout=_zoneout(zoneout, zoneout_seed, zoneout_stream, zoneout_reversed),
+        )
+    if not store_gates:
+        gates, xhat, rstd = hs.new_empty(0), h_last.new_empty(0), h_last.new_empty(0)
+    return hs, h_last, gates, xhat, rstd
+
+
+@torch.library.custom_op("tritongru::layernorm_gru_backward", mutates_args=(), schema=_LAYERNORM_BACKWARD_SCHEMA)
+def layernorm_gru_backward(
+    grad_output, grad_h_n, hs, gates, xhat, rstd, weight_hh, ln_hh_weight, lengths, variant, allow_tf32,
+    zoneout=0.0, zoneout_seed=None, zoneout_stream=0, zoneout_reversed=False,
+):  # fmt: skip
+    grad_output, hs, gates, xhat, rstd, weight_hh, ln_hh_weight = _contiguous(
+        grad_output, hs, gates, xhat, rstd, weight_hh, ln_hh_weight
+    )
+    with _serialised():
+        return launchers.layernorm_backward_sequence(
+            grad_output,
+            grad_h_n,
+            hs,
+            gates,
+            xhat,
+            rstd,
+            weight_hh,
+            ln_hh_weight,
+            variant=variant,
+            lengths=lengths,
+            allow_tf32=allow_tf32,
+            zoneout=_zoneout(zoneout, zoneout_seed, zoneout_stream, zoneout_reversed),
+        )
+
+
 # ------------------------------------------------------------------------------------------ fake implementations
 
 
@@ -209,6 +314,33 @@ def _(grad_output, grad_h_n, hs, gates, weight_hh, lengths, variant, allow_tf32,
     dgates_hn = hs.new_empty((T, B, H) if variant == "cudnn" else (0,), dtype=storage)
     dh0 = hs.new_empty((B, H), dtype=compute_dtype(storage))
     return hs.new_empty((T, B, 3 * H), dtype=storage), dgates_hn, dh0
+
+
+@layernorm_gru_layer.register_fake
+def _(input, h0, weight_ih, weight_hh, ln_ih_weight, ln_ih_bias, ln_hh_weight, ln_hh_bias, lengths, variant,
+      allow_tf32, store_gates, *zoneout):  # fmt: skip
+    T, B, H = input.shape[0], input.shape[1], weight_hh.shape[0] // 3
+    storage = weight_hh.dtype
+    compute = compute_dtype(storage)
+    hs = input.new_empty((T + 1, B, H), dtype=storage)
+    h_last = input.new_empty((B, H), dtype=compute)
+    xhat = input.new_empty((T, B, 3 * H) if store_gates else (0,), dtype=compute)
+    rstd = input.new_empty((T, B, 3, launchers.num_heads_of(weight_hh)) if store_gates else (0,), dtype=compute)
+    return hs, h_last, _gates_like(input, T, B, H, variant, store_gates, storage), xhat, rstd
+
+
+@layernorm_gru_backward.register_fake
+def _(grad_output, grad_h_n, hs, gates, xhat, rstd, weight_hh, ln_hh_weight, lengths, variant, allow_tf32, *zoneout):
+    T, B, H = grad_output.shape
+    storage = weight_hh.dtype
+    compute = compute_dtype(storage)
+    grads = hs.new_empty((T, B, 3 * H), dtype=storage)
+    return (
+        grads,
+        hs.new_empty((T, B, 3 * H), dtype=compute),
+        torch.empty_like(grads),
+        hs.new_empty((B, H), dtype=compute),
+    )
 
 
 # --------------------------------------------------------------------------------------------------- autograd
@@ -281,16 +413,24 @@ class _Call:
     dtypes: tuple[torch.dtype, ...]
     zoneout: tuple = _NO_ZONEOUT
     needs: tuple[bool, ...] = ()
+    layernorm: bool = False
 
     @property
     def outputs(self) -> int:
         """How many differentiable outputs the op has."""
         return len(self.dtypes)
 
+    @property
+    def saved(self) -> int:
+        """How many of the op's outputs its gradients read: ``(outputs, gates)``, or the LayerNorm-GRU's
+        ``(hs, gates, xhat, rstd)``."""
+        return 4 if self.layernorm else 2
+
 
 def _reference(call: _Call, lengths: Tensor | None) -> Callable[..., tuple[Tensor, ...]]:
-    """The op's differentiable outputs recomputed in plain PyTorch from its six tensor inputs (a missing bias
-    as None): ``(hs, h_n)`` of the layer or ``(h',)`` of the cell, in the op's dtypes."""
+    """The op's differentiable outputs recomputed in plain PyTorch from its tensor inputs (six, a missing bias
+    as None; the LayerNorm-GRU layer's eight): ``(hs, h_n)`` of a layer or ``(h',)`` of the cell, in the op's
+    dtypes."""
     p, seed, stream, reversed = call.zoneout
     if call.cell:
         training = seed is not None
@@ -311,7 +451,7 @@ def _reference(call: _Call, lengths: Tensor | None) -> Callable[..., tuple[Tenso
         if p > 0 and seed is not None:
             T, B, H = input.shape[0], h0.shape[0], h0.shape[1]
             keep = zoneout_loop_masks(Zoneout(p, seed, stream, reversed), T, B, H, lengths, input.device)
-        hs = gru_states_ref(
+        hs = (layernorm_gru_states_ref if call.layernorm else gru_states_ref)(
             *args,
             variant=call.variant,
             lengths=lengths,
@@ -415,22 +555,82 @@ def _kernel_grads(call: _Call, cotangents, primals, lengths, outputs, gates) -> 
     return [grad_input, grad_h0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh]
 
 
+def _layernorm_kernel_grads(call: _Call, cotangents, primals, lengths, hs, gates, xhat, rstd) -> list[Tensor | None]:
+    """First-order gradients of the LayerNorm-GRU layer's eight tensor inputs (None where not needed): the
+    recurrence's by the backward kernel, the rest as products over all ``T*B`` rows (plain PyTorch): ``W_hh``'s
+    from the raw products' gradients ``da``, the recurrent gains' and biases' from ``dln`` and ``xhat``, the
+    input side's through its normalisation (:func:`_layer_norm_grads`)."""
+    input, h0, weight_ih, weight_hh, ln_ih_weight, _, ln_hh_weight, _ = primals
+    needs = call.needs
+    with no_autocast(input.device.type):
+        if not call.store_gates:  # the op was called without them: run it again, keeping them this time
+            hs, _, gates, xhat, rstd = layernorm_gru_layer(
+                *primals, lengths, call.variant, call.allow_tf32, True, *call.zoneout
+            )
+        grad_hs, grad_h_n = cotangents
+        dgates_x, dln, da, dh0 = layernorm_gru_backward(
+            grad_hs[1:], grad_h_n, hs, gates, xhat, rstd, weight_hh, ln_hh_weight, lengths, call.variant,
+            call.allow_tf32, *call.zoneout,
+        )  # fmt: skip
+        T, B, H = gates.shape[0], gates.shape[1], hs.shape[2]
+        n, storage = T * B, weight_hh.dtype
+        grad_w_hh = grad_ln_hh_weight = grad_ln_hh_bias = None
+        if needs[3]:
+            da = da.reshape(n, 3 * H)
+            hs_prev = hs[:T].reshape(n, H).to(da.dtype)
+            n_input = hs_prev if call.variant == "cudnn" else gates.reshape(n, -1)[:, :H].to(da.dtype) * hs_prev
+            head_dim = launchers.head_dim_of(weight_hh)
+            grad_w_hh = torch.cat(
+                [
+                    _recurrent_weight_grad(da[:, : 2 * H], hs_prev, head_dim),
+                    _recurrent_weight_grad(da[:, 2 * H :], n_input, head_dim),
+                ]
+            ).to(storage)
+        dln = dln.reshape(n, 3 * H)
+        if needs[6]:
+            grad_ln_hh_weight = (dln * xhat.reshape(n, 3 * H)).sum(0).to(storage)
+        if needs[7]:
+            grad_ln_hh_bias = dln.sum(0).to(storage)
+        grad_input = grad_w_ih = grad_ln_ih_weight = grad_ln_ih_bias = None
+        if needs[0] or needs[2] or needs[4] or needs[5]:
+            flat = input.reshape(n, -1)
+            groups = 3 * launchers.num_heads_of(weight_hh)
+            d_pre, grad_ln_ih_weight, grad_ln_ih_bias = _layer_norm_grads(
+                flat @ weight_ih.t(), ln_ih_weight, dgates_x.reshape(n, 3 * H).to(dln.dtype), groups
+            )
+            d_pre = d_pre.to(storage)
+            grad_input = (d_pre @ weight_ih).reshape(input.shape) if needs[0] else None
+            grad_w_ih = d_pre.t() @ flat if needs[2] else None
+            grad_ln_ih_weight = grad_ln_ih_weight.to(storage) if needs[4] else None
+            grad_ln_ih_bias = grad_ln_ih_bias.to(storage) if needs[5] else None
+        grad_h0 = (dh0 + grad_hs[0]).to(h0.dtype) if needs[1] else None
+    return [
+        grad_input, grad_h0, grad_w_ih, grad_w_hh, grad_ln_ih_weight, grad_ln_ih_bias, grad_ln_hh_weight,
+        grad_ln_hh_bias,
+    ]  # fmt: skip
+
+
 class _Grads(torch.autograd.Function):
     """First-order gradients of either op as a function of its cotangents and tensor inputs: computed by the
     backward kernel; when they are differentiated in turn (double backward, nested ``torch.func``), through the
-    reference, to any order. ``apply(call, lengths, outputs, gates, *cotangents, *primals)``."""
+    reference, to any order. ``apply(call, lengths, *saved, *cotangents, *primals)``, ``saved`` the
+    ``call.saved`` outputs of the op its gradients read."""
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(call, lengths, outputs, gates, *tensors):
+    def forward(call, lengths, *tensors):
+        saved, tensors = tensors[: call.saved], tensors[call.saved :]
         cotangents, primals = tensors[: call.outputs], tensors[call.outputs :]
-        return tuple(_kernel_grads(call, cotangents, primals, lengths, outputs, gates))
+        if call.layernorm:
+            return tuple(_layernorm_kernel_grads(call, cotangents, primals, lengths, *saved))
+        return tuple(_kernel_grads(call, cotangents, primals, lengths, *saved))
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
-        call, lengths, _, _, *tensors = inputs
+        call, lengths, *tensors = inputs
         ctx.call = call
+        tensors = tensors[call.saved :]
         ctx.save_for_backward(lengths, *tensors)
         ctx.save_for_forward(lengths, *tensors)
 
@@ -450,13 +650,15 @@ class _Grads(torch.autograd.Function):
         lengths, *tensors = ctx.saved_tensors
         fn = _Grads._reference_grads(ctx.call, lengths)
         returned = [g for g, need in zip(grad_grads, ctx.call.needs, strict=True) if need]
-        grads = _reference_vjp(fn, tensors, ctx.needs_input_grad[4:], returned)
-        return (None, None, None, None, *grads)
+        first = 2 + ctx.call.saved
+        grads = _reference_vjp(fn, tensors, ctx.needs_input_grad[first:], returned)
+        return (*[None] * first, *grads)
 
     @staticmethod
     def jvp(ctx, *tangents):
         lengths, *tensors = ctx.saved_tensors
-        out_tangents = iter(_reference_jvp(_Grads._reference_grads(ctx.call, lengths), tensors, tangents[4:]))
+        first = 2 + ctx.call.saved
+        out_tangents = iter(_reference_jvp(_Grads._reference_grads(ctx.call, lengths), tensors, tangents[first:]))
         return tuple(next(out_tangents) if need else None for need in ctx.call.needs)
 
 
@@ -504,8 +706,32 @@ def _jvp(ctx, *tangents: Tensor | None) -> tuple[Tensor | None, ...]:
     return (*_reference_jvp(_reference(ctx.call, lengths), primals, tangents[:6]), None)
 
 
+def _setup_layernorm(ctx, inputs, output) -> None:
+    *primals, lengths, variant, allow_tf32, store_gates = inputs[:12]
+    hs, h_n, gates, xhat, rstd = output
+    ctx.save_for_backward(*primals, lengths, hs, gates, xhat, rstd)
+    ctx.save_for_forward(*primals, lengths)
+    zoneout = _with_defaults(inputs[12:])
+    ctx.call = _Call(False, variant, allow_tf32, store_gates, (hs.dtype, h_n.dtype), zoneout, layernorm=True)
+    ctx.mark_non_differentiable(gates, xhat, rstd)
+
+
+def _layernorm_backward(ctx, grad_hs, grad_h_n, *_):
+    *primals, lengths, hs, gates, xhat, rstd = ctx.saved_tensors
+    call = dataclasses.replace(ctx.call, needs=tuple(ctx.needs_input_grad[:8]))
+    grads = _Grads.apply(call, lengths, hs, gates, xhat, rstd, grad_hs, grad_h_n, *primals)
+    return (*grads, *[None] * (len(ctx.needs_input_grad) - 8))
+
+
+def _layernorm_jvp(ctx, *tangents: Tensor | None) -> tuple[Tensor | None, ...]:
+    """Forward-mode derivative of the LayerNorm-GRU layer, through the reference (as :func:`_jvp`)."""
+    *primals, lengths = ctx.saved_tensors
+    return (*_reference_jvp(_reference(ctx.call, lengths), primals, tangents[:8]), None, None, None)
+
+
 gru_layer.register_autograd(_layer_backward, setup_context=_setup_layer)
 gru_cell.register_autograd(_cell_backward, setup_context=_setup_cell)
+layernorm_gru_layer.register_autograd(_layernorm_backward, setup_context=_setup_layernorm)
 
 
 class _LayerFunction(torch.autograd.Function):
@@ -537,6 +763,20 @@ class _CellFunction(torch.autograd.Function):
     setup_context = staticmethod(_setup_cell)
     backward = staticmethod(_cell_backward)
     jvp = staticmethod(_jvp)
+
+
+class _LayerNormFunction(torch.autograd.Function):
+    """``layernorm_gru_layer`` with its autograd formula, for ``torch.func`` (see :class:`_LayerFunction`)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(*args):
+        return layernorm_gru_layer(*args)
+
+    setup_context = staticmethod(_setup_layernorm)
+    backward = staticmethod(_layernorm_backward)
+    jvp = staticmethod(_layernorm_jvp)
 
 
 # ------------------------------------------------------------------------------------------------------- vmap
@@ -585,6 +825,8 @@ def _register_vmap(op, batch_dims: tuple[int | None, ...], out_batch_dims: tuple
 _register_vmap(gru_layer, (1, 0, None, None, None, None, 0, *[None] * 7), (1, 0, 1))
 _register_vmap(gru_cell, (0, 0, *[None] * 9), (0, 1))
 _register_vmap(gru_backward, (1, 0, 1, 1, None, 0, *[None] * 6), (1, 1, 0))
+_register_vmap(layernorm_gru_layer, (1, 0, *[None] * 6, 0, *[None] * 7), (1, 0, 1, 1, 1))
+_register_vmap(layernorm_gru_backward, (1, 0, 1, 1, 1, 1, None, None, 0, *[None] * 6), (1, 1, 1, 0))
 
 
 # ----------------------------------------------------------------------------------- what functional.py calls
@@ -628,6 +870,33 @@ def layer(
     hs, h_n, _ = apply(
         input, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, variant, allow_tf32, store, *zoneout_args
     )
+    output = hs[1:]
+    if lengths is not None:
+        output = torch.where(sequence_mask(lengths, output.shape[0]), output, 0)
+    return output.to(input.dtype), h_n.to(input.dtype)
+
+
+def layernorm_layer(
+    input: Tensor,
+    h0: Tensor,
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    ln_ih_weight: Tensor,
+    ln_ih_bias: Tensor,
+    ln_hh_weight: Tensor,
+    ln_hh_bias: Tensor,
+    lengths: Tensor | None,
+    variant: str,
+    allow_tf32: bool,
+    zoneout: Zoneout | None = None,
+) -> tuple[Tensor, Tensor]:
+    """One checked LayerNorm-GRU layer and direction, as :func:`layer`."""
+    _refuse_jit_trace()
+    weights = (weight_ih, weight_hh, ln_ih_weight, ln_ih_bias, ln_hh_weight, ln_hh_bias)
+    store = _needs_grad(input, h0, *weights)
+    apply = layernorm_gru_layer if torch.compiler.is_compiling() else _LayerNormFunction.apply
+    zoneout_args = _NO_ZONEOUT if zoneout is None else tuple(zoneout)
+    hs, h_n, *_ = apply(input, h0, *weights, lengths, variant, allow_tf32, store, *zoneout_args)
     output = hs[1:]
     if lengths is not None:
         output = torch.where(sequence_mask(lengths, output.shape[0]), output, 0)

@@ -404,9 +404,6 @@ def gru_states_ref(
     the bool masks ``zoneout_keep`` ``[T, B, H]`` (``[t]`` at step ``t``), or their expectation when None."""
     check_variant(variant)
     _check_heads(weight_hh, num_heads)
-    hidden = weight_hh.shape[0] // 3
-    if h0 is None:
-        h0 = input.new_zeros((input.shape[1], hidden))
     step = functools.partial(
         _gru_step,
         weight_ih=weight_ih,
@@ -416,6 +413,46 @@ def gru_states_ref(
         variant=variant,
         num_heads=num_heads,
     )
+    return _states(step, input, h0, weight_hh.shape[0] // 3, lengths, zoneout, zoneout_keep)
+
+
+def layernorm_gru_states_ref(
+    input: torch.Tensor,
+    h0: torch.Tensor | None,
+    weight_ih: torch.Tensor,
+    weight_hh: torch.Tensor,
+    ln_ih_weight: torch.Tensor,
+    ln_ih_bias: torch.Tensor,
+    ln_hh_weight: torch.Tensor,
+    ln_hh_bias: torch.Tensor,
+    *,
+    variant: str = "cudnn",
+    num_heads: int = 1,
+    lengths: torch.Tensor | Sequence[int] | None = None,
+    zoneout: float = 0.0,
+    zoneout_keep: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`gru_states_ref` of a LayerNorm-GRU layer (weights as :func:`layernorm_gru_cell_ref`)."""
+    check_variant(variant)
+    _check_heads(weight_hh, num_heads)
+    step = functools.partial(
+        _layernorm_gru_step,
+        weight_ih=weight_ih,
+        weight_hh=weight_hh,
+        ln_ih_weight=ln_ih_weight,
+        ln_ih_bias=ln_ih_bias,
+        ln_hh_weight=ln_hh_weight,
+        ln_hh_bias=ln_hh_bias,
+        variant=variant,
+        num_heads=num_heads,
+    )
+    return _states(step, input, h0, weight_hh.shape[0] // 3, lengths, zoneout, zoneout_keep)
+
+
+def _states(step: Step, input, h0, hidden: int, lengths, zoneout: float, keep) -> torch.Tensor:
+    """``hs`` ``[T+1, B, H]`` of ``step`` run forward over ``input`` from ``h0`` (None: zeros)."""
+    if h0 is None:
+        h0 = input.new_zeros((input.shape[1], hidden))
     held, _ = _scan(
         step,
         input,
@@ -424,7 +461,7 @@ def gru_states_ref(
         lengths=_lengths_tensor(lengths, input),
         reverse=False,
         zoneout=check_zoneout(zoneout),
-        keep=zoneout_keep,
+        keep=keep,
     )
     return torch.stack([h0, *held])
 

@@ -136,11 +136,41 @@ def check_weights(
     return hidden
 
 
+def check_layernorm_weights(
+    prefix: str,
+    weight_ih: torch.Tensor,
+    weight_hh: torch.Tensor,
+    ln_ih_weight: torch.Tensor,
+    ln_ih_bias: torch.Tensor,
+    ln_hh_weight: torch.Tensor,
+    ln_hh_bias: torch.Tensor,
+    input_size: int,
+    *,
+    num_heads: int = 1,
+) -> int:
+    """:func:`check_weights` for one LayerNorm-GRU layer (no ``bias_ih``/``bias_hh``), and its four
+    normalisation gains and biases, each ``(3*hidden_size,)``; return ``H``."""
+    hidden = check_weights(prefix, weight_ih, weight_hh, None, None, input_size, num_heads=num_heads)
+    for name, tensor in zip(
+        LAYERNORM_WEIGHT_NAMES[2:], (ln_ih_weight, ln_ih_bias, ln_hh_weight, ln_hh_bias), strict=True
+    ):
+        check_floating(f"{prefix}{name}", tensor)
+        check_shape(f"{prefix}{name}", tensor, (3 * hidden,), "3*hidden_size")
+    return hidden
+
+
+GRU_WEIGHT_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+LAYERNORM_WEIGHT_NAMES = ("weight_ih", "weight_hh", "ln_ih_weight", "ln_ih_bias", "ln_hh_weight", "ln_hh_bias")
+"""One layer's tensors, in the order the functional API takes them: a GRU's and a LayerNorm-GRU's."""
+
+
 def check_weights_like(
     prefix: str, weights: Sequence[torch.Tensor | None], input: torch.Tensor, torch_phrase: str = ""
 ) -> None:
-    """Every tensor of one layer's ``weight_ih, weight_hh, bias_ih, bias_hh`` shares ``input``'s dtype and device."""
-    for name, tensor in zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), weights, strict=True):
+    """Every tensor of one layer (:data:`GRU_WEIGHT_NAMES` or :data:`LAYERNORM_WEIGHT_NAMES`) shares
+    ``input``'s dtype and device."""
+    names = LAYERNORM_WEIGHT_NAMES if len(weights) == len(LAYERNORM_WEIGHT_NAMES) else GRU_WEIGHT_NAMES
+    for name, tensor in zip(names, weights, strict=True):
         if tensor is not None:
             check_like(f"{prefix}{name}", tensor, "input", input, torch_phrase)
 

@@ -28,7 +28,6 @@ from tritongru.harness import results, timing
 from tritongru.harness.grids import Grid
 from tritongru.harness.providers import PEERS, PROVIDERS, Variant, baseline_provider, build, default_providers
 from tritongru.precisions import PRECISIONS
-from tritongru.reference import gru_layer_ref
 
 Point = tuple[str, int, int, int]
 """``(precision, batch, hidden, seq_len)``: one point of a :class:`~tritongru.harness.grids.Grid`."""
@@ -159,7 +158,7 @@ def _reference(
     default) on ``base``'s weights."""
     with torch.no_grad():
         weights = [w.float() for w in variant.weights(base)]
-        output, _ = gru_layer_ref(x.float(), h0[0].float(), *weights, variant=formulation, **variant.options())
+        output, _ = variant.reference(x.float(), h0[0].float(), *weights, variant=formulation, **variant.options())
     return output
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 import tritongru
-from tritongru.reference import diagonal_blocks_weight_hh, gru_layer_ref
+from tritongru.reference import diagonal_blocks_weight_hh, gru_layer_ref, layernorm_gru_layer_ref
 
 Adapter = Callable[[torch.nn.GRU, bool], tuple[torch.nn.Module, str]]
 """``adapter(base, allow_tf32) -> (module, formulation)``: a module computing ``(output, h_n) = module(x, h0)``
@@ -133,20 +133,32 @@ class _CompiledReference(torch.nn.Module):
 class Variant:
     """A research variant of one GRU layer, as ``tritongru.gru_layer`` and ``tritongru.reference.gru_layer_ref``
     take it: ``heads`` of a block-diagonal recurrent weight (its diagonal blocks taken from the base GRU's dense
-    one), ``zoneout`` in training with a fixed seed (so every call, and the reference, draw the same masks)."""
+    one), ``zoneout`` in training with a fixed seed (so every call, and the reference, draw the same masks);
+    ``layernorm``: the LayerNorm-GRU's layer instead (``tritongru.layernorm_gru_layer``)."""
 
     heads: int = 1
     zoneout: float = 0.0
     zoneout_seed: int = 20261201
+    layernorm: bool = False
 
     def weights(self, base: torch.nn.GRU) -> list[torch.Tensor]:
-        """``weight_ih, weight_hh, bias_ih, bias_hh`` of ``base``'s first layer, ``weight_hh`` as the variant's."""
+        """``weight_ih, weight_hh, bias_ih, bias_hh`` of ``base``'s first layer, ``weight_hh`` as the variant's;
+        for the LayerNorm-GRU ``weight_ih, weight_hh``, gains of 1 and ``base``'s biases as the normalisations'
+        (``ln_ih_weight, ln_ih_bias, ln_hh_weight, ln_hh_bias``)."""
         weight_hh = base.weight_hh_l0
         if self.heads > 1:
             if base.hidden_size % self.heads:
                 raise LookupError(f"hidden size {base.hidden_size} does not split into {self.heads} heads")
             weight_hh = diagonal_blocks_weight_hh(weight_hh.detach(), self.heads)
+        if self.layernorm:
+            ones = torch.ones_like(base.bias_ih_l0)
+            return [base.weight_ih_l0, weight_hh, ones, base.bias_ih_l0, ones, base.bias_hh_l0]
         return [base.weight_ih_l0, weight_hh, base.bias_ih_l0, base.bias_hh_l0]
+
+    @property
+    def reference(self) -> Callable:
+        """The plain-PyTorch layer of this variant's cell."""
+        return layernorm_gru_layer_ref if self.layernorm else gru_layer_ref
 
     def options(self) -> dict:
         """The keyword arguments of both layer functions."""
@@ -160,11 +172,14 @@ HEADS = Variant(heads=8)
 ZONEOUT = Variant(zoneout=0.1)
 """The zoneout contenders' variant: ``p = 0.1``, masks drawn in training."""
 
+LAYERNORM = Variant(layernorm=True)
+"""The LayerNorm-GRU contenders' variant."""
+
 
 class _VariantLayer(torch.nn.Module):
     """One layer of a :class:`Variant`, cudnn form, on ``base``'s weights (its own copies, so that training
-    reaches them): ``layer`` is ``tritongru.gru_layer`` (the kernels) or ``gru_layer_ref`` (the same cell as a
-    plain-PyTorch loop)."""
+    reaches them): ``layer`` is ``tritongru.gru_layer`` or ``tritongru.layernorm_gru_layer`` (the kernels), or
+    the same cell's reference (a plain-PyTorch loop)."""
 
     def __init__(self, base: torch.nn.GRU, variant: Variant, layer: Callable) -> None:
         super().__init__()
@@ -276,10 +291,33 @@ PROVIDERS: dict[str, Provider] = {
             _variant(ZONEOUT, gru_layer_ref),
             variant=ZONEOUT,
         ),
+        Provider(
+            "tritongru-layernorm",
+            "tritongru, LayerNorm-GRU",
+            "#843c39",
+            "d",
+            _variant(LAYERNORM, tritongru.layernorm_gru_layer),
+            variant=LAYERNORM,
+        ),
+        Provider(
+            "reference-layernorm",
+            "PyTorch loop, LayerNorm-GRU",
+            "#e7969c",
+            "1",
+            _variant(LAYERNORM, layernorm_gru_layer_ref),
+            variant=LAYERNORM,
+        ),
     )
 }
 
-VARIANT_PROVIDERS = ("tritongru-heads", "reference-heads", "tritongru-zoneout", "reference-zoneout")
+VARIANT_PROVIDERS = (
+    "tritongru-heads",
+    "reference-heads",
+    "tritongru-zoneout",
+    "reference-zoneout",
+    "tritongru-layernorm",
+    "reference-layernorm",
+)
 """The research variants cuDNN lacks, each in the kernels and as a plain-PyTorch loop of the same cell (opt-in:
 ``--providers``); the plain kernel (``tritongru-cudnn``) beside them shows what the variant costs."""
 
