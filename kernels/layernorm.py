@@ -7,8 +7,9 @@ before the loop and hands it in as ``gi``. What is left is the recurrent side, `
 Its statistics need the whole width of a row (a head's ``D`` units), which the programs of a group split into
 slices. So a step's products end in a **statistics phase**: each program stores its raw pre-activations (its own
 tile, ``xhat``) and its slice's partial moments (mean and sum of squared deviations, per row and gate) into
-``partials``; after a barrier every program combines its head's partials (Chan's pairwise formula, exact and
-stable), normalises its own tile and finishes the step. That is one more barrier per product phase:
+``partials``; after a barrier every program combines its head's partials (Chan's pairwise formula:
+algebraically exact, numerically stable), normalises its own tile and finishes the step. That is one more
+barrier per product phase:
 
 - forward: cudnn 2 barriers per step (products r, z, n | normalise, gates, ``h_t``); classic 4 (products r, z |
   normalise, publish ``R h`` | product n | normalise, ``h_t``);
