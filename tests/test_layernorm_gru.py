@@ -220,6 +220,8 @@ def test_module_parameters_and_initialisation():
     assert [name for name, _ in cell.named_parameters()] == NAMES
     assert "variant='classic'" in repr(cell) and "zoneout=0.2" in repr(cell)
     assert "num_heads=4" in repr(module) and "bidirectional=True" in repr(module)
+    assert [p.shape for p in module.all_weights[3]] == [(24, 16), (24, 2), *[(24,)] * 4]
+    module.flatten_parameters()
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

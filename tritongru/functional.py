@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from tritongru import launchers, ops, reference
 from tritongru.validation import (
+    GRU_WEIGHT_NAMES,
     LAYERNORM_WEIGHT_NAMES,
     GRUInputError,
     check_cell_input,
@@ -245,33 +246,7 @@ def gru(
     ``zoneout_mask``).
     """
     variant = check_variant(variant)
-    check_zoneout(zoneout)
-    check_zoneout_seed(zoneout_seed)
-    check_sequence_input(input)
-    if not isinstance(num_layers, int) or num_layers < 1:
-        raise GRUInputError(f"num_layers must be a positive int; got {num_layers!r}")
-    if not 0.0 <= float(dropout) <= 1.0:
-        raise GRUInputError(f"dropout must lie in [0, 1]; got {dropout!r}")
-    directions = 2 if bidirectional else 1
-    if len(weights) != 4 * num_layers * directions:
-        raise GRUInputError(
-            f"weights must hold 4 tensors (weight_ih, weight_hh, bias_ih, bias_hh) per layer and direction, "
-            f"{4 * num_layers * directions} in all; got {len(weights)}"
-        )
-    hidden = 0
-    for index in range(num_layers * directions):
-        layer_input_size = input.shape[-1] if index < directions else directions * hidden
-        hidden = check_weights(
-            _layer_name(index, directions),
-            *weights[4 * index : 4 * index + 4],
-            layer_input_size,
-            num_heads=num_heads,
-        )
-    return run_gru(
-        input,
-        hx,
-        weights,
-        hidden_size=hidden,
+    options = dict(
         num_layers=num_layers,
         batch_first=batch_first,
         dropout=dropout,
@@ -283,6 +258,40 @@ def gru(
         zoneout_seed=zoneout_seed,
         allow_tf32=allow_tf32,
     )
+    return _run_checked_stack(input, hx, weights, GRU_WEIGHT_NAMES, check_weights, num_heads, **options)
+
+
+def _run_checked_stack(
+    input, hx, weights: Weights, names, check_layer, num_heads, **options
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`gru` and :func:`layernorm_gru` once their variant is checked: check the options, the input and
+    every layer's ``names`` tensors by ``check_layer`` (:func:`check_weights` or :func:`check_layernorm_weights`),
+    then :func:`run_gru`."""
+    num_layers, dropout = options["num_layers"], options["dropout"]
+    check_zoneout(options["zoneout"])
+    check_zoneout_seed(options["zoneout_seed"])
+    check_sequence_input(input)
+    if not isinstance(num_layers, int) or num_layers < 1:
+        raise GRUInputError(f"num_layers must be a positive int; got {num_layers!r}")
+    if not 0.0 <= float(dropout) <= 1.0:
+        raise GRUInputError(f"dropout must lie in [0, 1]; got {dropout!r}")
+    directions = 2 if options["bidirectional"] else 1
+    per_layer = len(names)
+    if len(weights) != per_layer * num_layers * directions:
+        raise GRUInputError(
+            f"weights must hold {per_layer} tensors ({', '.join(names)}) per layer and direction, "
+            f"{per_layer * num_layers * directions} in all; got {len(weights)}"
+        )
+    hidden = 0
+    for index in range(num_layers * directions):
+        layer_input_size = input.shape[-1] if index < directions else directions * hidden
+        hidden = check_layer(
+            _layer_name(index, directions),
+            *weights[per_layer * index : per_layer * (index + 1)],
+            layer_input_size,
+            num_heads=num_heads,
+        )
+    return run_gru(input, hx, weights, hidden_size=hidden, **options)
 
 
 def _check_gru_state(hx: torch.Tensor, shape: tuple[int, ...], input: torch.Tensor, unbatched: bool) -> None:
@@ -533,34 +542,7 @@ def layernorm_gru(
     normalised over the ``H`` units of its row (with heads, over each head's ``d``). Same signature as
     :func:`tritongru.reference.layernorm_gru_ref` (less ``zoneout_mask``)."""
     variant = check_variant(variant)
-    check_zoneout(zoneout)
-    check_zoneout_seed(zoneout_seed)
-    check_sequence_input(input)
-    if not isinstance(num_layers, int) or num_layers < 1:
-        raise GRUInputError(f"num_layers must be a positive int; got {num_layers!r}")
-    if not 0.0 <= float(dropout) <= 1.0:
-        raise GRUInputError(f"dropout must lie in [0, 1]; got {dropout!r}")
-    directions = 2 if bidirectional else 1
-    per_layer = len(LAYERNORM_WEIGHT_NAMES)
-    if len(weights) != per_layer * num_layers * directions:
-        raise GRUInputError(
-            f"weights must hold {per_layer} tensors ({', '.join(LAYERNORM_WEIGHT_NAMES)}) per layer and direction, "
-            f"{per_layer * num_layers * directions} in all; got {len(weights)}"
-        )
-    hidden = 0
-    for index in range(num_layers * directions):
-        layer_input_size = input.shape[-1] if index < directions else directions * hidden
-        hidden = check_layernorm_weights(
-            _layer_name(index, directions),
-            *weights[per_layer * index : per_layer * (index + 1)],
-            layer_input_size,
-            num_heads=num_heads,
-        )
-    return run_gru(
-        input,
-        hx,
-        weights,
-        hidden_size=hidden,
+    options = dict(
         num_layers=num_layers,
         batch_first=batch_first,
         dropout=dropout,
@@ -572,6 +554,7 @@ def layernorm_gru(
         zoneout_seed=zoneout_seed,
         allow_tf32=allow_tf32,
     )
+    return _run_checked_stack(input, hx, weights, LAYERNORM_WEIGHT_NAMES, check_layernorm_weights, num_heads, **options)
 
 
 def layernorm_gru_layer(

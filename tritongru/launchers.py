@@ -18,8 +18,9 @@ How a sequence runs (:func:`plan_launch`, from the :class:`~tritongru.configs.Ke
   barrier raises ``RuntimeError`` (results invalid); on a GPU without waiting for it, at a later launch or
   :func:`check_grid_barriers` (see :func:`_check_barriers`).
 - **per step**: one launch per step and phase (cudnn forward 1, classic forward 2, cudnn backward 2, classic
-  backward 3), ``slices x batch blocks`` programs (one batch block each); on Hopper and newer each launch after
-  the first is dispatched while the previous one finishes (programmatic dependent launch), hiding the gap.
+  backward 3; the LayerNorm-GRU's: :data:`PHASES`), ``slices x batch blocks`` programs (one batch block each);
+  on Hopper and newer each launch after the first is dispatched while the previous one finishes (programmatic
+  dependent launch), hiding the gap.
 
 ``TRITONGRU_GRID_SYNC=0`` in the environment turns the grid barrier off: several slices then run per step.
 """
@@ -288,9 +289,9 @@ def _descending(kind: str) -> bool:
 
 
 def kernel_calls(kind: str, variant: str, plan: LaunchPlan, steps: int, args: dict) -> list[dict]:
-    """The keyword arguments (launch options included) of every call of the ``kind`` kernel (``"forward"``:
-    steps ascending, ``"backward"``: descending) that runs ``steps`` steps as ``plan`` says; ``args`` holds
-    every kernel argument but the step range, the phases and the barrier's."""
+    """The keyword arguments (launch options included) of every call of the ``kind`` kernel (a key of
+    :data:`KIND_KERNELS`; a forward steps ascending, a backward descending) that runs ``steps`` steps as ``plan``
+    says; ``args`` holds every kernel argument but the step range, the phases and the barrier's."""
     phases = PHASES[kind, variant]
     whole = dict(args, t_lo=0, t_hi=steps, spin_limit=_spin_limit(), FIRST_PHASE=0, LAST_PHASE=phases - 1)
     persistent = dict(whole, RESIDENT=True, USE_PDL=False)

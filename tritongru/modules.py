@@ -324,6 +324,15 @@ class LayerNormGRU(_TritonOptions, _LayerNormGRUStack):
     def _weights(self) -> list[torch.Tensor]:
         return [getattr(self, name) for names in self._all_weights for name in names]
 
+    @property
+    def all_weights(self) -> list[list[nn.Parameter]]:
+        """The six parameters of each layer and direction, as ``torch.nn.GRU.all_weights`` lists its four."""
+        return [[getattr(self, name) for name in names] for names in self._all_weights]
+
+    def flatten_parameters(self) -> None:
+        """Nothing to flatten (there is no cuDNN weight buffer): the kernels read the parameters as they are.
+        Here so that code written for ``torch.nn.GRU`` (``DataParallel`` replicas call it) runs unchanged."""
+
     def forward(
         self, input: torch.Tensor | PackedSequence, hx: torch.Tensor | None = None
     ) -> tuple[torch.Tensor | PackedSequence, torch.Tensor]:
