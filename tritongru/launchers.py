@@ -340,6 +340,25 @@ def _launch(kernel, kind: str, variant: str, plan: LaunchPlan, steps: int, args:
             kernel[plan.grid](**call)
 
 
+def _forward_buffers(h0, steps: int, variant: str, storage: torch.dtype, store_gates: bool) -> dict:
+    """A forward kernel's outputs and exchange buffers: ``hs`` ``[T+1, B, H]`` (``hs[0] = h0``), the exact
+    ``state``, the saved gates (or None), and classic's ``rh`` and ``z_scratch`` (else None)."""
+    B, H = h0.shape
+    device = h0.device
+    hs = torch.empty((steps + 1, B, H), dtype=storage, device=device)
+    hs[0].copy_(h0)
+    state = h0.to(compute_dtype(storage), copy=True)
+    classic = variant == "classic"
+    gates = torch.empty((steps, B, SAVED_GATES[variant] * H), dtype=storage, device=device) if store_gates else None
+    return dict(
+        hs_ptr=hs,
+        state_ptr=state,
+        gates_ptr=gates,
+        rh_ptr=torch.empty((B, H), dtype=storage, device=device) if classic else None,
+        z_scratch_ptr=torch.empty_like(state) if classic else None,
+    )
+
+
 def forward_arguments(
     *,
     gi,
@@ -363,10 +382,6 @@ def forward_arguments(
     D = w_hh.shape[1]
     input_size = 0 if x is None else x.shape[1]
     storage, device = w_hh.dtype, w_hh.device
-    hs = torch.empty((steps + 1, B, H), dtype=storage, device=device)
-    hs[0].copy_(h0)
-    state = h0.to(compute_dtype(storage), copy=True)
-    classic = variant == "classic"
     if config is None:
         config = _launch_config(
             "forward" if x is None else "cell",
@@ -389,19 +404,13 @@ def forward_arguments(
         b_ih_ptr=b_ih,
         w_hh_ptr=w_hh,
         b_hh_ptr=b_hh,
-        hs_ptr=hs,
-        state_ptr=state,
-        gates_ptr=torch.empty((steps, B, SAVED_GATES[variant] * H), dtype=storage, device=device)
-        if store_gates
-        else None,
-        rh_ptr=torch.empty((B, H), dtype=storage, device=device) if classic else None,
-        z_scratch_ptr=torch.empty_like(state) if classic else None,
+        **_forward_buffers(h0, steps, variant, storage, store_gates),
         lengths_ptr=lengths,
         B=B,
         H=H,
         D=D,
         I=input_size,
-        CLASSIC=classic,
+        CLASSIC=variant == "classic",
         **zoneout_arguments(zoneout, steps, storage, device),
         **_kernel_constants(storage, allow_tf32, config, D),
     )
@@ -831,28 +840,20 @@ def layernorm_forward_arguments(
             | ({"zoneout": True} if zoneout is not None else {}),
             head_dim=head_dim,
         )
-    hs = torch.empty((T + 1, B, H), dtype=storage, device=device)
-    hs[0].copy_(h0)
-    state = h0.to(compute, copy=True)
-    classic = variant == "classic"
     args = dict(
         gi_ptr=gi,
         w_hh_ptr=w_hh,
         ln_w_ptr=ln_w,
         ln_b_ptr=ln_b,
-        hs_ptr=hs,
-        state_ptr=state,
-        gates_ptr=torch.empty((T, B, SAVED_GATES[variant] * H), dtype=storage, device=device) if store_gates else None,
+        **_forward_buffers(h0, T, variant, storage, store_gates),
         xhat_ptr=torch.empty((T if store_gates else 1, B, 3 * H), dtype=compute, device=device),
         rstd_ptr=torch.empty((T, B, 3, H // D), dtype=compute, device=device) if store_gates else None,
         partials_ptr=torch.empty((B, 3, config.grid(B, H, head_dim)[0], 2), dtype=compute, device=device),
-        rh_ptr=torch.empty((B, H), dtype=storage, device=device) if classic else None,
-        z_scratch_ptr=torch.empty_like(state) if classic else None,
         lengths_ptr=lengths,
         B=B,
         H=H,
         D=D,
-        CLASSIC=classic,
+        CLASSIC=variant == "classic",
         **zoneout_arguments(zoneout, T, storage, device),
         **_kernel_constants(storage, allow_tf32, config, D),
     )

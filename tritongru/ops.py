@@ -863,17 +863,8 @@ def layer(
 ) -> tuple[Tensor, Tensor]:
     """One checked layer and direction: (``output`` ``[T, B, H]``, zero past each length; ``h_n`` ``[B, H]``),
     both in ``input``'s dtype. Gates are stored for backward only when a gradient can be asked for."""
-    _refuse_jit_trace()
-    store = _needs_grad(input, h0, weight_ih, weight_hh, bias_ih, bias_hh)
-    apply = gru_layer if torch.compiler.is_compiling() else _LayerFunction.apply
-    zoneout_args = _NO_ZONEOUT if zoneout is None else tuple(zoneout)
-    hs, h_n, _ = apply(
-        input, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, variant, allow_tf32, store, *zoneout_args
-    )
-    output = hs[1:]
-    if lengths is not None:
-        output = torch.where(sequence_mask(lengths, output.shape[0]), output, 0)
-    return output.to(input.dtype), h_n.to(input.dtype)
+    weights = (weight_ih, weight_hh, bias_ih, bias_hh)
+    return _run_layer(gru_layer, _LayerFunction, input, h0, weights, lengths, variant, allow_tf32, zoneout)
 
 
 def layernorm_layer(
@@ -891,10 +882,18 @@ def layernorm_layer(
     zoneout: Zoneout | None = None,
 ) -> tuple[Tensor, Tensor]:
     """One checked LayerNorm-GRU layer and direction, as :func:`layer`."""
-    _refuse_jit_trace()
     weights = (weight_ih, weight_hh, ln_ih_weight, ln_ih_bias, ln_hh_weight, ln_hh_bias)
+    return _run_layer(
+        layernorm_gru_layer, _LayerNormFunction, input, h0, weights, lengths, variant, allow_tf32, zoneout
+    )
+
+
+def _run_layer(op, function, input, h0, weights, lengths, variant, allow_tf32, zoneout) -> tuple[Tensor, Tensor]:
+    """:func:`layer` and :func:`layernorm_layer` through ``op`` (under ``torch.compile``) or its
+    ``autograd.Function`` (eagerly); ``weights``: the op's tensors after ``h0``."""
+    _refuse_jit_trace()
     store = _needs_grad(input, h0, *weights)
-    apply = layernorm_gru_layer if torch.compiler.is_compiling() else _LayerNormFunction.apply
+    apply = op if torch.compiler.is_compiling() else function.apply
     zoneout_args = _NO_ZONEOUT if zoneout is None else tuple(zoneout)
     hs, h_n, *_ = apply(input, h0, *weights, lengths, variant, allow_tf32, store, *zoneout_args)
     output = hs[1:]
