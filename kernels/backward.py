@@ -5,7 +5,8 @@ host afterwards from the gate gradients this kernel stores. Program ``(i_slice, 
 hidden units within one head of ``D`` (``W_hh`` ``[3H, D]``, dense when ``D = H``) of ``BATCH_BLOCKS`` blocks of
 ``BLOCK_B`` batch rows (as in :mod:`~tritongru.kernels.forward`). In a launch of many steps (``RESIDENT``) it
 holds the columns ``W_hh[:, slice]`` of every gate on chip for the whole launch (with heads, of its head's rows
-only); its exact slice of ``dh`` lives in ``carry``.
+only; the row chunks past ``HELD_CHUNKS`` streamed every step, as in the forward); its exact slice of ``dh``
+lives in ``carry``.
 Step ``t`` runs from ``t_hi - 1`` down to ``t_lo``; ``g = dh + dL/d output_t`` is the total gradient of ``h_t``
 (zero output gradient past a sequence's length, where ``g`` passes through unchanged).
 
@@ -154,6 +155,8 @@ def gru_backward_kernel(
     BATCH_BLOCKS: tl.constexpr,
     SPLIT: tl.constexpr,
     WAVE: tl.constexpr,
+    HELD_CHUNKS: tl.constexpr,
+    STREAM_WAVE: tl.constexpr,
     HAS_LENGTHS: tl.constexpr,
     K_CHUNKS: tl.constexpr,
     EVEN_K: tl.constexpr,
@@ -177,9 +180,9 @@ def gru_backward_kernel(
     # The columns W_hg[:, slice] of every gate, held for the whole launch when it runs many steps.
     # (multi-head: the rows of this slice's head only, ``W_hg[head rows, slice]``)
     w_head = w_hh_ptr + head_start * D
-    w_r = gate_weights(w_head + GATE_R * H * D, D, 1, o_u, m_j, D, RESIDENT, K_CHUNKS, BLOCK_K, SPLIT)
-    w_z = gate_weights(w_head + GATE_Z * H * D, D, 1, o_u, m_j, D, RESIDENT, K_CHUNKS, BLOCK_K, SPLIT)
-    w_n = gate_weights(w_head + GATE_N * H * D, D, 1, o_u, m_j, D, RESIDENT, K_CHUNKS, BLOCK_K, SPLIT)
+    w_r = gate_weights(w_head + GATE_R * H * D, D, 1, o_u, m_j, D, RESIDENT, HELD_CHUNKS, BLOCK_K, SPLIT)
+    w_z = gate_weights(w_head + GATE_Z * H * D, D, 1, o_u, m_j, D, RESIDENT, HELD_CHUNKS, BLOCK_K, SPLIT)
+    w_n = gate_weights(w_head + GATE_N * H * D, D, 1, o_u, m_j, D, RESIDENT, HELD_CHUNKS, BLOCK_K, SPLIT)
 
     if FIRST_PHASE == 0:
         # phase 0 of the first step (the last of the sequence); every later phase 0 follows its step above
@@ -217,7 +220,8 @@ def gru_backward_kernel(
                     )  # fmt: skip
                     (d_rh,) = products(
                         (p_head + GATE_N * H,), (3 * H,), o_b, m_b, D, (w_n,), D, 1, o_u, m_j,
-                        ACC_DTYPE, RESIDENT, False, DOT_PRECISION, BLOCK_K, K_CHUNKS, WAVE, SPLIT, EVEN_K,
+                        ACC_DTYPE, RESIDENT, False, DOT_PRECISION, BLOCK_K,
+                        K_CHUNKS, HELD_CHUNKS, WAVE, STREAM_WAVE, SPLIT, EVEN_K,
                     )  # fmt: skip
                     p_dgates = p_step + o_b[:, None] * (3 * H) + o_j[None, :]
                     tl.store(p_dgates + GATE_R * H, d_rh * h_prev * r * (1.0 - r), mask=m)
@@ -241,7 +245,8 @@ def gru_backward_kernel(
                     )  # fmt: skip
                     (acc,) = products(
                         (p_head + GATE_R * H, p_head + GATE_Z * H), (3 * H, 3 * H), o_b, m_b, D, (w_r, w_z), D, 1, o_u,
-                        m_j, ACC_DTYPE, RESIDENT, True, DOT_PRECISION, BLOCK_K, K_CHUNKS, WAVE, SPLIT, EVEN_K,
+                        m_j, ACC_DTYPE, RESIDENT, True, DOT_PRECISION, BLOCK_K,
+                        K_CHUNKS, HELD_CHUNKS, WAVE, STREAM_WAVE, SPLIT, EVEN_K,
                     )  # fmt: skip
                     dh = partial + acc
                     tl.store(carry_ptr + p_own, dh, mask=m)
@@ -268,7 +273,8 @@ def gru_backward_kernel(
                 (acc,) = products(
                     (p_head + GATE_R * H, p_head + GATE_Z * H, dgates_hn_ptr + step_rows(t, B) * H + head_start),
                     (3 * H, 3 * H, H), o_b, m_b, D, (w_r, w_z, w_n), D, 1, o_u, m_j,
-                    ACC_DTYPE, RESIDENT, True, DOT_PRECISION, BLOCK_K, K_CHUNKS, WAVE, SPLIT, EVEN_K,
+                    ACC_DTYPE, RESIDENT, True, DOT_PRECISION, BLOCK_K,
+                    K_CHUNKS, HELD_CHUNKS, WAVE, STREAM_WAVE, SPLIT, EVEN_K,
                 )  # fmt: skip
                 g = dh + grad_out
                 direct = zoned_direct(

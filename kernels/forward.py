@@ -4,10 +4,12 @@ Program ``(i_slice, i_group)`` owns ``BLOCK_H`` hidden units (its slice, within 
 :func:`~tritongru.kernels.gru_math.hidden_slice`; ``D = H`` for the dense GRU) of ``BATCH_BLOCKS`` blocks of
 ``BLOCK_B`` batch rows (block ``i_group*BATCH_BLOCKS + q``, ``q < BATCH_BLOCKS``), stepped in turn. In a launch of
 many steps (``RESIDENT``) it loads the three gate rows of ``W_hh`` for its units once and holds them on chip for
-the whole launch, however many batch blocks it steps. Every step of a batch block loads, together (one round
-trip): the full ``h_{t-1}`` of its rows (written by every program of its group) from ``hs``, its own tile of the
-input side and its exact float32 state from ``state``. ``hs`` is both the output and the exchange buffer: step
-``t`` reads ``hs[t]`` and writes its slice of ``hs[t+1]``, so no slot is ever reused.
+the whole launch, however many batch blocks it steps (but the last ``K_CHUNKS - HELD_CHUNKS`` K chunks, which it
+streams from L2 with ``h_{t-1}`` where they do not fit: ``tritongru.configs.held_chunks``). Every step of a
+batch block loads, together (one round trip): the full ``h_{t-1}`` of its rows (written by every program of its
+group) from ``hs``, its own tile of the input side and its exact float32 state from ``state``. ``hs`` is both
+the output and the exchange buffer: step ``t`` reads ``hs[t]`` and writes its slice of ``hs[t+1]``, so no slot is
+ever reused.
 
 cudnn form, one phase per step: for each batch block, ``h_{t-1}``'s chunks feed the three products (r, z, n),
 then ``r = σ(gi_r + W_hr h + b_hr)``, ``z = σ(...)``, ``n = tanh(gi_n + r (W_hn h + b_hn))``,
@@ -87,7 +89,7 @@ def input_side(
         w_ih = (w_ih_ptr + GATE_R * H * I, w_ih_ptr + GATE_Z * H * I, w_ih_ptr + GATE_N * H * I)
         gx_r, gx_z, gx_n = products(
             (x_ptr,), (I,), o_b, m_b, I, w_ih, 1, I, o_j, m_j,
-            ACC_DTYPE, False, False, DOT_PRECISION, BLOCK_K, 0, 0, SPLIT,
+            ACC_DTYPE, False, False, DOT_PRECISION, BLOCK_K, 0, 0, 0, 0, SPLIT,
         )  # fmt: skip
         if HAS_BIAS:
             gx_r += gate_row(b_ih_ptr, GATE_R, o_j, m_j, H, ACC_DTYPE)
@@ -175,6 +177,8 @@ def gru_forward_kernel(
     BATCH_BLOCKS: tl.constexpr,
     SPLIT: tl.constexpr,
     WAVE: tl.constexpr,
+    HELD_CHUNKS: tl.constexpr,
+    STREAM_WAVE: tl.constexpr,
     FUSE_INPUT: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     HAS_LENGTHS: tl.constexpr,
@@ -202,10 +206,10 @@ def gru_forward_kernel(
     # W_hg^T for this slice, held for the whole launch when it runs many steps (only the gates of the phases
     # this launch runs: classic phase 1 multiplies by W_hr and W_hz, phase 2 by W_hn).
     if RUN_PHASE_1 or not CLASSIC:
-        w_r = gate_weights(w_hh_ptr + GATE_R * H * D, 1, D, o_j, m_j, D, RESIDENT, K_CHUNKS, BLOCK_K, SPLIT)
-        w_z = gate_weights(w_hh_ptr + GATE_Z * H * D, 1, D, o_j, m_j, D, RESIDENT, K_CHUNKS, BLOCK_K, SPLIT)
+        w_r = gate_weights(w_hh_ptr + GATE_R * H * D, 1, D, o_j, m_j, D, RESIDENT, HELD_CHUNKS, BLOCK_K, SPLIT)
+        w_z = gate_weights(w_hh_ptr + GATE_Z * H * D, 1, D, o_j, m_j, D, RESIDENT, HELD_CHUNKS, BLOCK_K, SPLIT)
     if RUN_PHASE_2 or not CLASSIC:
-        w_n = gate_weights(w_hh_ptr + GATE_N * H * D, 1, D, o_j, m_j, D, RESIDENT, K_CHUNKS, BLOCK_K, SPLIT)
+        w_n = gate_weights(w_hh_ptr + GATE_N * H * D, 1, D, o_j, m_j, D, RESIDENT, HELD_CHUNKS, BLOCK_K, SPLIT)
     b_hr = tl.zeros((1, BLOCK_H), dtype=ACC_DTYPE)
     b_hz = tl.zeros((1, BLOCK_H), dtype=ACC_DTYPE)
     b_hn = tl.zeros((1, BLOCK_H), dtype=ACC_DTYPE)
@@ -231,7 +235,8 @@ def gru_forward_kernel(
                 if CLASSIC:
                     acc_r, acc_z = products(
                         (p_prev,), (H,), o_b, m_b, D, (w_r, w_z), 1, D, o_j, m_j,
-                        ACC_DTYPE, RESIDENT, False, DOT_PRECISION, BLOCK_K, K_CHUNKS, WAVE, SPLIT, EVEN_K,
+                        ACC_DTYPE, RESIDENT, False, DOT_PRECISION, BLOCK_K,
+                        K_CHUNKS, HELD_CHUNKS, WAVE, STREAM_WAVE, SPLIT, EVEN_K,
                     )  # fmt: skip
                     r = sigmoid(gx_r + acc_r + b_hr)
                     z = sigmoid(gx_z + acc_z + b_hz)
@@ -243,7 +248,8 @@ def gru_forward_kernel(
                 else:
                     acc_r, acc_z, acc_n = products(
                         (p_prev,), (H,), o_b, m_b, D, (w_r, w_z, w_n), 1, D, o_j, m_j,
-                        ACC_DTYPE, RESIDENT, False, DOT_PRECISION, BLOCK_K, K_CHUNKS, WAVE, SPLIT, EVEN_K,
+                        ACC_DTYPE, RESIDENT, False, DOT_PRECISION, BLOCK_K,
+                        K_CHUNKS, HELD_CHUNKS, WAVE, STREAM_WAVE, SPLIT, EVEN_K,
                     )  # fmt: skip
                     r = sigmoid(gx_r + acc_r + b_hr)
                     z = sigmoid(gx_z + acc_z + b_hz)
@@ -277,7 +283,8 @@ def gru_forward_kernel(
                 z = tl.load(z_scratch_ptr + p_own, mask=m, other=0.0)
                 (acc_n,) = products(
                     (rh_ptr + head_start,), (H,), o_b, m_b, D, (w_n,), 1, D, o_j, m_j,
-                    ACC_DTYPE, RESIDENT, False, DOT_PRECISION, BLOCK_K, K_CHUNKS, WAVE, SPLIT, EVEN_K,
+                    ACC_DTYPE, RESIDENT, False, DOT_PRECISION, BLOCK_K,
+                    K_CHUNKS, HELD_CHUNKS, WAVE, STREAM_WAVE, SPLIT, EVEN_K,
                 )  # fmt: skip
                 n = tanh(gx_n + acc_n + b_hn)
                 stepped = z * n + (1.0 - z) * h

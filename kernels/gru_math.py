@@ -2,7 +2,8 @@
 
 Every recurrent program owns ``BLOCK_H`` hidden units (its *slice*) of one or more blocks of ``BLOCK_B`` batch
 rows. In a launch that runs many steps, the weights it multiplies by are loaded once (:func:`gate_weights`) and
-stay on chip while the time loop runs; a step's products stream the full-width operand (``h_{t-1}``, ``R * h``,
+stay on chip while the time loop runs (all of them, or the first ``HELD_CHUNKS`` K chunks with the rest loaded
+in every step's waves beside the operand); a step's products stream the full-width operand (``h_{t-1}``, ``R * h``,
 gate gradients) that other programs wrote, against them. Multi-head (block-diagonal ``W_hh``, heads of ``D``
 units, :func:`hidden_slice`): the products run over the ``D`` columns of the slice's own head only.
 
@@ -118,17 +119,24 @@ def _operand_chunk(
 
 
 @triton.jit
-def _weight_chunk(p_w, stride_k, stride_j, o_j, m_j, k0, K, BLOCK_K: tl.constexpr, SPLIT: tl.constexpr):
+def _weight_chunk(
+    p_w, stride_k, stride_j, o_j, m_j, k0, K, BLOCK_K: tl.constexpr, SPLIT: tl.constexpr, STREAMED: tl.constexpr
+):  # fmt: skip
     """``w[k, j]`` at ``p_w + k*stride_k + j*stride_j`` for the chunk at ``k0`` (zero past ``K``):
-    ``[BLOCK_K, BLOCK_H]``, or ``[SPLIT, BLOCK_K / SPLIT, BLOCK_H]``."""
+    ``[BLOCK_K, BLOCK_H]``, or ``[SPLIT, BLOCK_K / SPLIT, BLOCK_H]``. ``STREAMED``: a persistent program's chunk
+    that it does not hold, read from L2 every step (past L1, as the exchanged operand: read once per step)."""
     k = _chunk_columns(k0, BLOCK_K, SPLIT)
     if SPLIT > 1:
         k = k[:, :, None]
         mask = (k < K) & m_j[None, None, :]
-        return tl.load(p_w + k * stride_k + o_j[None, None, :] * stride_j, mask=mask, other=0.0)
+        p = p_w + k * stride_k + o_j[None, None, :] * stride_j
     else:
         mask = (k < K)[:, None] & m_j[None, :]
-        return tl.load(p_w + k[:, None] * stride_k + o_j[None, :] * stride_j, mask=mask, other=0.0)
+        p = p_w + k[:, None] * stride_k + o_j[None, :] * stride_j
+    if STREAMED:
+        return tl.load(p, mask=mask, other=0.0, cache_modifier=".cg")
+    else:
+        return tl.load(p, mask=mask, other=0.0)
 
 
 @triton.jit
@@ -140,21 +148,23 @@ def gate_weights(
     m_j,
     K,
     RESIDENT: tl.constexpr,
-    K_CHUNKS: tl.constexpr,
+    HELD_CHUNKS: tl.constexpr,
     BLOCK_K: tl.constexpr,
     SPLIT: tl.constexpr,
 ):
     """One gate's weights for this slice, ``w[k, j]`` at ``p_w + k*stride_k + j*stride_j`` (``k < K``). The
     forward reads ``W_g^T`` (``stride_k=1``), the backward ``W_g`` (``stride_j=1``).
 
-    ``RESIDENT``: loaded once and held for the whole launch, a tuple of ``K_CHUNKS`` chunk tiles (zero past
-    ``K``; see :func:`_weight_chunk`); the compiler keeps them in shared memory. Otherwise (one step per launch,
-    where holding buys nothing) just ``p_w``: :func:`products` streams the chunks."""
+    ``RESIDENT``: ``(p_w, held)``, ``held`` the first ``HELD_CHUNKS`` chunk tiles (zero past ``K``; see
+    :func:`_weight_chunk`), loaded once and held for the whole launch (the compiler keeps them in shared
+    memory); :func:`products` streams the chunks after them from ``p_w`` every step (where a slice's weights
+    do not all fit on chip). Otherwise (one step per launch, where holding buys nothing) just ``p_w``:
+    :func:`products` streams every chunk."""
     if RESIDENT:
-        tiles = ()
-        for c in tl.static_range(K_CHUNKS):
-            tiles = tiles + (_weight_chunk(p_w, stride_k, stride_j, o_j, m_j, c * BLOCK_K, K, BLOCK_K, SPLIT),)
-        return tiles
+        held = ()
+        for c in tl.static_range(HELD_CHUNKS):
+            held = held + (_weight_chunk(p_w, stride_k, stride_j, o_j, m_j, c * BLOCK_K, K, BLOCK_K, SPLIT, False),)
+        return p_w, held
     else:
         return p_w
 
@@ -190,13 +200,12 @@ def _tie(a, b, zero):
 
 
 @triton.jit
-def _issued_together(chunks, K):
-    """The tiles of ``chunks`` (``(tile, mask)`` pairs from :func:`_operand_chunk`), all loaded before any is
-    used: each is tied (:func:`_tie`) to the last one, so every load is issued before the first tile is stored
-    to shared memory on its way into the ``mma`` layout (one round trip for all). The ties are not pure: the
-    compiler would otherwise move those conversions above them, next to each load. ``K > 0`` is the run-time
-    value the zero is made of."""
-    last = chunks[len(chunks) - 1][0]
+def _issued_together(tiles, K):
+    """``tiles`` (loaded tiles of one shape), all loaded before any is used: each is tied (:func:`_tie`) to the
+    last one, so every load is issued before the first tile is stored to shared memory on its way into the
+    ``mma`` layout (one round trip for all). The ties are not pure: the compiler would otherwise move those
+    conversions above them, next to each load. ``K > 0`` is the run-time value the zero is made of."""
+    last = tiles[len(tiles) - 1]
     if last.dtype.primitive_bitwidth == 64:
         zero = tl.zeros(last.shape, dtype=tl.int64) + (K < 0).to(tl.int64)
     elif last.dtype.primitive_bitwidth == 32:
@@ -204,8 +213,8 @@ def _issued_together(chunks, K):
     else:
         zero = tl.zeros(last.shape, dtype=tl.int16) + (K < 0).to(tl.int16)
     tied = ()
-    for i in tl.static_range(len(chunks) - 1):
-        tile, last = _tie(chunks[i][0], last, zero)
+    for i in tl.static_range(len(tiles) - 1):
+        tile, last = _tie(tiles[i], last, zero)
         tied = tied + (tile,)
     return tied + (last,)
 
@@ -247,6 +256,56 @@ def _finish(accs, SPLIT: tl.constexpr):
 
 
 @triton.jit
+def _wave(
+    accs, p_as, strides_a, o_b, m_b, K, weights, w_stride_k, w_stride_j, o_j, m_j,
+    FIRST: tl.constexpr, COUNT: tl.constexpr, FIRST_CHUNK: tl.constexpr, CHUNKS: tl.constexpr,
+    STREAMED: tl.constexpr, SUMMED: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_K: tl.constexpr,
+    SPLIT: tl.constexpr, EVEN_K: tl.constexpr,
+):  # fmt: skip
+    """``accs`` plus the products of one wave, as one round trip: pairs ``FIRST .. FIRST + COUNT - 1`` of the
+    (operand, chunk) pairs over the ``CHUNKS`` chunks from ``FIRST_CHUNK`` (pair ``i``: operand ``i // CHUNKS``,
+    chunk ``FIRST_CHUNK + i % CHUNKS``). Every operand chunk of the wave, and with ``STREAMED`` every weight
+    chunk it multiplies (else held tiles of :func:`gate_weights`), is loaded before any is used."""
+    tiles = ()
+    for u in tl.static_range(COUNT):
+        tile, _ = _operand_chunk(
+            p_as[(FIRST + u) // CHUNKS], strides_a[(FIRST + u) // CHUNKS], o_b, m_b,
+            (FIRST_CHUNK + (FIRST + u) % CHUNKS) * BLOCK_K, K, BLOCK_K, SPLIT, EVEN_K,
+        )  # fmt: skip
+        tiles = tiles + (tile,)
+    if STREAMED:
+        # each pair's weights: the summed product's gate of its operand, else every gate
+        streamed = ()
+        for u in tl.static_range(COUNT):
+            for g in tl.static_range(1 if SUMMED else len(weights)):
+                streamed = streamed + (
+                    _weight_chunk(
+                        weights[(FIRST + u) // CHUNKS if SUMMED else g][0], w_stride_k, w_stride_j, o_j, m_j,
+                        (FIRST_CHUNK + (FIRST + u) % CHUNKS) * BLOCK_K, K, BLOCK_K, SPLIT, True,
+                    ),
+                )  # fmt: skip
+        streamed = _issued_together(streamed, K)
+    tiles = _issued_together(tiles, K)
+    for u in tl.static_range(COUNT):
+        if SUMMED:
+            if STREAMED:
+                w = streamed[u]
+            else:
+                w = weights[(FIRST + u) // CHUNKS][1][FIRST_CHUNK + (FIRST + u) % CHUNKS]
+            accs = (_dot(tiles[u], w, accs[0], DOT_PRECISION),)
+        else:
+            updated = ()
+            for g in tl.static_range(len(weights)):
+                if STREAMED:
+                    w = streamed[u * len(weights) + g]
+                else:
+                    w = weights[g][1][FIRST_CHUNK + (FIRST + u) % CHUNKS]
+                updated = updated + (_dot(tiles[u], w, accs[g], DOT_PRECISION),)
+            accs = updated
+    return accs
+
+
+@triton.jit
 def products(
     p_as,
     strides_a,
@@ -264,7 +323,9 @@ def products(
     DOT_PRECISION: tl.constexpr,
     BLOCK_K: tl.constexpr,
     K_CHUNKS: tl.constexpr,
+    HELD_CHUNKS: tl.constexpr,
     WAVE: tl.constexpr,
+    STREAM_WAVE: tl.constexpr,
     SPLIT: tl.constexpr,
     EVEN_K: tl.constexpr = False,
 ):
@@ -274,43 +335,34 @@ def products(
     product per gate (the forward's r, z, n from one ``h_{t-1}``); with ``SUMMED``, one ``p_a`` per gate and a
     1-tuple of their sum (the backward's ``[dar, daz, dhn] @ W_hh[:, slice]``). Float ``ACC_DTYPE`` accumulators.
 
-    Resident weights: the chunks of every ``a`` are loaded ``WAVE`` at a time, all of a wave issued before any
-    is used (one round trip per wave; one wave for all where registers and shared memory hold them), then the
-    unrolled products. Streamed weights: a loop over chunks that the compiler may pipeline, loading the weights
-    beside ``a``."""
+    Resident weights: the (operand, chunk) pairs of the ``HELD_CHUNKS`` held chunks ``WAVE`` at a time, then
+    those of the chunks streamed from L2 every step ``STREAM_WAVE`` at a time, their weights loaded with them;
+    every load of a wave is issued before any is used (one round trip per wave: :func:`_wave`), then its
+    unrolled products. Streamed weights (one step per launch): a loop over chunks that the compiler may
+    pipeline, loading the weights beside ``a``."""
     n_acc: tl.constexpr = 1 if SUMMED else len(weights)
     BLOCK_B: tl.constexpr = o_b.shape[0]
     BLOCK_H: tl.constexpr = o_j.shape[0]
     accs = _zero_accumulators(n_acc, BLOCK_B, BLOCK_H, SPLIT, ACC_DTYPE)
     if RESIDENT:
-        # the (operand, chunk) pairs in order, loaded WAVE at a time: one round trip per wave
-        pairs: tl.constexpr = len(p_as) * K_CHUNKS
-        for first in tl.static_range(0, pairs, WAVE):
-            chunks = ()
-            # (constexpr indices stay inline: a name assigned in a kernel holds a tensor, not a constexpr)
-            for u in tl.static_range(min(WAVE, pairs - first)):
-                chunks = chunks + (
-                    _operand_chunk(
-                        p_as[(first + u) // K_CHUNKS], strides_a[(first + u) // K_CHUNKS], o_b, m_b,
-                        (first + u) % K_CHUNKS * BLOCK_K, K, BLOCK_K, SPLIT, EVEN_K,
-                    ),
-                )  # fmt: skip
-            chunks = _issued_together(chunks, K)
-            for u in tl.static_range(len(chunks)):
-                if SUMMED:
-                    w = weights[(first + u) // K_CHUNKS][(first + u) % K_CHUNKS]
-                    accs = (_dot(chunks[u], w, accs[0], DOT_PRECISION),)
-                else:
-                    updated = ()
-                    for g in tl.static_range(len(weights)):
-                        w = weights[g][(first + u) % K_CHUNKS]
-                        updated = updated + (_dot(chunks[u], w, accs[g], DOT_PRECISION),)
-                    accs = updated
+        held: tl.constexpr = len(p_as) * HELD_CHUNKS
+        for first in tl.static_range(0, held, WAVE):
+            accs = _wave(
+                accs, p_as, strides_a, o_b, m_b, K, weights, w_stride_k, w_stride_j, o_j, m_j,
+                first, min(WAVE, held - first), 0, HELD_CHUNKS, False, SUMMED, DOT_PRECISION, BLOCK_K, SPLIT, EVEN_K,
+            )  # fmt: skip
+        streamed: tl.constexpr = len(p_as) * (K_CHUNKS - HELD_CHUNKS)
+        for first in tl.static_range(0, streamed, STREAM_WAVE):
+            accs = _wave(
+                accs, p_as, strides_a, o_b, m_b, K, weights, w_stride_k, w_stride_j, o_j, m_j,
+                first, min(STREAM_WAVE, streamed - first), HELD_CHUNKS, K_CHUNKS - HELD_CHUNKS, True, SUMMED,
+                DOT_PRECISION, BLOCK_K, SPLIT, EVEN_K,
+            )  # fmt: skip
     else:
         for k0 in tl.range(0, K, BLOCK_K):
             updated = ()
             for g in tl.static_range(len(weights)):
-                w = _weight_chunk(weights[g], w_stride_k, w_stride_j, o_j, m_j, k0, K, BLOCK_K, SPLIT)
+                w = _weight_chunk(weights[g], w_stride_k, w_stride_j, o_j, m_j, k0, K, BLOCK_K, SPLIT, False)
                 if SUMMED:
                     a, _ = _operand_chunk(p_as[g], strides_a[g], o_b, m_b, k0, K, BLOCK_K, SPLIT, False)
                     if g == 0:

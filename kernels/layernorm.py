@@ -183,6 +183,8 @@ def layernorm_gru_forward_kernel(
     BATCH_BLOCKS: tl.constexpr,
     SPLIT: tl.constexpr,
     WAVE: tl.constexpr,
+    HELD_CHUNKS: tl.constexpr,
+    STREAM_WAVE: tl.constexpr,
     HAS_LENGTHS: tl.constexpr,
     STORE_GATES: tl.constexpr,
     K_CHUNKS: tl.constexpr,
@@ -207,10 +209,10 @@ def layernorm_gru_forward_kernel(
 
     # W_hg^T of the gates this launch multiplies by (classic: r and z in phase 0, n in phase 2)
     if FIRST_PHASE == 0:
-        w_r = gate_weights(w_hh_ptr + GATE_R * H * D, 1, D, o_j, m_j, D, RESIDENT, K_CHUNKS, BLOCK_K, SPLIT)
-        w_z = gate_weights(w_hh_ptr + GATE_Z * H * D, 1, D, o_j, m_j, D, RESIDENT, K_CHUNKS, BLOCK_K, SPLIT)
+        w_r = gate_weights(w_hh_ptr + GATE_R * H * D, 1, D, o_j, m_j, D, RESIDENT, HELD_CHUNKS, BLOCK_K, SPLIT)
+        w_z = gate_weights(w_hh_ptr + GATE_Z * H * D, 1, D, o_j, m_j, D, RESIDENT, HELD_CHUNKS, BLOCK_K, SPLIT)
     if (not CLASSIC and FIRST_PHASE == 0) or (CLASSIC and FIRST_PHASE <= 2 and LAST_PHASE >= 2):
-        w_n = gate_weights(w_hh_ptr + GATE_N * H * D, 1, D, o_j, m_j, D, RESIDENT, K_CHUNKS, BLOCK_K, SPLIT)
+        w_n = gate_weights(w_hh_ptr + GATE_N * H * D, 1, D, o_j, m_j, D, RESIDENT, HELD_CHUNKS, BLOCK_K, SPLIT)
 
     for t in tl.range(t_lo, t_hi, num_stages=1):
         t_x = t if STORE_GATES else 0
@@ -222,12 +224,14 @@ def layernorm_gru_forward_kernel(
                 if CLASSIC:
                     acc_r, acc_z = products(
                         (p_prev,), (H,), o_b, m_b, D, (w_r, w_z), 1, D, o_j, m_j,
-                        ACC_DTYPE, RESIDENT, False, DOT_PRECISION, BLOCK_K, K_CHUNKS, WAVE, SPLIT, EVEN_K,
+                        ACC_DTYPE, RESIDENT, False, DOT_PRECISION, BLOCK_K,
+                        K_CHUNKS, HELD_CHUNKS, WAVE, STREAM_WAVE, SPLIT, EVEN_K,
                     )  # fmt: skip
                 else:
                     acc_r, acc_z, acc_n = products(
                         (p_prev,), (H,), o_b, m_b, D, (w_r, w_z, w_n), 1, D, o_j, m_j,
-                        ACC_DTYPE, RESIDENT, False, DOT_PRECISION, BLOCK_K, K_CHUNKS, WAVE, SPLIT, EVEN_K,
+                        ACC_DTYPE, RESIDENT, False, DOT_PRECISION, BLOCK_K,
+                        K_CHUNKS, HELD_CHUNKS, WAVE, STREAM_WAVE, SPLIT, EVEN_K,
                     )  # fmt: skip
                     _store_raw(xhat_ptr, partials_ptr, acc_n, GATE_N, t_x, B, H, o_b, m_b, o_j, m_j)
                 _store_raw(xhat_ptr, partials_ptr, acc_r, GATE_R, t_x, B, H, o_b, m_b, o_j, m_j)
@@ -282,7 +286,8 @@ def layernorm_gru_forward_kernel(
                 o_b, m_b = batch_block(first_block + q, B, BLOCK_B)
                 (acc_n,) = products(
                     (rh_ptr + head_start,), (H,), o_b, m_b, D, (w_n,), 1, D, o_j, m_j,
-                    ACC_DTYPE, RESIDENT, False, DOT_PRECISION, BLOCK_K, K_CHUNKS, WAVE, SPLIT, EVEN_K,
+                    ACC_DTYPE, RESIDENT, False, DOT_PRECISION, BLOCK_K,
+                    K_CHUNKS, HELD_CHUNKS, WAVE, STREAM_WAVE, SPLIT, EVEN_K,
                 )  # fmt: skip
                 _store_raw(xhat_ptr, partials_ptr, acc_n, GATE_N, t_x, B, H, o_b, m_b, o_j, m_j)
             step_barrier(sync_ptr, i_group, n_slices * (passed + 3), spin_limit, GRID_SYNC)
@@ -436,6 +441,8 @@ def layernorm_gru_backward_kernel(
     BATCH_BLOCKS: tl.constexpr,
     SPLIT: tl.constexpr,
     WAVE: tl.constexpr,
+    HELD_CHUNKS: tl.constexpr,
+    STREAM_WAVE: tl.constexpr,
     HAS_LENGTHS: tl.constexpr,
     K_CHUNKS: tl.constexpr,
     EVEN_K: tl.constexpr,
@@ -473,10 +480,10 @@ def layernorm_gru_backward_kernel(
 
     w_head = w_hh_ptr + head_start * D
     if LAST_PHASE == PHASES - 1:
-        w_r = gate_weights(w_head + GATE_R * H * D, D, 1, o_u, m_j, D, RESIDENT, K_CHUNKS, BLOCK_K, SPLIT)
-        w_z = gate_weights(w_head + GATE_Z * H * D, D, 1, o_u, m_j, D, RESIDENT, K_CHUNKS, BLOCK_K, SPLIT)
+        w_r = gate_weights(w_head + GATE_R * H * D, D, 1, o_u, m_j, D, RESIDENT, HELD_CHUNKS, BLOCK_K, SPLIT)
+        w_z = gate_weights(w_head + GATE_Z * H * D, D, 1, o_u, m_j, D, RESIDENT, HELD_CHUNKS, BLOCK_K, SPLIT)
     if (not CLASSIC and LAST_PHASE == 2) or (CLASSIC and FIRST_PHASE <= 2 and LAST_PHASE >= 2):
-        w_n = gate_weights(w_head + GATE_N * H * D, D, 1, o_u, m_j, D, RESIDENT, K_CHUNKS, BLOCK_K, SPLIT)
+        w_n = gate_weights(w_head + GATE_N * H * D, D, 1, o_u, m_j, D, RESIDENT, HELD_CHUNKS, BLOCK_K, SPLIT)
 
     if FIRST_PHASE == 0:
         # phase 0 of the first step (the last of the sequence); every later phase 0 follows its step above
@@ -530,7 +537,8 @@ def layernorm_gru_backward_kernel(
                     )  # fmt: skip
                     (d_rh,) = products(
                         (p_da + GATE_N * H,), (3 * H,), o_b, m_b, D, (w_n,), D, 1, o_u, m_j,
-                        ACC_DTYPE, RESIDENT, False, DOT_PRECISION, BLOCK_K, K_CHUNKS, WAVE, SPLIT, EVEN_K,
+                        ACC_DTYPE, RESIDENT, False, DOT_PRECISION, BLOCK_K,
+                        K_CHUNKS, HELD_CHUNKS, WAVE, STREAM_WAVE, SPLIT, EVEN_K,
                     )  # fmt: skip
                     dar = d_rh * h_prev * r * (1.0 - r)
                     tl.store(
@@ -566,7 +574,8 @@ def layernorm_gru_backward_kernel(
                     )  # fmt: skip
                     (acc,) = products(
                         (p_da + GATE_R * H, p_da + GATE_Z * H), (3 * H, 3 * H), o_b, m_b, D, (w_r, w_z), D, 1, o_u,
-                        m_j, ACC_DTYPE, RESIDENT, True, DOT_PRECISION, BLOCK_K, K_CHUNKS, WAVE, SPLIT, EVEN_K,
+                        m_j, ACC_DTYPE, RESIDENT, True, DOT_PRECISION, BLOCK_K,
+                        K_CHUNKS, HELD_CHUNKS, WAVE, STREAM_WAVE, SPLIT, EVEN_K,
                     )  # fmt: skip
                     dh = partial + acc
                     tl.store(carry_ptr + p_own, dh, mask=m)
@@ -594,7 +603,8 @@ def layernorm_gru_backward_kernel(
                 (acc,) = products(
                     (p_da + GATE_R * H, p_da + GATE_Z * H, p_da + GATE_N * H), (3 * H, 3 * H, 3 * H), o_b, m_b, D,
                     (w_r, w_z, w_n), D, 1, o_u, m_j,
-                    ACC_DTYPE, RESIDENT, True, DOT_PRECISION, BLOCK_K, K_CHUNKS, WAVE, SPLIT, EVEN_K,
+                    ACC_DTYPE, RESIDENT, True, DOT_PRECISION, BLOCK_K,
+                    K_CHUNKS, HELD_CHUNKS, WAVE, STREAM_WAVE, SPLIT, EVEN_K,
                 )  # fmt: skip
                 g = dh + grad_out
                 direct = zoned_direct(

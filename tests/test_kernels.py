@@ -32,9 +32,17 @@ LAUNCH_MODES = {
     "one-slice": KernelConfig(block_b=16, block_h=64, block_k=64, persistent=True, split_k=True),
     # slices of 16 units (H=33: three, the last ragged) meeting at a grid barrier every phase, each program
     # stepping two batch blocks (B=17: both in one program), 2 warps splitting K in chunks of 32 (H=33: two, the
-    # last ragged); on the CPU the interpreter's programs run in threads for it
+    # last ragged), the last chunk of the weights streamed every step (H=33: one held, one streamed; H <= 32:
+    # none held); on the CPU the interpreter's programs run in threads for it
     "grid-sync": KernelConfig(
-        block_b=16, block_h=16, block_k=32, num_warps=2, persistent=True, split_k=True, batch_blocks=2
+        block_b=16,
+        block_h=16,
+        block_k=32,
+        num_warps=2,
+        persistent=True,
+        split_k=True,
+        batch_blocks=2,
+        streamed_chunks=1,
     ),
     # the same slices, one launch per step and phase, one warp owning the rows, K in chunks of 16
     "per-step": KernelConfig(block_b=16, block_h=16, block_k=16, num_warps=1, persistent=False),

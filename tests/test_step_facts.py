@@ -121,6 +121,29 @@ def test_the_plan_counts_waves_and_the_tile():
     # TF32 at H=1024: 192 KB of weights held leave room for four 8 KB chunks of the eight at a time
     few = KernelConfig(16, 16, 128, num_warps=8, split_k=True)
     assert planned_step("forward", "cudnn", few, 1024, torch.float32).round_trips == (2,)
+    # IEEE float32 multiplies on the FMA units: no mma to count
+    assert planned_step("forward", "cudnn", few, 1024, torch.float32, tensor_cores=False).mma == 0
+
+
+def test_a_streamed_chunk_is_held_by_no_one_and_brings_its_weights_into_its_wave():
+    """TF32 at H=2048 in chunks of 128 (16 of them), 10 streamed: the 6 held chunks' 144 KB leave 81 KB of
+    shared memory, so the held chunks of ``h`` (8 KB each) load in one wave; a streamed chunk comes with three
+    gates' weights in the forward (32 KB a pair: two a wave, 80 KB of registers on 8 warps) and one in the
+    backward (16 KB: five a wave). The mma is the whole tile's, held or streamed."""
+    import torch
+
+    from tritongru.configs import held_chunks, resident_bytes, stream_wave_chunks, wave_chunks
+
+    config = KernelConfig(16, 16, 128, num_warps=8, split_k=True, streamed_chunks=10)
+    assert held_chunks(config, 2048) == 6 and resident_bytes(config, 2048, torch.float32) == 6 * 3 * 128 * 16 * 4
+    assert held_chunks(KernelConfig(16, 16, 128, num_warps=8, split_k=True, streamed_chunks=20), 2048) == 0
+    assert wave_chunks(config, 2048, torch.float32) == 10
+    assert stream_wave_chunks(config, 2048, torch.float32) == 2
+    assert stream_wave_chunks(config, 2048, torch.float32, gates=1) == 5
+    assert planned_step("forward", "cudnn", config, 2048, torch.float32) == StepFacts((1 + 5,), 192, arrivals=1)
+    assert planned_step("forward", "classic", config, 2048, torch.float32).round_trips == (6, 6)
+    # the backward's three gate gradients: 18 held pairs in waves of 10, 30 streamed in waves of 5
+    assert planned_step("backward", "cudnn", config, 2048, torch.float32).round_trips == (2 + 6,)
 
 
 SIZES = [(16, 768), (64, 256), (64, 1024), (256, 1024), (512, 512)]

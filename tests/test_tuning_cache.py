@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tritongru import tuning_cache
+from tritongru.configs import KernelConfig
 from tritongru.environment import device_name, triton_version
 
 CONFIG = {
@@ -59,6 +60,16 @@ def test_round_trip(cache_dir, name, lookup):
     path = tuning_cache.store({key(): {"config": CONFIG, "median_ms": 1.0}}, device=name)
     assert path.parent == cache_dir
     assert lookup() == CONFIG
+
+
+def test_a_config_that_streams_part_of_its_weights_round_trips(cache_dir, name, lookup):
+    """``streamed_chunks`` is optional in a stored config (files written before it are read as holding every
+    chunk) and comes back as stored."""
+    streaming = CONFIG | {"persistent": True, "streamed_chunks": 3}
+    tuning_cache.store({key(): {"config": streaming}}, device=name)
+    expected = KernelConfig(16, 32, 64, persistent=True, split_k=True, streamed_chunks=3)
+    assert KernelConfig.from_dict(lookup()) == expected
+    assert KernelConfig.from_dict(CONFIG).streamed_chunks == 0
 
 
 def test_key_uses_batch_buckets_and_model_sizes(cache_dir, name, lookup):
@@ -182,6 +193,10 @@ def test_a_missing_file_is_silent(cache_dir, lookup):
         pytest.param({"config": CONFIG | {"num_stages": 0}}, "num_stages 0", id="stages-zero"),
         pytest.param({"config": CONFIG | {"num_stages": True}}, "num_stages True", id="stages-a-bool"),
         pytest.param({"config": CONFIG | {"persistent": "no"}}, "persistent 'no'", id="persistent-a-string"),
+        pytest.param({"config": CONFIG | {"streamed_chunks": 2}}, "streamed_chunks 2", id="streamed-per-step"),
+        pytest.param(
+            {"config": CONFIG | {"persistent": True, "streamed_chunks": -1}}, "streamed_chunks -1", id="streamed-neg"
+        ),
     ],
 )
 def test_an_invalid_entry_is_ignored_with_the_file_and_key(cache_dir, name, lookup, entry, why):

@@ -142,9 +142,10 @@ class Compiled:
     def describe(self) -> str:
         c, r = self.config, self.resources
         split = "K" if c.split_k else "rows"
+        streamed = f"/streamed {c.streamed_chunks}" if c.streamed_chunks else ""
         return (
             f"{self.mode:9} {self.phases:9} b{c.block_b}x{c.batch_blocks}/h{c.block_h}/k{c.block_k}/w{c.num_warps}"
-            f"({split})/s{c.num_stages}  regs {r.registers:3}  spill {r.spills:4} B  smem {r.shared:6} B"
+            f"({split})/s{c.num_stages}{streamed}  regs {r.registers:3}  spill {r.spills:4} B  smem {r.shared:6} B"
         )
 
 
@@ -229,9 +230,11 @@ def step_problems(call: Call, compiled: Compiled) -> list[str]:
     (:func:`tritongru.compiled.planned_step`): more round trips for exchanged data than waves, warps computing
     the same products, or barriers other than one per phase (empty when it does what the plan says)."""
     kind = "backward" if call.kernel == "backward" else "forward"
-    dtype = PRECISIONS[call.precision].dtype
+    precision = PRECISIONS[call.precision]
     found = step_facts(compiled.resources.ptx)
-    planned = planned_step(kind, call.variant, compiled.config, call.head_dim or call.hidden, dtype)
+    width = call.head_dim or call.hidden
+    tensor_cores = precision.dot_precision != "ieee" or precision.dtype.itemsize < 4
+    planned = planned_step(kind, call.variant, compiled.config, width, precision.dtype, tensor_cores)
     problems = []
     if found.round_trips != planned.round_trips:
         problems.append(f"round trips per phase {found.round_trips}, planned {planned.round_trips}")

@@ -240,20 +240,24 @@ MMA_K = {2: 16, 4: 8}
 """K of one ``mma.sync`` by the storage dtype's bytes: ``m16n8k16`` for bf16/fp16, ``m16n8k8`` for TF32."""
 
 
-def planned_step(kind: str, variant: str, config, width: int, dtype) -> StepFacts:
+def planned_step(kind: str, variant: str, config, width: int, dtype, tensor_cores: bool = True) -> StepFacts:
     """What one pass of the grid-synchronised ``kind`` kernel's time loop (one batch block of a step: the
     kernel loops over its ``batch_blocks``, each the same code) should do under ``config``, from its plan: one
-    round trip per phase and wave of exchanged chunks (:func:`tritongru.configs.wave_chunks`); the tile's
+    round trip per phase and wave of exchanged chunks (:func:`tritongru.configs.wave_chunks`; a wave of chunks
+    whose weights are streamed, :func:`tritongru.configs.stream_wave_chunks`, brings them along); the tile's
     ``mma`` shared out over the warps with none computed twice (``mma`` is 0 where the products run without
-    tensor cores: IEEE float32 and float64); one barrier arrival per phase (the backward's phase 0 of its last
-    step comes before the loop). ``width``: the products' K, ``H`` (or a multi-head GRU's units per head)."""
-    from tritongru.configs import wave_chunks
+    tensor cores: float64, and IEEE float32, ``tensor_cores=False``); one barrier arrival per phase (the
+    backward's phase 0 of its last step comes before the loop). ``width``: the products' K, ``H`` (or a
+    multi-head GRU's units per head)."""
+    from tritongru.configs import held_chunks, stream_wave_chunks, wave_chunks
 
     chunks = -(-width // config.block_k)
+    held = held_chunks(config, width)
     wave = wave_chunks(config, width, dtype)
+    stream_wave = stream_wave_chunks(config, width, dtype, gates=1 if kind == "backward" else 3)
     operands = EXCHANGED_OPERANDS[kind, variant]
-    trips = tuple(-(-(n * chunks) // wave) for n in operands)
-    k = MMA_K.get(dtype.itemsize)
+    trips = tuple(-(-(n * held) // wave) + -(-(n * (chunks - held)) // stream_wave) for n in operands)
+    k = MMA_K.get(dtype.itemsize) if tensor_cores else None
     tile = (config.block_b // 16) * (config.block_h // 8) * 3 * chunks * config.block_k
     mma = tile // k // config.num_warps if k else 0
     return StepFacts(round_trips=trips, mma=mma, arrivals=len(trips))

@@ -32,7 +32,9 @@ class KernelConfig:
     ``split_k``: the warps split every chunk's ``K`` (one cross-warp sum per product) instead of the rows; see
     :mod:`tritongru.kernels.gru_math`. ``persistent=True`` runs the whole time loop in one launch: one slice needs
     only CTA barriers, several meet at a grid barrier (a cooperative launch; see :mod:`tritongru.launchers`);
-    ``False`` launches once per step and phase.
+    ``False`` launches once per step and phase. ``streamed_chunks``: of a persistent program's K chunks of
+    ``W_hh``, how many (the last) it reads from L2 every step instead of holding them on chip, where a slice's
+    weights do not all fit (:func:`held_chunks`).
     """
 
     block_b: int
@@ -43,6 +45,7 @@ class KernelConfig:
     persistent: bool = True
     split_k: bool = False
     batch_blocks: int = 1
+    streamed_chunks: int = 0
 
     def __post_init__(self) -> None:
         problem = tuning_cache.config_problem(asdict(self))
@@ -120,10 +123,15 @@ def _chunk(hidden: int, num_warps: int) -> int:
     return next((width * num_warps for width in (64, 32, 16) if hidden % (width * num_warps) == 0), 16 * num_warps)
 
 
+def held_chunks(config: KernelConfig, width: int) -> int:
+    """The K chunks of ``W_hh`` (``K = width``: ``H``, or a head's units) a persistent program of ``config``
+    holds on chip: all but its ``streamed_chunks``."""
+    return max(0, -(-width // config.block_k) - config.streamed_chunks)
+
+
 def resident_bytes(config: KernelConfig, width: int, dtype: torch.dtype) -> int:
-    """Bytes of ``W_hh`` one program of ``config`` holds on chip: three gates, ``K = width`` (``H``, or a head's
-    units) padded to whole chunks."""
-    return 3 * (-(-width // config.block_k) * config.block_k) * config.block_h * dtype.itemsize
+    """Bytes of ``W_hh`` one program of ``config`` holds on chip: three gates of its :func:`held_chunks`."""
+    return 3 * held_chunks(config, width) * config.block_k * config.block_h * dtype.itemsize
 
 
 def wave_chunks(config: KernelConfig, width: int, dtype: torch.dtype) -> int:
@@ -131,9 +139,21 @@ def wave_chunks(config: KernelConfig, width: int, dtype: torch.dtype) -> int:
     wave): as many as fit :data:`IN_FLIGHT_BYTES_PER_THREAD` in registers and the shared memory left beside the
     resident weights (each loaded chunk passes through shared memory on its way into the ``mma`` layout), at
     least one. Per step, where the K loop is pipelined instead, 1."""
+    return _wave(config, width, dtype, config.block_b)
+
+
+def stream_wave_chunks(config: KernelConfig, width: int, dtype: torch.dtype, gates: int = 3) -> int:
+    """:func:`wave_chunks` for the chunks a persistent program streams (``streamed_chunks``): each comes with
+    its weights, ``gates`` ``[block_k, block_h]`` tiles in flight beside it (the forward's r, z and n: 3; the
+    backward multiplies each gate's gradient by its own gate's weights: 1)."""
+    return _wave(config, width, dtype, config.block_b + gates * config.block_h)
+
+
+def _wave(config: KernelConfig, width: int, dtype: torch.dtype, rows: int) -> int:
+    """Chunks of ``rows x block_k`` elements that fit in flight at once (see :func:`wave_chunks`)."""
     if not config.persistent:
         return 1
-    chunk = config.block_b * config.block_k * dtype.itemsize
+    chunk = rows * config.block_k * dtype.itemsize
     registers = IN_FLIGHT_BYTES_PER_THREAD * 32 * config.num_warps
     return max(1, min(registers, _staging_room(config, width, dtype)) // chunk)
 
@@ -158,10 +178,13 @@ def heuristic_config(
     (:data:`RESIDENT_BYTES_MAX`), on :data:`PERSISTENT_WARPS` warps, each program stepping as few batch blocks
     as let its ``slices x groups`` grid fit on ``sm_count`` SMs at once (up to
     :data:`~tritongru.tuning_cache.MAX_BATCH_BLOCKS`). So bf16 and fp16 stay persistent up to ``H = 2048``
-    (``B = 256`` there, ``B = 1024`` at ``H = 1024``, 132 SMs) and float32 and TF32 up to ``H = 1024``. Where
-    no such grid fits (float32 at ``H = 2048``, larger batches) and for the cell (one step): one launch per
-    step, slices of 64 on 8 warps with the weights streamed. ``python -m tritongru.compile_check`` compiles
-    every size it serves and fails on a spill.
+    (``B = 512`` there, ``B = 1024`` at ``H = 1024``, 132 SMs) and float32 and TF32 up to ``H = 1024``. Where
+    no such grid fits (float32 and TF32 at ``H = 2048``, float64 above 512, larger batches) and for the cell
+    (one step): one launch per step, slices of 64 on 8 warps with the weights streamed. A config that holds
+    part of a slice's weights and streams the rest every step (``streamed_chunks``) keeps those sizes in one
+    launch, but compiled for sm_90 it spilled (TF32 and float32 at B=16 H=2048: 72-184 B), so the heuristic
+    does not take it. ``python -m tritongru.compile_check`` compiles every size it serves and fails on a
+    spill.
 
     Multi-head (``head_dim``, the units of a head; None: one head): the same rules with the head's width in
     place of ``hidden`` for what a slice multiplies (its weights, the K chunks) and ``hidden`` for how many

@@ -42,7 +42,15 @@ import triton
 import triton.language as tl
 
 from tritongru.compiled import compile_key, kernel_resources
-from tritongru.configs import KernelConfig, heuristic_config, heuristic_configs, select_config, wave_chunks
+from tritongru.configs import (
+    KernelConfig,
+    held_chunks,
+    heuristic_config,
+    heuristic_configs,
+    select_config,
+    stream_wave_chunks,
+    wave_chunks,
+)
 from tritongru.environment import interpreting
 from tritongru.kernels.backward import gru_backward_kernel
 from tritongru.kernels.forward import gru_forward_kernel
@@ -153,7 +161,9 @@ def _on_device(device: torch.device) -> Iterator[None]:
         yield
 
 
-def _kernel_constants(dtype: torch.dtype, allow_tf32: bool, config: KernelConfig, width: int) -> dict:
+def _kernel_constants(
+    dtype: torch.dtype, allow_tf32: bool, config: KernelConfig, width: int, backward: bool = False
+) -> dict:
     precision = precision_of(dtype, allow_tf32)
     return dict(
         ACC_DTYPE=tl.float64 if precision.compute_dtype == torch.float64 else tl.float32,
@@ -164,6 +174,8 @@ def _kernel_constants(dtype: torch.dtype, allow_tf32: bool, config: KernelConfig
         BATCH_BLOCKS=config.batch_blocks,
         SPLIT=config.num_warps if config.split_k else 1,
         WAVE=wave_chunks(config, width, dtype),
+        HELD_CHUNKS=held_chunks(config, width),
+        STREAM_WAVE=stream_wave_chunks(config, width, dtype, gates=1 if backward else 3),
         num_warps=config.num_warps,
         num_stages=config.num_stages,
     )
@@ -459,7 +471,7 @@ def backward_arguments(
         D=w_hh.shape[1],
         CLASSIC=variant == "classic",
         **zoneout_arguments(zoneout, T, storage, device),
-        **_kernel_constants(storage, allow_tf32, config, w_hh.shape[1]),
+        **_kernel_constants(storage, allow_tf32, config, w_hh.shape[1], backward=True),
     )
     return args, config
 
@@ -944,7 +956,7 @@ def layernorm_backward_arguments(
         D=w_hh.shape[1],
         CLASSIC=variant == "classic",
         **zoneout_arguments(zoneout, T, storage, device),
-        **_kernel_constants(storage, allow_tf32, config, w_hh.shape[1]),
+        **_kernel_constants(storage, allow_tf32, config, w_hh.shape[1], backward=True),
     )
     return args, config
 

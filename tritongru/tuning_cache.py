@@ -48,7 +48,11 @@ FORMAT_VERSION = 3
 ``store_gates``. A file of another version is ignored with a warning (its configs were tuned for other kernels)."""
 
 CONFIG_KEYS = ("block_b", "block_h", "block_k", "num_warps", "num_stages", "persistent", "split_k", "batch_blocks")
-"""The keys of a config dict as :func:`lookup` returns it (the fields of ``configs.KernelConfig``)."""
+"""The keys every config dict has (the fields of ``configs.KernelConfig`` but the optional ones)."""
+
+OPTIONAL_CONFIG_KEYS = ("streamed_chunks",)
+"""Fields a config dict may leave out (files written before them hold their defaults); :func:`lookup` returns
+the ones it has."""
 
 NUM_WARPS = (1, 2, 4, 8, 16)
 """The warp counts a launch config may ask for."""
@@ -118,10 +122,11 @@ def search_paths(device: str) -> list[Path]:
 def config_problem(config: object) -> str | None:
     """What makes ``config`` unusable as a launch config, or ``None`` when it is one: a dict with every key of
     :data:`CONFIG_KEYS`, block sizes powers of two >= 16, ``num_warps`` in :data:`NUM_WARPS`, ``num_stages``
-    a positive int, ``persistent`` and ``split_k`` bools, ``batch_blocks`` in ``1 .. MAX_BATCH_BLOCKS``, and
-    warps that share the tile without computing the same products: with ``split_k`` a K chunk of at least 16
-    columns per warp (``block_k >= 16 * num_warps``), without it a row block of 16 per warp
-    (``block_b >= 16 * num_warps``; ``tl.dot``'s row tile is 16)."""
+    a positive int, ``persistent`` and ``split_k`` bools, ``batch_blocks`` in ``1 .. MAX_BATCH_BLOCKS``, an
+    optional ``streamed_chunks`` (an int >= 0, above 0 only where ``persistent``), and warps that share the
+    tile without computing the same products: with ``split_k`` a K chunk of at least 16 columns per warp
+    (``block_k >= 16 * num_warps``), without it a row block of 16 per warp (``block_b >= 16 * num_warps``;
+    ``tl.dot``'s row tile is 16)."""
     if not isinstance(config, dict):
         return "no 'config' table"
     missing = [key for key in CONFIG_KEYS if key not in config]
@@ -141,6 +146,9 @@ def config_problem(config: object) -> str | None:
             return f"{key} {config[key]!r} is not a bool"
     if not is_int(config["batch_blocks"]) or not 1 <= config["batch_blocks"] <= MAX_BATCH_BLOCKS:
         return f"batch_blocks {config['batch_blocks']!r} is not an int in 1..{MAX_BATCH_BLOCKS}"
+    streamed = config.get("streamed_chunks", 0)
+    if not is_int(streamed) or streamed < 0 or (streamed and not config["persistent"]):
+        return f"streamed_chunks {streamed!r} is not an int >= 0 (> 0 only for a persistent config)"
     warps = config["num_warps"]
     if config["split_k"] and config["block_k"] < MIN_BLOCK * warps:
         return f"split_k over {warps} warps needs block_k >= {MIN_BLOCK * warps}, got {config['block_k']}"
@@ -227,8 +235,8 @@ def lookup(
     allow_tf32: bool = False,
     store_gates: bool = False,
 ) -> dict | None:
-    """The cached config for this key as a plain dict with :data:`CONFIG_KEYS` (already validated), or
-    ``None`` if no file holds one."""
+    """The cached config for this key as a plain dict with :data:`CONFIG_KEYS` and the
+    :data:`OPTIONAL_CONFIG_KEYS` it has (already validated), or ``None`` if no file holds one."""
     name = device_name(device)
     key = entry_key(
         kernel,
@@ -244,7 +252,7 @@ def lookup(
         entries = _entries(path, name)
         if entries is not None and key in entries:
             config = entries[key]["config"]
-            return {field: config[field] for field in CONFIG_KEYS}
+            return {field: config[field] for field in (*CONFIG_KEYS, *OPTIONAL_CONFIG_KEYS) if field in config}
     return None
 
 
