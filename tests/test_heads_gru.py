@@ -137,10 +137,15 @@ def test_gradcheck(variant, device):
 
 
 def test_gradgradcheck(device):
-    """Double backward (through the reference, whose heads both forms share) sees the heads too."""
-    tensors = [t.detach().double().requires_grad_() for t in random_heads(2, 1, 1, 4, 2, device)]
+    """Double backward (through the reference, whose heads both forms share) sees the heads too: with respect
+    to the input, ``h0`` and the blocks of ``weight_hh`` (the other weights' second order is the dense GRU's,
+    tests/test_higher_order.py)."""
+    x, h0, w_ih, w_hh, b_ih, b_hh = [t.detach().double() for t in random_heads(2, 1, 1, 4, 2, device)]
+    checked = [t.requires_grad_() for t in (x, h0, w_hh)]
     assert torch.autograd.gradgradcheck(
-        lambda *a: tritongru.gru_layer(*a, variant="classic", num_heads=2), tensors, fast_mode=True
+        lambda x, h0, w_hh: tritongru.gru_layer(x, h0, w_ih, w_hh, b_ih, b_hh, variant="classic", num_heads=2),
+        checked,
+        fast_mode=True,
     )
 
 

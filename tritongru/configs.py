@@ -179,8 +179,9 @@ def heuristic_config(
     as let its ``slices x groups`` grid fit on ``sm_count`` SMs at once (up to
     :data:`~tritongru.tuning_cache.MAX_BATCH_BLOCKS`). So bf16 and fp16 stay persistent up to ``H = 2048``
     (``B = 512`` there, ``B = 1024`` at ``H = 1024``, 132 SMs) and float32 and TF32 up to ``H = 1024``. Where
-    no such grid fits (float32 and TF32 at ``H = 2048``, float64 above 512, larger batches) and for the cell
-    (one step): one launch per step, slices of 64 on 8 warps with the weights streamed. A config that holds
+    no such grid fits (float32 and TF32 at ``H = 2048``, float64 above 512, larger batches): one launch per
+    step, slices of 64 on 8 warps with the weights streamed; the cell (one step) the same in slices of 16. A
+    config that holds
     part of a slice's weights and streams the rest every step (``streamed_chunks``) keeps those sizes in one
     launch, but compiled for sm_90 it spilled (TF32 and float32 at B=16 H=2048: 72-184 B), so the heuristic
     does not take it. ``python -m tritongru.compile_check`` compiles every size it serves and fails on a
@@ -207,10 +208,13 @@ def heuristic_config(
             # spilled on sm_90 (cudnn form, TF32: 192 B in every alternative): slices of 16, one launch
             return KernelConfig(MIN_BLOCK, MIN_BLOCK, 64, 4, persistent=False, split_k=True)
         return KernelConfig(MIN_BLOCK, block, 64, 4, split_k=True, batch_blocks=1)
-    if kernel != "cell":
-        config = _persistent(batch, hidden, dtype, sm_count, head_dim)
-        if config is not None:
-            return config
+    if kernel == "cell":
+        # slices of 16: beside its second set of products (the input side), the per-step 16 x 64 tile on 8 warps
+        # spilled 728-1376 B on sm_90 (bf16, H=256, every flag) in all 15 alternatives, 16 x 32 8-264 B
+        return KernelConfig(MIN_BLOCK, MIN_BLOCK, _chunk(width, 8), num_warps=8, persistent=False, split_k=True)
+    config = _persistent(batch, hidden, dtype, sm_count, head_dim)
+    if config is not None:
+        return config
     return KernelConfig(MIN_BLOCK, 64, block_k=16 * 8, num_warps=8, persistent=False, split_k=True)
 
 
