@@ -181,11 +181,10 @@ def heuristic_config(
     (``B = 512`` there, ``B = 1024`` at ``H = 1024``, 132 SMs) and float32 and TF32 up to ``H = 1024``. Where
     no such grid fits (float32 and TF32 at ``H = 2048``, float64 above 512, larger batches): one launch per
     step, slices of 64 on 8 warps with the weights streamed; the cell (one step) the same in slices of 16. A
-    config that holds
-    part of a slice's weights and streams the rest every step (``streamed_chunks``) keeps those sizes in one
-    launch, but compiled for sm_90 it spilled (TF32 and float32 at B=16 H=2048: 72-184 B), so the heuristic
-    does not take it. ``python -m tritongru.compile_check`` compiles every size it serves and fails on a
-    spill.
+    config that holds part of a slice's weights and streams the rest every step (``streamed_chunks``) keeps
+    those sizes in one launch, but compiled for sm_90 it spilled (TF32 and float32 at B=16 H=2048: 72-184 B),
+    so the heuristic does not take it. ``python -m tritongru.compile_check`` compiles every size it serves and
+    fails on a spill.
 
     Multi-head (``head_dim``, the units of a head; None: one head): the same rules with the head's width in
     place of ``hidden`` for what a slice multiplies (its weights, the K chunks) and ``hidden`` for how many
