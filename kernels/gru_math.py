@@ -98,9 +98,9 @@ def _chunk_columns(k0, BLOCK_K: tl.constexpr, SPLIT: tl.constexpr):
 def _operand_chunk(
     p_a, stride_a, o_b, m_b, k0, K, BLOCK_K: tl.constexpr, SPLIT: tl.constexpr, EVEN_K: tl.constexpr
 ):  # fmt: skip
-    """``(a, mask)``: ``a[b, k]`` at ``p_a + b*stride_a + k`` for the chunk at ``k0``, zero where ``mask`` is not
-    (past ``K`` unless ``EVEN_K``: chunks that tile ``K`` exactly; outside ``m_b``): ``[BLOCK_B, BLOCK_K]``, or
-    ``[SPLIT, BLOCK_B, BLOCK_K / SPLIT]``. Loaded past L1: other programs wrote it."""
+    """``a[b, k]`` at ``p_a + b*stride_a + k`` for the chunk at ``k0``, zero past ``K`` (unless ``EVEN_K``: chunks
+    that tile ``K`` exactly) and outside ``m_b``: ``[BLOCK_B, BLOCK_K]``, or ``[SPLIT, BLOCK_B, BLOCK_K /
+    SPLIT]``. Loaded past L1: other programs wrote it."""
     k = _chunk_columns(k0, BLOCK_K, SPLIT)
     if SPLIT > 1:
         k = k[:, None, :]
@@ -115,7 +115,7 @@ def _operand_chunk(
         else:
             mask = m_b[:, None] & (k < K)[None, :]
         a = tl.load(p_a + o_b[:, None] * stride_a + k[None, :], mask=mask, other=0.0, cache_modifier=".cg")
-    return a, mask
+    return a
 
 
 @triton.jit
@@ -268,7 +268,7 @@ def _wave(
     chunk it multiplies (else held tiles of :func:`gate_weights`), is loaded before any is used."""
     tiles = ()
     for u in tl.static_range(COUNT):
-        tile, _ = _operand_chunk(
+        tile = _operand_chunk(
             p_as[(FIRST + u) // CHUNKS], strides_a[(FIRST + u) // CHUNKS], o_b, m_b,
             (FIRST_CHUNK + (FIRST + u) % CHUNKS) * BLOCK_K, K, BLOCK_K, SPLIT, EVEN_K,
         )  # fmt: skip
@@ -364,14 +364,14 @@ def products(
             for g in tl.static_range(len(weights)):
                 w = _weight_chunk(weights[g], w_stride_k, w_stride_j, o_j, m_j, k0, K, BLOCK_K, SPLIT, False)
                 if SUMMED:
-                    a, _ = _operand_chunk(p_as[g], strides_a[g], o_b, m_b, k0, K, BLOCK_K, SPLIT, False)
+                    a = _operand_chunk(p_as[g], strides_a[g], o_b, m_b, k0, K, BLOCK_K, SPLIT, False)
                     if g == 0:
                         updated = (_dot(a, w, accs[0], DOT_PRECISION),)
                     else:
                         updated = (_dot(a, w, updated[0], DOT_PRECISION),)
                 else:
                     if g == 0:
-                        a, _ = _operand_chunk(p_as[0], strides_a[0], o_b, m_b, k0, K, BLOCK_K, SPLIT, False)
+                        a = _operand_chunk(p_as[0], strides_a[0], o_b, m_b, k0, K, BLOCK_K, SPLIT, False)
                     updated = updated + (_dot(a, w, accs[g], DOT_PRECISION),)
             accs = updated
     return _finish(accs, SPLIT)

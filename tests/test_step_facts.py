@@ -139,7 +139,7 @@ def test_a_streamed_chunk_is_held_by_no_one_and_brings_its_weights_into_its_wave
     assert held_chunks(KernelConfig(16, 16, 128, num_warps=8, split_k=True, streamed_chunks=20), 2048) == 0
     assert wave_chunks(config, 2048, torch.float32) == 10
     assert stream_wave_chunks(config, 2048, torch.float32) == 2
-    assert stream_wave_chunks(config, 2048, torch.float32, gates=1) == 5
+    assert stream_wave_chunks(config, 2048, torch.float32, backward=True) == 5
     assert planned_step("forward", "cudnn", config, 2048, torch.float32) == StepFacts((1 + 5,), 192, arrivals=1)
     assert planned_step("forward", "classic", config, 2048, torch.float32).round_trips == (6, 6)
     # the backward's three gate gradients: 18 held pairs in waves of 10, 30 streamed in waves of 5

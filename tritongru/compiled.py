@@ -254,7 +254,7 @@ def planned_step(kind: str, variant: str, config, width: int, dtype, tensor_core
     chunks = -(-width // config.block_k)
     held = held_chunks(config, width)
     wave = wave_chunks(config, width, dtype)
-    stream_wave = stream_wave_chunks(config, width, dtype, gates=1 if kind == "backward" else 3)
+    stream_wave = stream_wave_chunks(config, width, dtype, backward=kind == "backward")
     operands = EXCHANGED_OPERANDS[kind, variant]
     trips = tuple(-(-(n * held) // wave) + -(-(n * (chunks - held)) // stream_wave) for n in operands)
     k = MMA_K.get(dtype.itemsize) if tensor_cores else None

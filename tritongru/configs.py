@@ -142,10 +142,11 @@ def wave_chunks(config: KernelConfig, width: int, dtype: torch.dtype) -> int:
     return _wave(config, width, dtype, config.block_b)
 
 
-def stream_wave_chunks(config: KernelConfig, width: int, dtype: torch.dtype, gates: int = 3) -> int:
+def stream_wave_chunks(config: KernelConfig, width: int, dtype: torch.dtype, backward: bool = False) -> int:
     """:func:`wave_chunks` for the chunks a persistent program streams (``streamed_chunks``): each comes with
-    its weights, ``gates`` ``[block_k, block_h]`` tiles in flight beside it (the forward's r, z and n: 3; the
-    backward multiplies each gate's gradient by its own gate's weights: 1)."""
+    its weights in flight beside it, ``[block_k, block_h]`` tiles of three gates in the forward (r, z and n
+    from one ``h``), of one in the ``backward`` (each gate's gradient by its own gate's weights)."""
+    gates = 1 if backward else 3
     return _wave(config, width, dtype, config.block_b + gates * config.block_h)
 
 

@@ -175,7 +175,7 @@ def _kernel_constants(
         SPLIT=config.num_warps if config.split_k else 1,
         WAVE=wave_chunks(config, width, dtype),
         HELD_CHUNKS=held_chunks(config, width),
-        STREAM_WAVE=stream_wave_chunks(config, width, dtype, gates=1 if backward else 3),
+        STREAM_WAVE=stream_wave_chunks(config, width, dtype, backward),
         num_warps=config.num_warps,
         num_stages=config.num_stages,
     )
