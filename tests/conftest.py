@@ -13,6 +13,35 @@ if not torch.cuda.is_available():
 
 import pytest
 
+from tritongru.environment import interpreting
+
+
+def _patch_the_language_once_per_launch() -> None:
+    """Triton's interpreter patches ``triton.language`` for a launch, and again at every call of a jit helper
+    inside it (``inspect.getmembers`` over the language's modules, which finds nothing left to patch): a
+    quarter of a layer test's time (cProfile, ``tests/test_heads_gru.py``). A helper call now patches only
+    where its module sees a language module the launch left unpatched. Relies on the interpreter's internals
+    (``InterpretedFunction.__call__``, ``_patch_lang``), checked with Triton 3.6 and 3.9, as
+    ``concurrent_interpreter`` does; test support, not library code."""
+    from triton import language as tl
+    from triton.runtime import interpreter
+
+    def call(self, *args, **kwargs):
+        langs = [value for value in self.fn.__globals__.values() if value is tl or value is tl.core]
+        if not langs or any(tl.core.is_builtin(lang.load) for lang in langs):
+            interpreter._patch_lang(self.fn)
+        fn = self.rewrite()
+        try:
+            return fn(*args, **kwargs)
+        except Exception as error:  # as the interpreter reports a helper's errors
+            raise interpreter.InterpreterError(repr(error)) from error
+
+    interpreter.InterpretedFunction.__call__ = call
+
+
+if interpreting():
+    _patch_the_language_once_per_launch()
+
 
 @pytest.fixture(scope="session")
 def device() -> torch.device:
