@@ -19,24 +19,22 @@ from tritongru.environment import interpreting
 def _patch_the_language_once_per_launch() -> None:
     """Triton's interpreter patches ``triton.language`` for a launch, and again at every call of a jit helper
     inside it (``inspect.getmembers`` over the language's modules, which finds nothing left to patch): a
-    quarter of a layer test's time (cProfile, ``tests/test_heads_gru.py``). A helper call now patches only
-    where its module sees a language module the launch left unpatched. Relies on the interpreter's internals
-    (``InterpretedFunction.__call__``, ``_patch_lang``), checked with Triton 3.6 and 3.9, as
-    ``concurrent_interpreter`` does; test support, not library code."""
+    quarter of a layer test's time (cProfile, ``tests/test_heads_gru.py``). ``_patch_lang`` now patches only
+    where the function's module sees a language module not yet patched, and otherwise returns an empty scope.
+    Relies on the interpreter's internals (``_patch_lang``, ``_LangPatchScope``), checked with Triton 3.6 and
+    3.9, as ``concurrent_interpreter`` does; test support, not library code."""
     from triton import language as tl
     from triton.runtime import interpreter
 
-    def call(self, *args, **kwargs):
-        langs = [value for value in self.fn.__globals__.values() if value is tl or value is tl.core]
-        if not langs or any(tl.core.is_builtin(lang.load) for lang in langs):
-            interpreter._patch_lang(self.fn)
-        fn = self.rewrite()
-        try:
-            return fn(*args, **kwargs)
-        except Exception as error:  # as the interpreter reports a helper's errors
-            raise interpreter.InterpreterError(repr(error)) from error
+    real_patch_lang = interpreter._patch_lang
 
-    interpreter.InterpretedFunction.__call__ = call
+    def patch_lang(fn):
+        langs = [value for value in fn.__globals__.values() if value is tl or value is tl.core]
+        if langs and not any(tl.core.is_builtin(lang.load) for lang in langs):
+            return interpreter._LangPatchScope()
+        return real_patch_lang(fn)
+
+    interpreter._patch_lang = patch_lang
 
 
 if interpreting():
