@@ -27,8 +27,9 @@ Launch modes (chosen by ``tritongru.launchers``):
 - per step: ``t_hi = t_lo + 1`` and one launch per phase (``FIRST_PHASE == LAST_PHASE``; classic has two).
   With ``USE_PDL`` a launch is dispatched while the previous one finishes (programmatic dependent launch).
 
-The cell (``x_ptr`` given) is the notes' literal concat-matmul: the input side ``x @ W_ih^T + b_ih`` is a
-second set of products in the same kernel instead of a row of a precomputed ``gi``.
+The cell (``x_ptr`` given) is the notes' literal concat-matmul: the input side ``x @ W_ih^T + b_ih`` is formed
+in the same kernel instead of read from a precomputed ``gi`` (:func:`cell_input`), r's and z's products over
+``x`` and over ``h`` one sum each, as over ``[h, x]``.
 
 Layouts (contiguous): ``gi`` ``[T, B, 3H]``; ``x`` ``[B, I]``; ``W_ih`` ``[3H, I]``; ``W_hh`` ``[3H, D]`` (the dense
 ``[3H, H]``, or a multi-head GRU's diagonal blocks: a slice's products then read only its head's ``h``);
@@ -51,6 +52,7 @@ from tritongru.kernels.gru_math import (
     GATE_R,
     GATE_Z,
     batch_block,
+    finish_products,
     gate_row,
     gate_weights,
     hidden_slice,
@@ -58,50 +60,69 @@ from tritongru.kernels.gru_math import (
     sigmoid,
     step_rows,
     tanh,
+    zero_accumulators,
 )
 from tritongru.kernels.zoneout import zone_out
 
 
 @triton.jit
-def input_side(
-    gi_ptr,
+def gi_rows(gi_ptr, t, B, H, o_b, m_b, o_j, m_j, ACC_DTYPE: tl.constexpr):
+    """``(gx_r, gx_z, gx_n)`` of step ``t`` for one tile: its rows of the precomputed input side ``gi``."""
+    m = m_b[:, None] & m_j[None, :]
+    p = gi_ptr + (step_rows(t, B) + o_b)[:, None] * (3 * H) + o_j[None, :]
+    gx_r = tl.load(p + GATE_R * H, mask=m, other=0.0).to(ACC_DTYPE)
+    gx_z = tl.load(p + GATE_Z * H, mask=m, other=0.0).to(ACC_DTYPE)
+    gx_n = tl.load(p + GATE_N * H, mask=m, other=0.0).to(ACC_DTYPE)
+    return gx_r, gx_z, gx_n
+
+
+@triton.jit
+def cell_input(
     x_ptr,
     w_ih_ptr,
     b_ih_ptr,
-    t,
-    B,
     H,
     I,
     o_b,
     m_b,
     o_j,
     m_j,
+    CLASSIC: tl.constexpr,
+    PHASE: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
-    FUSE_INPUT: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     BLOCK_K: tl.constexpr,
     SPLIT: tl.constexpr,
 ):
-    """``(gx_r, gx_z, gx_n)`` of step ``t`` for one tile: the rows of the precomputed ``gi``, or for the cell the
-    input half of the notes' concat-matmul, ``x @ [W_ir; W_iz; W_in]^T + b_ih`` (its weights streamed)."""
-    if FUSE_INPUT:
-        w_ih = (w_ih_ptr + GATE_R * H * I, w_ih_ptr + GATE_Z * H * I, w_ih_ptr + GATE_N * H * I)
-        gx_r, gx_z, gx_n = products(
-            (x_ptr,), (I,), o_b, m_b, I, w_ih, 1, I, o_j, m_j,
-            ACC_DTYPE, False, False, DOT_PRECISION, BLOCK_K, 0, 0, 0, 0, SPLIT,
-        )  # fmt: skip
-        if HAS_BIAS:
-            gx_r += gate_row(b_ih_ptr, GATE_R, o_j, m_j, H, ACC_DTYPE)
-            gx_z += gate_row(b_ih_ptr, GATE_Z, o_j, m_j, H, ACC_DTYPE)
-            gx_n += gate_row(b_ih_ptr, GATE_N, o_j, m_j, H, ACC_DTYPE)
+    """The cell's input half of the notes' concat-matmul ``[h, x] @ [W_h; W_i]^T`` for one tile and ``PHASE``
+    (its weights streamed): ``(init, gx_r, gx_z, gx_n)``. ``init``: the unfinished sums of ``x @ W_ig^T`` for the
+    gates whose input and hidden products are one sum, which the hidden products continue (r and z, classic's
+    n in its phase 1); the cudnn form's n keeps ``x @ W_in^T`` apart (r scales only the hidden half), finished
+    into ``gx_n`` (its ``init`` a zero). ``gx_*``: what is added to the finished products, the biases ``b_i*``."""
+    w_r = w_ih_ptr + GATE_R * H * I
+    w_z = w_ih_ptr + GATE_Z * H * I
+    w_n = w_ih_ptr + GATE_N * H * I
+    if CLASSIC:
+        gates = (w_n,) if PHASE == 1 else (w_r, w_z)
     else:
-        m = m_b[:, None] & m_j[None, :]
-        p = gi_ptr + (step_rows(t, B) + o_b)[:, None] * (3 * H) + o_j[None, :]
-        gx_r = tl.load(p + GATE_R * H, mask=m, other=0.0).to(ACC_DTYPE)
-        gx_z = tl.load(p + GATE_Z * H, mask=m, other=0.0).to(ACC_DTYPE)
-        gx_n = tl.load(p + GATE_N * H, mask=m, other=0.0).to(ACC_DTYPE)
-    return gx_r, gx_z, gx_n
+        gates = (w_r, w_z, w_n)
+    init = products(
+        (x_ptr,), (I,), o_b, m_b, I, gates, 1, I, o_j, m_j,
+        ACC_DTYPE, False, False, DOT_PRECISION, BLOCK_K, 0, 0, 0, 0, SPLIT, FINISH=False,
+    )  # fmt: skip
+    gx_r = tl.zeros((1, o_j.shape[0]), dtype=ACC_DTYPE)
+    gx_z = tl.zeros((1, o_j.shape[0]), dtype=ACC_DTYPE)
+    gx_n = tl.zeros((1, o_j.shape[0]), dtype=ACC_DTYPE)
+    if HAS_BIAS:
+        gx_r = gate_row(b_ih_ptr, GATE_R, o_j, m_j, H, ACC_DTYPE)
+        gx_z = gate_row(b_ih_ptr, GATE_Z, o_j, m_j, H, ACC_DTYPE)
+        gx_n = gate_row(b_ih_ptr, GATE_N, o_j, m_j, H, ACC_DTYPE)
+    if not CLASSIC:
+        (x_n,) = finish_products((init[2],), SPLIT)
+        gx_n += x_n
+        init = (init[0], init[1], zero_accumulators(1, o_b.shape[0], o_j.shape[0], SPLIT, ACC_DTYPE)[0])
+    return init, gx_r, gx_z, gx_n
 
 
 @triton.jit
@@ -227,16 +248,20 @@ def gru_forward_kernel(
                 m = m_b[:, None] & m_j[None, :]
                 p_own = o_b[:, None] * H + o_j[None, :]
                 # this block's own inputs, loaded with (and waited for with) the exchanged h_{t-1}
-                gx_r, gx_z, gx_n = input_side(
-                    gi_ptr, x_ptr, w_ih_ptr, b_ih_ptr, t, B, H, I, o_b, m_b, o_j, m_j,
-                    ACC_DTYPE, FUSE_INPUT, HAS_BIAS, DOT_PRECISION, BLOCK_K, SPLIT,
-                )  # fmt: skip
+                if FUSE_INPUT:
+                    init, gx_r, gx_z, gx_n = cell_input(
+                        x_ptr, w_ih_ptr, b_ih_ptr, H, I, o_b, m_b, o_j, m_j,
+                        CLASSIC, 0, ACC_DTYPE, HAS_BIAS, DOT_PRECISION, BLOCK_K, SPLIT,
+                    )  # fmt: skip
+                else:
+                    init = None
+                    gx_r, gx_z, gx_n = gi_rows(gi_ptr, t, B, H, o_b, m_b, o_j, m_j, ACC_DTYPE)
                 h = tl.load(state_ptr + p_own, mask=m, other=0.0)
                 if CLASSIC:
                     acc_r, acc_z = products(
                         (p_prev,), (H,), o_b, m_b, D, (w_r, w_z), 1, D, o_j, m_j,
                         ACC_DTYPE, RESIDENT, False, DOT_PRECISION, BLOCK_K,
-                        K_CHUNKS, HELD_CHUNKS, WAVE, STREAM_WAVE, SPLIT, EVEN_K,
+                        K_CHUNKS, HELD_CHUNKS, WAVE, STREAM_WAVE, SPLIT, EVEN_K, init,
                     )  # fmt: skip
                     r = sigmoid(gx_r + acc_r + b_hr)
                     z = sigmoid(gx_z + acc_z + b_hz)
@@ -249,7 +274,7 @@ def gru_forward_kernel(
                     acc_r, acc_z, acc_n = products(
                         (p_prev,), (H,), o_b, m_b, D, (w_r, w_z, w_n), 1, D, o_j, m_j,
                         ACC_DTYPE, RESIDENT, False, DOT_PRECISION, BLOCK_K,
-                        K_CHUNKS, HELD_CHUNKS, WAVE, STREAM_WAVE, SPLIT, EVEN_K,
+                        K_CHUNKS, HELD_CHUNKS, WAVE, STREAM_WAVE, SPLIT, EVEN_K, init,
                     )  # fmt: skip
                     r = sigmoid(gx_r + acc_r + b_hr)
                     z = sigmoid(gx_z + acc_z + b_hz)
@@ -257,16 +282,16 @@ def gru_forward_kernel(
                     hn = acc_n + b_hn
                     n = tanh(gx_n + r * hn)
                     stepped = (1.0 - z) * n + z * h
-                    update_state(
-                        hs_ptr, state_ptr, lengths_ptr, t, B, H, o_b, m_b, o_j, m, p_own, stepped, h, zoneout,
-                        HAS_LENGTHS, ZONEOUT, ZONEOUT_REVERSED, ACC_DTYPE,
-                    )  # fmt: skip
-                    if STORE_GATES:
+                    if STORE_GATES:  # first: the gates need not stay in registers through the update
                         p_gates = gates_ptr + (step_rows(t, B) + o_b)[:, None] * (NG * H) + o_j[None, :]
                         tl.store(p_gates + GATE_R * H, r, mask=m)
                         tl.store(p_gates + GATE_Z * H, z, mask=m)
                         tl.store(p_gates + GATE_N * H, n, mask=m)
                         tl.store(p_gates + 3 * H, hn, mask=m)
+                    update_state(
+                        hs_ptr, state_ptr, lengths_ptr, t, B, H, o_b, m_b, o_j, m, p_own, stepped, h, zoneout,
+                        HAS_LENGTHS, ZONEOUT, ZONEOUT_REVERSED, ACC_DTYPE,
+                    )  # fmt: skip
             if CLASSIC:
                 # R * h must be complete over the whole hidden width before phase 2 reads it
                 step_barrier(sync_ptr, i_group, n_slices * (barrier + 1), spin_limit, GRID_SYNC)
@@ -275,16 +300,20 @@ def gru_forward_kernel(
                 o_b, m_b = batch_block(first_block + q, B, BLOCK_B)
                 m = m_b[:, None] & m_j[None, :]
                 p_own = o_b[:, None] * H + o_j[None, :]
-                _, _, gx_n = input_side(
-                    gi_ptr, x_ptr, w_ih_ptr, b_ih_ptr, t, B, H, I, o_b, m_b, o_j, m_j,
-                    ACC_DTYPE, FUSE_INPUT, HAS_BIAS, DOT_PRECISION, BLOCK_K, SPLIT,
-                )  # fmt: skip
+                if FUSE_INPUT:
+                    init, _, _, gx_n = cell_input(
+                        x_ptr, w_ih_ptr, b_ih_ptr, H, I, o_b, m_b, o_j, m_j,
+                        CLASSIC, 1, ACC_DTYPE, HAS_BIAS, DOT_PRECISION, BLOCK_K, SPLIT,
+                    )  # fmt: skip
+                else:
+                    init = None
+                    _, _, gx_n = gi_rows(gi_ptr, t, B, H, o_b, m_b, o_j, m_j, ACC_DTYPE)
                 h = tl.load(state_ptr + p_own, mask=m, other=0.0)
                 z = tl.load(z_scratch_ptr + p_own, mask=m, other=0.0)
                 (acc_n,) = products(
                     (rh_ptr + head_start,), (H,), o_b, m_b, D, (w_n,), 1, D, o_j, m_j,
                     ACC_DTYPE, RESIDENT, False, DOT_PRECISION, BLOCK_K,
-                    K_CHUNKS, HELD_CHUNKS, WAVE, STREAM_WAVE, SPLIT, EVEN_K,
+                    K_CHUNKS, HELD_CHUNKS, WAVE, STREAM_WAVE, SPLIT, EVEN_K, init,
                 )  # fmt: skip
                 n = tanh(gx_n + acc_n + b_hn)
                 stepped = z * n + (1.0 - z) * h

@@ -30,7 +30,7 @@ step's exchange: every reader of step ``t``'s partials has passed the barrier be
 import triton
 import triton.language as tl
 from tritongru.kernels.backward import step_inputs
-from tritongru.kernels.forward import input_side, update_state
+from tritongru.kernels.forward import gi_rows, update_state
 from tritongru.kernels.grid_sync import after_previous_launch, step_barrier
 from tritongru.kernels.gru_math import (
     GATE_N,
@@ -242,10 +242,7 @@ def layernorm_gru_forward_kernel(
                 o_b, m_b = batch_block(first_block + q, B, BLOCK_B)
                 m = m_b[:, None] & m_j[None, :]
                 p_own = o_b[:, None] * H + o_j[None, :]
-                gx_r, gx_z, gx_n = input_side(
-                    gi_ptr, None, None, None, t, B, H, 0, o_b, m_b, o_j, m_j,
-                    ACC_DTYPE, False, False, DOT_PRECISION, BLOCK_K, SPLIT,
-                )  # fmt: skip
+                gx_r, gx_z, gx_n = gi_rows(gi_ptr, t, B, H, o_b, m_b, o_j, m_j, ACC_DTYPE)
                 h = tl.load(state_ptr + p_own, mask=m, other=0.0)
                 ln_r = _normalised(
                     xhat_ptr, partials_ptr, rstd_ptr, ln_w_ptr, ln_b_ptr, GATE_R, t, t_x, B, H, D, o_b, m_b, o_j, m_j,
@@ -296,10 +293,7 @@ def layernorm_gru_forward_kernel(
                 o_b, m_b = batch_block(first_block + q, B, BLOCK_B)
                 m = m_b[:, None] & m_j[None, :]
                 p_own = o_b[:, None] * H + o_j[None, :]
-                _, _, gx_n = input_side(
-                    gi_ptr, None, None, None, t, B, H, 0, o_b, m_b, o_j, m_j,
-                    ACC_DTYPE, False, False, DOT_PRECISION, BLOCK_K, SPLIT,
-                )  # fmt: skip
+                _, _, gx_n = gi_rows(gi_ptr, t, B, H, o_b, m_b, o_j, m_j, ACC_DTYPE)
                 h = tl.load(state_ptr + p_own, mask=m, other=0.0)
                 z = tl.load(z_scratch_ptr + p_own, mask=m, other=0.0)
                 ln_n = _normalised(

@@ -24,7 +24,7 @@ import argparse
 import concurrent.futures
 
 from tritongru.compile_check import Call, compile_call
-from tritongru.compiled import MMA_K, step_facts
+from tritongru.compiled import MMA_SHAPE, step_facts
 from tritongru.environment import interpreting
 from tritongru.precisions import PRECISIONS
 from tritongru.variants import VARIANTS
@@ -61,8 +61,8 @@ def predict(kernel: str, variant: str, precision: str, batch: int, hidden: int) 
         step = phases * (LAUNCH_US + L2_ROUND_TRIP_US + EPILOGUE_US) + work
     else:
         facts = step_facts(first.resources.ptx)
-        k = MMA_K.get(dtype.itemsize)
-        flop_per_mma = 2 * 16 * 8 * k if k else 0
+        m, n, k = MMA_SHAPE[dtype.itemsize]
+        flop_per_mma = 2 * m * n * k
         # independent accumulators per warp: a tile of m16n8 blocks per gate (the backward sums its three gates)
         chains = (config.block_b // 16) * (config.block_h // 8) * (1 if kernel == "backward" else 3)
         throughput = facts.mma * config.num_warps * flop_per_mma / (MMA_FLOP_PER_CLK_SM[dtype.itemsize] * rate)

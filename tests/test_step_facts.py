@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from tritongru.compiled import StepFacts, planned_step, step_facts, time_loop
+from tritongru.compiled import StepFacts, mma_shape, planned_step, step_facts, time_loop
 from tritongru.configs import KernelConfig
 
 PREAMBLE = """
@@ -95,6 +95,20 @@ def test_barrier_arrivals_end_phases_and_the_latch_comes_last():
         assert step_facts(kernel(*body, latch_first=latch_first)) == StepFacts((1, 1), mma=3, arrivals=2)
 
 
+def test_exponentials_are_counted_per_thread():
+    """The gates' ``ex2``: a thread that evaluates every element of a replicated tile issues them all."""
+    ex2 = "\tex2.approx.f32 \t%f20, %f21;\n"
+    assert step_facts(kernel(load(1), stage(1), MMA, ex2, ex2, ex2, ARRIVE)).exponentials == 3
+    assert step_facts(kernel(load(1), stage(1), MMA, ARRIVE)).exponentials == 0
+
+
+def test_the_mma_shape_is_read_from_the_ptx():
+    assert mma_shape(kernel(MMA)) == (16, 8, 16)
+    dmma = "\tmma.sync.aligned.m8n8k4.row.col.f64.f64.f64.f64 { %fd1, %fd2 }, { %fd3 }, { %fd4 }, { %fd1, %fd2 };\n"
+    assert mma_shape(kernel(dmma)) == (8, 8, 4)
+    assert mma_shape(kernel(load(1))) is None
+
+
 def test_the_time_loop_is_the_largest_outer_loop():
     """A loop before the time loop (a K loop that is not unrolled) is not the step."""
     before = (
@@ -112,9 +126,14 @@ def test_the_plan_counts_waves_and_the_tile():
     import torch
 
     config = KernelConfig(16, 16, 256, num_warps=8, split_k=True)
-    assert planned_step("forward", "cudnn", config, 768, torch.bfloat16) == StepFacts((1,), mma=36, arrivals=1)
+    # the forward's three gates: a 16 x 16 tile on 256 threads is one element each
+    planned = planned_step("forward", "cudnn", config, 768, torch.bfloat16)
+    assert planned == StepFacts((1,), mma=36, arrivals=1, exponentials=3)
     two = KernelConfig(16, 16, 256, num_warps=8, split_k=True, batch_blocks=2)
-    assert planned_step("forward", "classic", two, 768, torch.bfloat16) == StepFacts((1, 1), mma=36, arrivals=2)
+    planned = planned_step("forward", "classic", two, 768, torch.bfloat16)
+    assert planned == StepFacts((1, 1), mma=36, arrivals=2, exponentials=3)
+    four = KernelConfig(16, 16, 128, num_warps=4, split_k=True)
+    assert planned_step("forward", "cudnn", four, 768, torch.bfloat16).exponentials == 6
     assert planned_step("backward", "cudnn", config, 768, torch.bfloat16) == StepFacts((1,), mma=36, arrivals=1)
     assert planned_step("backward", "classic", config, 768, torch.bfloat16) == StepFacts((1, 1), 36, arrivals=2)
     assert planned_step("forward", "cudnn", config, 768, torch.float32).mma == 72
@@ -123,6 +142,10 @@ def test_the_plan_counts_waves_and_the_tile():
     assert planned_step("forward", "cudnn", few, 1024, torch.float32).round_trips == (2,)
     # IEEE float32 multiplies on the FMA units: no mma to count
     assert planned_step("forward", "cudnn", few, 1024, torch.float32, tensor_cores=False).mma == 0
+    # float64's DMMA in the shape the compiler chose (Triton 3.6: m16n8k16, 3.9: m8n8k4); its exp is FMAs
+    assert planned_step("forward", "cudnn", config, 768, torch.float64, shape=(16, 8, 16)).mma == 36
+    double = planned_step("forward", "cudnn", config, 768, torch.float64, shape=(8, 8, 4))
+    assert double.mma == 288 and double.exponentials == 0
 
 
 def test_a_streamed_chunk_is_held_by_no_one_and_brings_its_weights_into_its_wave():
@@ -140,7 +163,7 @@ def test_a_streamed_chunk_is_held_by_no_one_and_brings_its_weights_into_its_wave
     assert wave_chunks(config, 2048, torch.float32) == 10
     assert stream_wave_chunks(config, 2048, torch.float32) == 2
     assert stream_wave_chunks(config, 2048, torch.float32, backward=True) == 5
-    assert planned_step("forward", "cudnn", config, 2048, torch.float32) == StepFacts((1 + 5,), 192, arrivals=1)
+    assert planned_step("forward", "cudnn", config, 2048, torch.float32) == StepFacts((1 + 5,), 192, 1, 3)
     assert planned_step("forward", "classic", config, 2048, torch.float32).round_trips == (6, 6)
     # the backward's three gate gradients: 18 held pairs in waves of 10, 30 streamed in waves of 5
     assert planned_step("backward", "cudnn", config, 2048, torch.float32).round_trips == (2 + 6,)
@@ -187,7 +210,8 @@ def test_the_launchers_step_is_one_round_trip_per_wave_with_the_warps_splitting_
     """The grid-synchronised kernel of the config the launchers take on an H100 (its heuristic: the compile
     check shows that it and its fallback compile without spilling, so the launchers take it), compiled for
     sm_90 at every size of :data:`SIZES`, bf16 and TF32 (one process compiles them all): its time loop does
-    what the plan says, the forward's one round trip per phase and batch block."""
+    what the plan says, the forward's one round trip per phase and batch block, each thread evaluating its own
+    share of the gates."""
     import json
 
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}

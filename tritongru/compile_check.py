@@ -13,7 +13,7 @@ It checks what must hold before a GPU ever runs them: nothing fails to compile; 
 would take spills or needs more shared memory than an SM has; in every grid-synchronised kernel the
 barrier is what it must be (a release atomic to arrive, acquire loads to poll, no asynchronous copy that could
 cross it); and every grid-synchronised step does what its plan says (:func:`step_problems`): one round trip to
-L2 per wave of exchanged data and phase, no warp computing products another warp computes. It needs
+L2 per wave of exchanged data and phase, no warp computing products or gates another warp computes. It needs
 Triton's CUDA backend but no GPU, and must run without ``TRITON_INTERPRET``::
 
     python -m tritongru.compile_check --arch 90               # every size of SIZES, the extreme flags
@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import triton
 
-from tritongru.compiled import Resources, kernel_resources, planned_step, step_facts
+from tritongru.compiled import Resources, kernel_resources, mma_shape, planned_step, step_facts
 from tritongru.configs import KERNELS, KernelConfig
 from tritongru.environment import interpreting
 from tritongru.kernels.grid_sync import barrier_stress_kernel
@@ -228,18 +228,26 @@ def barrier_problems(ptx: str) -> list[str]:
 def step_problems(call: Call, compiled: Compiled) -> list[str]:
     """How a grid-synchronised kernel's time loop (:func:`tritongru.compiled.step_facts`) differs from its plan
     (:func:`tritongru.compiled.planned_step`): more round trips for exchanged data than waves, warps computing
-    the same products, or barriers other than one per phase (empty when it does what the plan says)."""
+    the same products or evaluating the same gates, or barriers other than one per phase (empty when it does
+    what the plan says)."""
     kind = "backward" if call.kernel == "backward" else "forward"
     precision = PRECISIONS[call.precision]
     found = step_facts(compiled.resources.ptx)
     width = call.head_dim or call.hidden
-    tensor_cores = precision.dot_precision != "ieee" or precision.dtype.itemsize < 4
-    planned = planned_step(kind, call.variant, compiled.config, width, precision.dtype, tensor_cores)
+    # IEEE float32 multiplies on the FMA units; float64 on the tensor cores (DMMA) in the shape the compiler chose
+    tensor_cores = precision.dot_precision != "ieee" or precision.dtype.itemsize != 4
+    shape = mma_shape(compiled.resources.ptx) if precision.dtype.itemsize == 8 else None
+    planned = planned_step(kind, call.variant, compiled.config, width, precision.dtype, tensor_cores, shape)
     problems = []
     if found.round_trips != planned.round_trips:
         problems.append(f"round trips per phase {found.round_trips}, planned {planned.round_trips}")
     if found.mma != planned.mma:
         problems.append(f"{found.mma} mma per warp and step, planned {planned.mma} (the tile's over the warps)")
+    if found.exponentials != planned.exponentials:
+        problems.append(
+            f"{found.exponentials} ex2 per thread and step, planned {planned.exponentials} (the gates' elements"
+            " shared out over the threads)"
+        )
     if found.arrivals != planned.arrivals:
         problems.append(f"{found.arrivals} barrier arrivals per step, planned {planned.arrivals}")
     return problems

@@ -124,11 +124,13 @@ class StepFacts:
     of one batch block (a program steps its batch blocks in a loop of the same code). ``round_trips`` per phase
     (how many times a warp waits for data other programs wrote: loads bypassing L1, ``ld.global.cg``, whose
     results are needed before the next ones are issued), ``mma`` (tensor-core instructions one warp issues) and
-    ``arrivals`` (grid-barrier arrivals)."""
+    ``arrivals`` (grid-barrier arrivals), ``exponentials`` (``ex2`` one thread issues: each element of the gates
+    it evaluates, once; float64's ``exp`` is a sequence of FMAs and counts none)."""
 
     round_trips: tuple[int, ...]
     mma: int
     arrivals: int
+    exponentials: int = 0
 
 
 _LABEL = re.compile(r"^(\$L__BB\d+_\d+):(.*)$")
@@ -209,9 +211,10 @@ def step_facts(ptx: str) -> StepFacts:
     The model of a round trip: every exchange load (``ld.global.cg``) issued since the last wait is in
     flight; the first instruction that reads one of their registers (a copy only renames it) waits for all of
     them, and they all arrive together. A grid-barrier arrival (release add) ends a phase."""
-    phases, pending, trips, mma, arrivals = [], set(), 0, 0, 0
+    phases, pending, trips, mma, arrivals, exponentials = [], set(), 0, 0, 0, 0
     for line in time_loop(ptx):
         opcode, written, read = _operands(line)
+        exponentials += opcode.startswith("ex2.")
         if _ARRIVAL.match(opcode):
             arrivals += 1
             phases.append(trips)
@@ -227,7 +230,7 @@ def step_facts(ptx: str) -> StepFacts:
             pending.clear()
     if trips or not phases:
         phases.append(trips)
-    return StepFacts(round_trips=tuple(phases), mma=mma, arrivals=arrivals)
+    return StepFacts(round_trips=tuple(phases), mma=mma, arrivals=arrivals, exponentials=exponentials)
 
 
 EXCHANGED_OPERANDS = {("forward", "cudnn"): (1,), ("forward", "classic"): (1, 1), ("backward", "cudnn"): (3,)}
@@ -236,19 +239,39 @@ EXCHANGED_OPERANDS["backward", "classic"] = (1, 2)
 then ``R * h``), backward the gate gradients (cudnn: ``dar, daz, dhn``; classic: ``dan``, then ``dar, daz``;
 its phase 0, which reads none, runs with the phase before it)."""
 
-MMA_K = {2: 16, 4: 8}
-"""K of one ``mma.sync`` by the storage dtype's bytes: ``m16n8k16`` for bf16/fp16, ``m16n8k8`` for TF32."""
+MMA_SHAPE = {2: (16, 8, 16), 4: (16, 8, 8)}
+"""``(m, n, k)`` of one ``mma.sync`` by the storage dtype's bytes: ``m16n8k16`` for bf16/fp16, ``m16n8k8`` for
+TF32. float64's (``DMMA``) is the compiler's choice: ``m16n8k16`` with Triton 3.6, ``m8n8k4`` with 3.9
+(:func:`mma_shape` reads it)."""
+
+_MMA = re.compile(r"mma\.sync\.aligned\.m(\d+)n(\d+)k(\d+)\.")
 
 
-def planned_step(kind: str, variant: str, config, width: int, dtype, tensor_cores: bool = True) -> StepFacts:
+def mma_shape(ptx: str) -> tuple[int, int, int] | None:
+    """``(m, n, k)`` of the first ``mma.sync`` in ``ptx``; None where it has none."""
+    found = _MMA.search(ptx)
+    return None if found is None else (int(found.group(1)), int(found.group(2)), int(found.group(3)))
+
+
+def planned_step(
+    kind: str,
+    variant: str,
+    config,
+    width: int,
+    dtype,
+    tensor_cores: bool = True,
+    shape: tuple[int, int, int] | None = None,
+) -> StepFacts:
     """What one pass of the grid-synchronised ``kind`` kernel's time loop (one batch block of a step: the
     kernel loops over its ``batch_blocks``, each the same code) should do under ``config``, from its plan: one
     round trip per phase and wave of exchanged chunks (:func:`tritongru.configs.wave_chunks`; a wave of chunks
     whose weights are streamed, :func:`tritongru.configs.stream_wave_chunks`, brings them along); the tile's
-    ``mma`` shared out over the warps with none computed twice (``mma`` is 0 where the products run without
-    tensor cores: float64, and IEEE float32, ``tensor_cores=False``); one barrier arrival per phase (the
-    backward's phase 0 of its last step comes before the loop). ``width``: the products' K, ``H`` (or a
-    multi-head GRU's units per head)."""
+    ``mma`` (of ``shape``, by default :data:`MMA_SHAPE`'s) shared out over the warps with none computed twice
+    (``mma`` is 0 where the products run on the FMA units: IEEE float32, ``tensor_cores=False``); one barrier
+    arrival per phase (the backward's phase 0 of its last step comes before the loop); in the forward, each
+    thread evaluating its share of the tile's three gates, no warp another's (``ex2`` where the gates are
+    float32; the backward reads its gates). ``width``: the products' K, ``H`` (or a multi-head GRU's units per
+    head)."""
     from tritongru.configs import held_chunks, stream_wave_chunks, wave_chunks
 
     chunks = -(-width // config.block_k)
@@ -257,7 +280,11 @@ def planned_step(kind: str, variant: str, config, width: int, dtype, tensor_core
     stream_wave = stream_wave_chunks(config, width, dtype, backward=kind == "backward")
     operands = EXCHANGED_OPERANDS[kind, variant]
     trips = tuple(-(-(n * held) // wave) + -(-(n * (chunks - held)) // stream_wave) for n in operands)
-    k = MMA_K.get(dtype.itemsize) if tensor_cores else None
-    tile = (config.block_b // 16) * (config.block_h // 8) * 3 * chunks * config.block_k
-    mma = tile // k // config.num_warps if k else 0
-    return StepFacts(round_trips=trips, mma=mma, arrivals=len(trips))
+    mma = 0
+    if tensor_cores:
+        m, n, k = shape or MMA_SHAPE[dtype.itemsize]
+        mma = config.block_b * config.block_h * 3 * chunks * config.block_k // (m * n * k) // config.num_warps
+    exponentials = 0
+    if kind == "forward" and dtype.itemsize <= 4:
+        exponentials = 3 * -(-config.block_b * config.block_h // (32 * config.num_warps))
+    return StepFacts(round_trips=trips, mma=mma, arrivals=len(trips), exponentials=exponentials)

@@ -91,6 +91,12 @@ def base_kernel(kernel: str) -> str:
     return kernel.removeprefix("layernorm-")
 
 
+GRID_SYNC_REGISTERS = 255
+"""``maxnreg`` of a grid-synchronised launch. Its grid fits on the SMs at once, one program of 8 warps each;
+without a limit ptxas aims at two such programs per SM (128 registers a thread) and spills to get there
+(forward classic TF32 B=16 H=768 with bias and saved gates, compiled for sm_90 with Triton 3.6: 128 registers
+and 8 B spilled; with this limit 204 registers, none spilled)."""
+
 BARRIER_TIMEOUT_S = 2.0
 """How long one program waits at a grid barrier before it gives up and marks the launch failed."""
 
@@ -309,7 +315,9 @@ def kernel_calls(kind: str, variant: str, plan: LaunchPlan, steps: int, args: di
     persistent = dict(whole, RESIDENT=True, USE_PDL=False)
     if plan.grid_sync:
         sync = torch.zeros(plan.grid[1], dtype=torch.int32, device=args["hs_ptr"].device)
-        return [dict(persistent, sync_ptr=sync, GRID_SYNC=True, launch_cooperative_grid=True)]
+        return [
+            dict(persistent, sync_ptr=sync, GRID_SYNC=True, launch_cooperative_grid=True, maxnreg=GRID_SYNC_REGISTERS)
+        ]
     if plan.persistent:
         return [dict(persistent, sync_ptr=None, GRID_SYNC=False)]
     order = reversed(range(steps)) if _descending(kind) else range(steps)
