@@ -5,12 +5,14 @@
 
 No GPU is needed (nor used): each size's config, as the launchers would take it on an H100, is compiled for
 sm_90 (``tritongru.compile_check.compile_call``), and its time loop is read (``tritongru.compiled.step_facts``):
-round trips to L2 for data other programs wrote, ``mma`` instructions per warp, grid-barrier arrivals. A step
-is priced from those counts alone:
+round trips to L2 for data other programs wrote, ``mma`` instructions per warp, grid-barrier arrivals, and
+every other instruction a warp issues in one pass (the gates, the update, staging through shared memory,
+addresses, CTA barriers). A step is priced from those counts alone:
 
-    step = arrivals x BARRIER + round trips x L2_ROUND_TRIP + mma time + phases x EPILOGUE
+    step = arrivals x BARRIER + round trips x L2_ROUND_TRIP + mma time + issue time
     mma time = max(every warp's mma x FLOP per mma / the SM's mma rate,      (the SM's tensor cores, shared)
                    one warp's mma x MMA_ISSUE / independent accumulators)      (one warp's chain)
+    issue time = other instructions x warps per scheduler / ISSUE_PER_CLOCK   (the SM's 4 warp schedulers)
 
 Every number it prints is a PREDICTION, to be replaced by what ``tritongru selftest`` measures; the
 constants below are assumptions or published H100 SXM figures, named so that a measurement can say which one
@@ -24,7 +26,7 @@ import argparse
 import concurrent.futures
 
 from tritongru.compile_check import Call, compile_call
-from tritongru.compiled import MMA_SHAPE, step_facts
+from tritongru.compiled import MMA_SHAPE, step_facts, time_loop
 from tritongru.environment import interpreting
 from tritongru.precisions import PRECISIONS
 from tritongru.variants import VARIANTS
@@ -35,7 +37,9 @@ L2_ROUND_TRIP_US = 0.5  # assumption: ~900 cycles from issuing a wave of exchang
 MMA_FLOP_PER_CLK_SM = {2: 1024, 4: 512}  # assumption, by operand bytes: mma.sync per SM, a quarter of the dense
 # wgmma rate (spec: 989 TFLOP/s bf16, 495 TFLOP/s TF32)
 MMA_ISSUE_CYCLES = 32  # assumption: latency of one mma.sync a dependent accumulator waits for
-EPILOGUE_US = 0.1  # assumption: activations, the update and the stores of one phase's tiles
+EPILOGUE_US = 0.1  # assumption, per-step launches only: activations, the update and the stores of a phase's tiles
+SCHEDULERS_PER_SM = 4  # spec: warp schedulers per SM
+ISSUE_PER_CLOCK = 1  # assumption: instructions one scheduler issues per clock, PTX counted as SASS
 LAUNCH_US = 3.0  # assumption: a per-step launch behind the previous one with programmatic dependent launch
 L2_BYTES_PER_CLK_SM = 64  # assumption: L2 to one SM (half of the L1's 128 B/clk port)
 
@@ -57,7 +61,7 @@ def predict(kernel: str, variant: str, precision: str, batch: int, hidden: int) 
         streamed = (3 * hidden * config.block_h + config.block_b * hidden) * dtype.itemsize
         flops = 2 * config.block_b * hidden * 3 * config.block_h
         work = max(streamed / (L2_BYTES_PER_CLK_SM * rate), flops / (MMA_FLOP_PER_CLK_SM[dtype.itemsize] * rate))
-        counts = {"round trips": "-", "mma per warp": "-", "arrivals": 0}
+        counts = {"round trips": "-", "mma per warp": "-", "arrivals": 0, "instructions": "-"}
         step = phases * (LAUNCH_US + L2_ROUND_TRIP_US + EPILOGUE_US) + work
     else:
         facts = step_facts(first.resources.ptx)
@@ -68,9 +72,17 @@ def predict(kernel: str, variant: str, precision: str, batch: int, hidden: int) 
         throughput = facts.mma * config.num_warps * flop_per_mma / (MMA_FLOP_PER_CLK_SM[dtype.itemsize] * rate)
         chain = facts.mma * MMA_ISSUE_CYCLES / max(1, chains) / rate
         trips = sum(facts.round_trips)
-        counts = {"round trips": facts.round_trips, "mma per warp": facts.mma, "arrivals": facts.arrivals}
+        issued = len(time_loop(first.resources.ptx))
+        warps_per_scheduler = -(-config.num_warps // SCHEDULERS_PER_SM)
+        issue = (issued - facts.mma) * warps_per_scheduler / ISSUE_PER_CLOCK / rate
+        counts = {
+            "round trips": facts.round_trips,
+            "mma per warp": facts.mma,
+            "arrivals": facts.arrivals,
+            "instructions": issued,
+        }
         barrier = BARRIER_US if slices > 1 else 0.0
-        step = facts.arrivals * barrier + trips * L2_ROUND_TRIP_US + max(throughput, chain) + phases * EPILOGUE_US
+        step = facts.arrivals * barrier + trips * L2_ROUND_TRIP_US + max(throughput, chain) + issue
     described = (
         f"{first.mode}, {slices * groups} programs (slice {config.block_h}, {config.batch_blocks} x {config.block_b}"
         f" rows, K chunk {config.block_k}, {config.num_warps} warps): {first.resources.registers} registers, "
@@ -86,7 +98,7 @@ def _row(args: tuple) -> str:
     trips = "-" if trips == "-" else "/".join(str(n) for n in trips if n)
     return (
         f"| {precision} | {batch} | {hidden} | {kernel} | {variant} | {described} | {trips} | "
-        f"{counts['mma per warp']} | {counts['arrivals']} | {step:.2f} (prediction) |"
+        f"{counts['mma per warp']} | {counts['instructions']} | {counts['arrivals']} | {step:.2f} (prediction) |"
     )
 
 
@@ -109,9 +121,9 @@ def main(argv: list[str] | None = None) -> None:
     ]
     print(
         "| precision | B | H | kernel | form | config and compiled figures (sm_90) | round trips per phase | "
-        "mma per warp | barriers | predicted µs/step |"
+        "mma per warp | instructions per warp | barriers | predicted µs/step |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     with concurrent.futures.ProcessPoolExecutor(args.jobs) as pool:
         for line in pool.map(_row, todo):
             print(line, flush=True)
