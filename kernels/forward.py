@@ -97,9 +97,10 @@ def cell_input(
 ):
     """The cell's input half of the notes' concat-matmul ``[h, x] @ [W_h; W_i]^T`` for one tile and ``PHASE``
     (its weights streamed): ``(init, gx_r, gx_z, gx_n)``. ``init``: the unfinished sums of ``x @ W_ig^T`` for the
-    gates whose input and hidden products are one sum, which the hidden products continue (r and z, classic's
-    n in its phase 1); the cudnn form's n keeps ``x @ W_in^T`` apart (r scales only the hidden half), finished
-    into ``gx_n`` (its ``init`` a zero). ``gx_*``: what is added to the finished products, the biases ``b_i*``."""
+    gates whose input and hidden products are one sum, which the hidden products continue (r and z; in the
+    classic form's second phase, ``PHASE = 1``, n); the cudnn form's n keeps ``x @ W_in^T`` apart (r scales only
+    the hidden half), finished into ``gx_n`` (its ``init`` a zero). ``gx_*``: what is added to the finished
+    products, the biases ``b_i*``."""
     w_r = w_ih_ptr + GATE_R * H * I
     w_z = w_ih_ptr + GATE_Z * H * I
     w_n = w_ih_ptr + GATE_N * H * I
@@ -282,16 +283,16 @@ def gru_forward_kernel(
                     hn = acc_n + b_hn
                     n = tanh(gx_n + r * hn)
                     stepped = (1.0 - z) * n + z * h
-                    if STORE_GATES:  # first: the gates need not stay in registers through the update
+                    update_state(
+                        hs_ptr, state_ptr, lengths_ptr, t, B, H, o_b, m_b, o_j, m, p_own, stepped, h, zoneout,
+                        HAS_LENGTHS, ZONEOUT, ZONEOUT_REVERSED, ACC_DTYPE,
+                    )  # fmt: skip
+                    if STORE_GATES:
                         p_gates = gates_ptr + (step_rows(t, B) + o_b)[:, None] * (NG * H) + o_j[None, :]
                         tl.store(p_gates + GATE_R * H, r, mask=m)
                         tl.store(p_gates + GATE_Z * H, z, mask=m)
                         tl.store(p_gates + GATE_N * H, n, mask=m)
                         tl.store(p_gates + 3 * H, hn, mask=m)
-                    update_state(
-                        hs_ptr, state_ptr, lengths_ptr, t, B, H, o_b, m_b, o_j, m, p_own, stepped, h, zoneout,
-                        HAS_LENGTHS, ZONEOUT, ZONEOUT_REVERSED, ACC_DTYPE,
-                    )  # fmt: skip
             if CLASSIC:
                 # R * h must be complete over the whole hidden width before phase 2 reads it
                 step_barrier(sync_ptr, i_group, n_slices * (barrier + 1), spin_limit, GRID_SYNC)
