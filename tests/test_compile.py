@@ -104,6 +104,50 @@ def test_launchers_take_the_first_alternative_that_does_not_spill():
     assert chosen(-1) == ["256", "8"], "every alternative spills: the heuristic's own config"
 
 
+FLOAT64_OWN_CONFIGS = """
+import json
+from tritongru import launchers
+from tritongru.compile_check import Call, Compiled, FLAGS, step_problems
+from tritongru.compiled import kernel_resources
+from tritongru.configs import heuristic_config
+import torch
+
+for kernel, batch, hidden in (("cell", 1, 64), ("forward", 16, 256), ("forward", 16, 2048), ("backward", 16, 2048)):
+    config = heuristic_config(kernel, batch, hidden, dtype=torch.float64, sm_count=132)
+    flags = FLAGS[kernel][0]
+    kind, args = launchers.meta_arguments(kernel, "cudnn", "fp64", batch, hidden, 64, flags, config)
+    for mode, call in launchers.compiled_calls(kind, "cudnn", config, batch, hidden, args, 90, fallbacks=False):
+        found = kernel_resources(launchers.KIND_KERNELS[kind], call, 90)
+        problems = []
+        if mode == "grid-sync":
+            check = Call(kernel, "cudnn", "fp64", batch, hidden, tuple(flags.items()))
+            problems = step_problems(check, Compiled(mode, "", config, found))
+        print(json.dumps([kernel, hidden, mode, found.spills, problems]))
+"""
+
+
+def test_float64s_own_configs_compile_without_spills():
+    """float64 (every flag on): the heuristic's own config, not an alternative, at the cell (B=1 H=64: 448 B
+    spilled before its gates were shared out over the threads), the grid-synchronised forward (its DMMA counted
+    against the plan) and the launches per step at H=2048 (the slices of 64 these took spilled 2104-3336 B)."""
+    import json
+
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    done = subprocess.run(
+        [sys.executable, "-c", FLOAT64_OWN_CONFIGS], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    reports = [json.loads(line) for line in done.stdout.splitlines()]
+    assert {(kernel, hidden, mode) for kernel, hidden, mode, _, _ in reports} == {
+        ("cell", 64, "per-step"),
+        ("forward", 256, "grid-sync"),
+        ("forward", 2048, "per-step"),
+        ("backward", 2048, "per-step"),
+    }
+    for kernel, hidden, mode, spills, problems in reports:
+        assert spills == 0 and problems == [], (kernel, hidden, mode, spills, problems)
+
+
 SPILLS_READ = """
 from tritongru import launchers
 from tritongru.compiled import kernel_resources

@@ -181,7 +181,8 @@ def heuristic_config(
     :data:`~tritongru.tuning_cache.MAX_BATCH_BLOCKS`). So bf16 and fp16 stay persistent up to ``H = 2048``
     (``B = 512`` there, ``B = 1024`` at ``H = 1024``, 132 SMs) and float32 and TF32 up to ``H = 1024``. Where
     no such grid fits (float32 and TF32 at ``H = 2048``, float64 above 512, larger batches): one launch per
-    step, slices of 64 on 8 warps with the weights streamed; the cell (one step) the same in slices of 16. A
+    step, slices of 64 on 8 warps with the weights streamed; the cell (one step) the same in slices of 16; float64
+    in slices of 16 with narrower K chunks (:data:`FLOAT64_PER_STEP`). A
     config that holds part of a slice's weights and streams the rest every step (``streamed_chunks``) keeps
     those sizes in one launch, but compiled for sm_90 it spilled (TF32 and float32 at B=16 H=2048: 72-184 B),
     so the heuristic does not take it. ``python -m tritongru.compile_check`` compiles every size it serves and
@@ -209,13 +210,24 @@ def heuristic_config(
             return KernelConfig(MIN_BLOCK, MIN_BLOCK, 64, 4, persistent=False, split_k=True)
         return KernelConfig(MIN_BLOCK, block, 64, 4, split_k=True, batch_blocks=1)
     if kernel == "cell":
+        if dtype.itemsize == 8:
+            return FLOAT64_PER_STEP
         # slices of 16: beside its second set of products (the input side), the per-step 16 x 64 tile on 8 warps
         # spilled 728-1376 B on sm_90 (bf16, H=256, every flag) in all 15 alternatives, 16 x 32 8-264 B
         return KernelConfig(MIN_BLOCK, MIN_BLOCK, _chunk(width, 8), num_warps=8, persistent=False, split_k=True)
     config = _persistent(batch, hidden, dtype, sm_count, head_dim)
     if config is not None:
         return config
+    if dtype.itemsize == 8:
+        return FLOAT64_PER_STEP
     return KernelConfig(MIN_BLOCK, 64, block_k=16 * 8, num_warps=8, persistent=False, split_k=True)
+
+
+FLOAT64_PER_STEP = KernelConfig(MIN_BLOCK, MIN_BLOCK, 16 * 8, num_warps=8, num_stages=1, persistent=False, split_k=True)
+"""float64's launch per step (and its cell): slices of 16, K chunks of 16 per warp, no pipelined loads. Its
+operands and accumulators take twice the registers of float32's: compiled for sm_90 (Triton 3.6, B=16 H=2048,
+every flag on or every flag off) the slices of 64 spilled 3336 B (forward) and 2104 B (backward), this config
+170-244 registers and no spill."""
 
 
 PERSISTENT_TILE = (16, 16)
