@@ -112,11 +112,12 @@ from tritongru.compiled import kernel_resources
 from tritongru.configs import heuristic_config
 import torch
 
-for kernel, batch, hidden in (("cell", 1, 64), ("forward", 16, 256), ("forward", 16, 2048), ("backward", 16, 2048)):
+SIZES = (("cell", 1, 64), ("forward", 16, 256), ("backward", 256, 256), ("forward", 16, 2048), ("backward", 256, 512))
+for kernel, batch, hidden in SIZES:
     config = heuristic_config(kernel, batch, hidden, dtype=torch.float64, sm_count=132)
     flags = FLAGS[kernel][0]
     kind, args = launchers.meta_arguments(kernel, "cudnn", "fp64", batch, hidden, 64, flags, config)
-    for mode, call in launchers.compiled_calls(kind, "cudnn", config, batch, hidden, args, 90, fallbacks=False):
+    for mode, call in launchers.compiled_calls(kind, "cudnn", config, batch, hidden, args, 90):
         found = kernel_resources(launchers.KIND_KERNELS[kind], call, 90)
         problems = []
         if mode == "grid-sync":
@@ -127,9 +128,10 @@ for kernel, batch, hidden in (("cell", 1, 64), ("forward", 16, 256), ("forward",
 
 
 def test_float64s_own_configs_compile_without_spills():
-    """float64 (every flag on): the heuristic's own config, not an alternative, at the cell (B=1 H=64: 448 B
-    spilled before its gates were shared out over the threads), the grid-synchronised forward (its DMMA counted
-    against the plan) and the launches per step at H=2048 (the slices of 64 these took spilled 2104-3336 B)."""
+    """float64 (every flag on): the heuristic's own config, not an alternative, and its per-step fallback, at the
+    cell (B=1 H=64: 448 B spilled before its gates were shared out over the threads), the grid-synchronised
+    forward and backward (their DMMA counted against the plan; the backward stepping two batch blocks) and the
+    launches per step at H=2048 and H=512 (the slices of 64 these took spilled 2104-3336 B at H=2048)."""
     import json
 
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
@@ -141,8 +143,11 @@ def test_float64s_own_configs_compile_without_spills():
     assert {(kernel, hidden, mode) for kernel, hidden, mode, _, _ in reports} == {
         ("cell", 64, "per-step"),
         ("forward", 256, "grid-sync"),
+        ("forward", 256, "per-step"),
+        ("backward", 256, "grid-sync"),
+        ("backward", 256, "per-step"),
         ("forward", 2048, "per-step"),
-        ("backward", 2048, "per-step"),
+        ("backward", 512, "per-step"),
     }
     for kernel, hidden, mode, spills, problems in reports:
         assert spills == 0 and problems == [], (kernel, hidden, mode, spills, problems)

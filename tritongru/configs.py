@@ -98,6 +98,11 @@ RESIDENT_BYTES_MAX = 200 * 1024
 dtype): the compiler keeps them in shared memory, 227 KB per SM on sm_90, with room left for the exchanged
 operand on its way into the ``mma`` layout."""
 
+FLOAT64_RESIDENT_BYTES_MAX = 100 * 1024
+""":data:`RESIDENT_BYTES_MAX` for float64, whose registers run out first: compiled for sm_90 (Triton 3.6), the
+persistent backward at H = 512 (196 KB held) spilled 16-104 B in every config tried (B = 64 and 256, K chunks
+of 128 and 256), so float64 holds its weights up to H = 256 (96 KB) and runs per step above."""
+
 SHARED_BYTES_MAX = 227 * 1024
 """Shared memory one program may use on sm_90 (H100, H200)."""
 
@@ -179,13 +184,13 @@ def heuristic_config(
     (:data:`RESIDENT_BYTES_MAX`), on :data:`PERSISTENT_WARPS` warps, each program stepping as few batch blocks
     as let its ``slices x groups`` grid fit on ``sm_count`` SMs at once (up to
     :data:`~tritongru.tuning_cache.MAX_BATCH_BLOCKS`). So bf16 and fp16 stay persistent up to ``H = 2048``
-    (``B = 512`` there, ``B = 1024`` at ``H = 1024``, 132 SMs) and float32 and TF32 up to ``H = 1024``. Where
-    no such grid fits (float32 and TF32 at ``H = 2048``, float64 above 512, larger batches): one launch per
-    step, slices of 64 on 8 warps with the weights streamed; the cell (one step) the same in slices of 16; float64
-    in slices of 16 with narrower K chunks (:data:`FLOAT64_PER_STEP`). A
-    config that holds part of a slice's weights and streams the rest every step (``streamed_chunks``) keeps
-    those sizes in one launch, but compiled for sm_90 it spilled (TF32 and float32 at B=16 H=2048: 72-184 B),
-    so the heuristic does not take it. ``python -m tritongru.compile_check`` compiles every size it serves and
+    (``B = 512`` there, ``B = 1024`` at ``H = 1024``, 132 SMs), float32 and TF32 up to ``H = 1024``, float64 up
+    to ``H = 256`` (:data:`FLOAT64_RESIDENT_BYTES_MAX`). Where no such grid fits (float32 and TF32 at
+    ``H = 2048``, float64 above 256, larger batches): one launch per step, slices of 64 on 8 warps with the
+    weights streamed; the cell (one step) the same in slices of 16; float64 in slices of 16 with narrower K
+    chunks (:data:`FLOAT64_PER_STEP`). A config that holds part of a slice's weights and streams the rest every
+    step (``streamed_chunks``) keeps those sizes in one launch, but compiled for sm_90 it spilled (TF32 and
+    float32 at B=16 H=2048: 72-184 B), so the heuristic does not take it. ``python -m tritongru.compile_check`` compiles every size it serves and
     fails on a spill.
 
     Multi-head (``head_dim``, the units of a head; None: one head): the same rules with the head's width in
@@ -258,7 +263,13 @@ def _persistent(
         split_k=True,
         batch_blocks=steps_of_blocks,
     )
-    if resident_bytes(config, width, dtype) > RESIDENT_BYTES_MAX:
+    resident_max = RESIDENT_BYTES_MAX
+    if dtype.itemsize == 8:
+        # the K chunks and stages of float64's launch per step, which is this launch's fallback too: with chunks
+        # of 256 the fallback spilled 8-16 B at H=256 (forward and backward, B=16 and 256, every flag on)
+        config = replace(config, block_k=FLOAT64_PER_STEP.block_k, num_stages=FLOAT64_PER_STEP.num_stages)
+        resident_max = FLOAT64_RESIDENT_BYTES_MAX
+    if resident_bytes(config, width, dtype) > resident_max:
         return None
     # one chunk of the exchanged operand must fit in the shared memory beside the held weights
     while _staging_room(config, width, dtype) < block_b * config.block_k * dtype.itemsize:
