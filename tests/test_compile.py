@@ -185,36 +185,41 @@ from tritongru import launchers
 from tritongru.compiled import Resources
 
 asked = {"jit": [], "ptxas": []}
-spilling_chunk = 256
+spilling_chunk, crowded_chunk = 256, None
 
 
-def jit_spills(kernel, call):
+def jit_fits(kernel, call):
     asked["jit"].append((call["GRID_SYNC"], call["RESIDENT"], call["BLOCK_K"]))
-    return 8 if call["BLOCK_K"] == spilling_chunk else 0
+    return call["BLOCK_K"] != spilling_chunk
 
 
 def ptxas(kernel, call, arch):
     asked["ptxas"].append((call["GRID_SYNC"], call["RESIDENT"], call["BLOCK_K"]))
-    return Resources(registers=128, spills=0, shared=0, ptx="")
+    shared = 228 * 1024 if call["BLOCK_K"] == crowded_chunk else 0
+    return Resources(registers=128, spills=0, shared=shared, ptx="")
 
 
-launchers._jit_spills, launchers.kernel_resources = jit_spills, ptxas
+launchers._jit_fits, launchers.kernel_resources = jit_fits, ptxas
 flags = (("bias", True), ("lengths", False), ("store_gates", False))
 on_gpu = launchers.first_spill_free("forward", "cudnn", "bf16", 16, 256, 0, flags, 90, 132, on_gpu=True)
 print(on_gpu.block_k, sorted(set(asked["jit"])), asked["ptxas"])
 asked["jit"].clear()
 off_gpu = launchers.first_spill_free("forward", "cudnn", "bf16", 16, 256, 0, flags, 90, 132)
 print(off_gpu.block_k, asked["jit"], sorted(set(asked["ptxas"])))
+crowded_chunk = 256  # over an SM's shared memory: off the GPU too, the next alternative
+# (another input size: a new lookup, not the answer first_spill_free memoised above)
+print(launchers.first_spill_free("forward", "cudnn", "bf16", 16, 256, 1, flags, 90, 132).block_k)
 """
 
 
 def test_on_a_gpu_spills_come_from_the_jit_and_the_fallback_is_not_compiled():
     """On a GPU the spills of the grid-synchronised kernel are read from the JIT's own compile and its per-step
     fallback is left alone (compiled only where a launch takes it); without one, both are read from their
-    cubins."""
+    cubins, and so is their shared memory."""
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
     done = subprocess.run([sys.executable, "-c", ON_GPU_PATH], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    on_gpu, off_gpu = done.stdout.splitlines()[-2:]
+    on_gpu, off_gpu, crowded = done.stdout.splitlines()[-3:]
     assert on_gpu == "128 [(True, True, 128), (True, True, 256)] []", "grid-sync kernels only, from the JIT"
     assert off_gpu == "256 [] [(False, False, 256), (True, True, 256)]", "the cubins: the fallback too"
+    assert crowded == "128", "a config over an SM's shared memory is passed over like one that spills"

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import triton
 
 from tritongru.compiled import Resources, kernel_resources, mma_shape, planned_step, step_facts
-from tritongru.configs import KERNELS, KernelConfig
+from tritongru.configs import KERNELS, SHARED_MEMORY_MAX, KernelConfig
 from tritongru.environment import interpreting
 from tritongru.kernels.grid_sync import barrier_stress_kernel
 from tritongru.launchers import KIND_KERNELS, compiled_calls, first_spill_free, meta_arguments, stress_arguments
@@ -50,8 +50,6 @@ from tritongru.variants import VARIANTS
 SM_COUNT = {80: 108, 90: 132, 100: 148}
 """SMs of the reference GPU of each architecture (A100, H100 SXM, B200), for the heuristic's grid."""
 
-SHARED_MEMORY_MAX = {80: 163 * 1024, 90: 227 * 1024, 100: 227 * 1024}
-"""Shared memory one program may use on each architecture."""
 
 SIZES = [(batch, hidden) for batch in (1, 16, 64, 256) for hidden in (64, 256, 512, 768, 1024, 2048)]
 """``(batch, hidden)`` of the full check: the benchmark's region."""

@@ -103,7 +103,10 @@ FLOAT64_RESIDENT_BYTES_MAX = 100 * 1024
 persistent backward at H = 512 (196 KB held) spilled 16-104 B in every config tried (B = 64 and 256, K chunks
 of 128 and 256), so float64 holds its weights up to H = 256 (96 KB) and runs per step above."""
 
-SHARED_BYTES_MAX = 227 * 1024
+SHARED_MEMORY_MAX = {80: 163 * 1024, 90: 227 * 1024, 100: 227 * 1024}
+"""Shared memory one program may use on each architecture (A100, H100 and H200, B200)."""
+
+SHARED_BYTES_MAX = SHARED_MEMORY_MAX[90]
 """Shared memory one program may use on sm_90 (H100, H200)."""
 
 IN_FLIGHT_BYTES_PER_THREAD = 320
@@ -190,8 +193,8 @@ def heuristic_config(
     weights streamed; the cell (one step) the same in slices of 16; float64 in slices of 16 with narrower K
     chunks (:data:`FLOAT64_PER_STEP`). A config that holds part of a slice's weights and streams the rest every
     step (``streamed_chunks``) keeps those sizes in one launch, but compiled for sm_90 it spilled (TF32 and
-    float32 at B=16 H=2048: 72-184 B), so the heuristic does not take it. ``python -m tritongru.compile_check`` compiles every size it serves and
-    fails on a spill.
+    float32 at B=16 H=2048: 72-184 B), so the heuristic does not take it. ``python -m tritongru.compile_check``
+    compiles every size it serves and fails on a spill.
 
     Multi-head (``head_dim``, the units of a head; None: one head): the same rules with the head's width in
     place of ``hidden`` for what a slice multiplies (its weights, the K chunks) and ``hidden`` for how many

@@ -40,9 +40,11 @@ from typing import NamedTuple
 import torch
 import triton
 import triton.language as tl
+from triton.runtime.errors import OutOfResources
 
 from tritongru.compiled import compile_key, kernel_resources
 from tritongru.configs import (
+    SHARED_MEMORY_MAX,
     KernelConfig,
     held_chunks,
     heuristic_config,
@@ -632,7 +634,7 @@ def first_spill_free(
     fallbacks: bool = True,
 ) -> KernelConfig:
     """The first of :func:`~tritongru.configs.heuristic_configs` whose compiled kernels for an ``arch`` GPU do
-    not spill registers; the first one where all of them spill.
+    not spill registers and fit its shared memory; the first one where none does.
 
     Without a GPU (``on_gpu=False``: the compile check, the tests) every kernel the config may launch, its
     per-step fallback too, is compiled and its spills read from its cubin. On the current CUDA device
@@ -652,19 +654,24 @@ def first_spill_free(
         calls = compiled_calls(kind, variant, config, batch, hidden, args, arch, head_dim, fallbacks)
         if on_gpu:
             own = next(iter(gpu_plans(config, batch, hidden, arch, head_dim)))
-            spills = [_jit_spills(KIND_KERNELS[kind], call) for mode, call in calls if mode == own]
+            fit = all(_jit_fits(KIND_KERNELS[kind], call) for mode, call in calls if mode == own)
         else:
-            spills = [kernel_resources(KIND_KERNELS[kind], call, arch).spills for _, call in calls]
-        if not any(spills):
+            found = [kernel_resources(KIND_KERNELS[kind], call, arch) for _, call in calls]
+            fit = all(not r.spills and r.shared <= SHARED_MEMORY_MAX[arch] for r in found)
+        if fit:
             return config
     return candidates[0]
 
 
-def _jit_spills(kernel, call: dict) -> int:
-    """Bytes of registers the JIT's compile of ``kernel(**call)`` spills, read on the current CUDA device."""
+def _jit_fits(kernel, call: dict) -> bool:
+    """Whether the JIT's compile of ``kernel(**call)`` spills no register and fits the current CUDA device's
+    shared memory (loading it raises ``OutOfResources`` where it does not)."""
     compiled = kernel.warmup(grid=(1,), **call)
-    compiled._init_handles()
-    return compiled.n_spills
+    try:
+        compiled._init_handles()
+    except OutOfResources:
+        return False
+    return compiled.n_spills == 0
 
 
 def _launch_config(
