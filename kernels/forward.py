@@ -127,6 +127,27 @@ def cell_input(
 
 
 @triton.jit
+def block_inputs(
+    gi_ptr, x_ptr, w_ih_ptr, b_ih_ptr, t, B, H, I, o_b, m_b, o_j, m_j,
+    FUSE_INPUT: tl.constexpr, CLASSIC: tl.constexpr, PHASE: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    HAS_BIAS: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT: tl.constexpr,
+):  # fmt: skip
+    """One batch block's own inputs to step ``t``'s ``PHASE``: ``(init, gx_r, gx_z, gx_n)``, the cell's
+    (:func:`cell_input`, ``FUSE_INPUT``) or the sequence's ``gi`` rows (:func:`gi_rows`; ``init`` zeros: the
+    hidden products start from nothing)."""
+    if FUSE_INPUT:
+        init, gx_r, gx_z, gx_n = cell_input(
+            x_ptr, w_ih_ptr, b_ih_ptr, H, I, o_b, m_b, o_j, m_j,
+            CLASSIC, PHASE, ACC_DTYPE, HAS_BIAS, DOT_PRECISION, BLOCK_K, SPLIT,
+        )  # fmt: skip
+    else:
+        PRODUCTS: tl.constexpr = (1 if PHASE == 1 else 2) if CLASSIC else 3
+        init = zero_accumulators(PRODUCTS, o_b.shape[0], o_j.shape[0], SPLIT, ACC_DTYPE)
+        gx_r, gx_z, gx_n = gi_rows(gi_ptr, t, B, H, o_b, m_b, o_j, m_j, ACC_DTYPE)
+    return init, gx_r, gx_z, gx_n
+
+
+@triton.jit
 def update_state(
     hs_ptr, state_ptr, lengths_ptr, t, B, H, o_b, m_b, o_j, m, p_own, stepped, h, zoneout,
     HAS_LENGTHS: tl.constexpr, ZONEOUT: tl.constexpr, ZONEOUT_REVERSED: tl.constexpr, ACC_DTYPE: tl.constexpr,
@@ -249,14 +270,10 @@ def gru_forward_kernel(
                 m = m_b[:, None] & m_j[None, :]
                 p_own = o_b[:, None] * H + o_j[None, :]
                 # this block's own inputs, loaded with (and waited for with) the exchanged h_{t-1}
-                if FUSE_INPUT:
-                    init, gx_r, gx_z, gx_n = cell_input(
-                        x_ptr, w_ih_ptr, b_ih_ptr, H, I, o_b, m_b, o_j, m_j,
-                        CLASSIC, 0, ACC_DTYPE, HAS_BIAS, DOT_PRECISION, BLOCK_K, SPLIT,
-                    )  # fmt: skip
-                else:
-                    init = None
-                    gx_r, gx_z, gx_n = gi_rows(gi_ptr, t, B, H, o_b, m_b, o_j, m_j, ACC_DTYPE)
+                init, gx_r, gx_z, gx_n = block_inputs(
+                    gi_ptr, x_ptr, w_ih_ptr, b_ih_ptr, t, B, H, I, o_b, m_b, o_j, m_j,
+                    FUSE_INPUT, CLASSIC, 0, ACC_DTYPE, HAS_BIAS, DOT_PRECISION, BLOCK_K, SPLIT,
+                )  # fmt: skip
                 h = tl.load(state_ptr + p_own, mask=m, other=0.0)
                 if CLASSIC:
                     acc_r, acc_z = products(
@@ -301,14 +318,10 @@ def gru_forward_kernel(
                 o_b, m_b = batch_block(first_block + q, B, BLOCK_B)
                 m = m_b[:, None] & m_j[None, :]
                 p_own = o_b[:, None] * H + o_j[None, :]
-                if FUSE_INPUT:
-                    init, _, _, gx_n = cell_input(
-                        x_ptr, w_ih_ptr, b_ih_ptr, H, I, o_b, m_b, o_j, m_j,
-                        CLASSIC, 1, ACC_DTYPE, HAS_BIAS, DOT_PRECISION, BLOCK_K, SPLIT,
-                    )  # fmt: skip
-                else:
-                    init = None
-                    _, _, gx_n = gi_rows(gi_ptr, t, B, H, o_b, m_b, o_j, m_j, ACC_DTYPE)
+                init, _, _, gx_n = block_inputs(
+                    gi_ptr, x_ptr, w_ih_ptr, b_ih_ptr, t, B, H, I, o_b, m_b, o_j, m_j,
+                    FUSE_INPUT, CLASSIC, 1, ACC_DTYPE, HAS_BIAS, DOT_PRECISION, BLOCK_K, SPLIT,
+                )  # fmt: skip
                 h = tl.load(state_ptr + p_own, mask=m, other=0.0)
                 z = tl.load(z_scratch_ptr + p_own, mask=m, other=0.0)
                 (acc_n,) = products(
