@@ -249,19 +249,24 @@ def zero_accumulators(
 @triton.jit
 def finish_products(accs, SPLIT: tl.constexpr):
     """The tile of each accumulator: with ``SPLIT > 1`` the cross-warp sum of its sub-chunk products, spread
-    over the warps. The sum comes in a layout that holds the whole tile in every warp (the summed axis is the
-    warps'), and the compiler keeps what follows in it: every warp would evaluate every element of the step's
-    gates and update (8 warps: each element 8 times). An identity ``tl.gather`` gives the tile its index's
-    layout, the elements shared out over all threads (compiled for sm_90, forward cudnn bf16 B=16 H=768, 8
-    warps: 3 ``ex2`` per thread and step instead of 24, 22 CTA barriers instead of 40)."""
+    over the warps. The partials come in the dot's layout, the summed axis the warps'; summed there, the compiler
+    reduces through shared memory with shuffles and returns a tile held whole by every warp, which what follows
+    keeps (every warp would evaluate every gate). So each accumulator is first passed, flattened, through an
+    identity ``tl.gather``, whose result takes its index's layout: element ``e`` of ``[SPLIT * BLOCK_B *
+    BLOCK_H]`` in thread ``e`` mod the threads, so an element's ``SPLIT`` partials lie in one thread's registers
+    (when the tile's size is a multiple of the threads) and the sum is one shared-memory exchange and adds in
+    registers, the tile shared out over all threads. Compiled for sm_90 (Triton 3.6), forward cudnn bf16 B=16
+    H=768 with bias, 8 warps: the time loop's instructions 728 -> 376 and CTA barriers 22 -> 13 against summing
+    first and gathering the sum (which had already cut every warp's 24 ``ex2`` per step to 3)."""
     if SPLIT > 1:
         BLOCK_B: tl.constexpr = accs[0].shape[1]
         BLOCK_H: tl.constexpr = accs[0].shape[2]
         done = ()
         for g in tl.static_range(len(accs)):
-            tile = tl.reshape(tl.sum(accs[g], axis=0), (BLOCK_B * BLOCK_H,))
-            spread = tl.gather(tile, tl.arange(0, BLOCK_B * BLOCK_H), 0)
-            done = done + (tl.reshape(spread, (BLOCK_B, BLOCK_H)),)
+            flat = tl.reshape(accs[g], (SPLIT * BLOCK_B * BLOCK_H,))
+            spread = tl.gather(flat, tl.arange(0, SPLIT * BLOCK_B * BLOCK_H), 0)
+            tile = tl.sum(tl.reshape(spread, (SPLIT, BLOCK_B * BLOCK_H)), axis=0)
+            done = done + (tl.reshape(tile, (BLOCK_B, BLOCK_H)),)
         return done
     else:
         return accs
