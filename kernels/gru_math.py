@@ -249,9 +249,10 @@ def zero_accumulators(
 @triton.jit
 def finish_products(accs, SPLIT: tl.constexpr):
     """The tile of each accumulator: with ``SPLIT > 1`` the cross-warp sum of its sub-chunk products, spread
-    over the warps. The partials come in the dot's layout, the summed axis the warps'; summed there, the compiler
-    reduces through shared memory with shuffles and returns a tile held whole by every warp, which what follows
-    keeps (every warp would evaluate every gate). So each accumulator is first passed, flattened, through an
+    over the warps. The partials come in the dot's layout, the summed axis the warps'. Summed in it, the
+    compiler's reduction runs through shared memory and lane shuffles and leaves the tile whole in every warp,
+    and what follows would keep that layout (every warp evaluating every gate). So each accumulator is first
+    passed, flattened, through an
     identity ``tl.gather``, whose result takes its index's layout: element ``e`` of ``[SPLIT * BLOCK_B *
     BLOCK_H]`` in thread ``e`` mod the threads, so an element's ``SPLIT`` partials lie in one thread's registers
     (when the tile's size is a multiple of the threads) and the sum is one shared-memory exchange and adds in

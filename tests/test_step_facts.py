@@ -102,6 +102,15 @@ def test_exponentials_are_counted_per_thread():
     assert step_facts(kernel(load(1), stage(1), MMA, ARRIVE)).exponentials == 0
 
 
+def test_lane_shuffles_are_counted_per_thread():
+    """A cross-warp sum compiled as Triton's general reduction: a butterfly of ``shfl.sync`` per element."""
+    butterfly = "".join(
+        f"\tshfl.sync.bfly.b32 \t%r{60 + i}, %r{50 + i}, {lane}, 31, -1;\n" for i, lane in enumerate((4, 2, 1))
+    )
+    assert step_facts(kernel(load(1), stage(1), MMA, butterfly, ARRIVE)).shuffles == 3
+    assert step_facts(kernel(load(1), stage(1), MMA, ARRIVE)).shuffles == 0
+
+
 def test_the_mma_shape_is_read_from_the_ptx():
     assert mma_shape(kernel(MMA)) == (16, 8, 16)
     dmma = "\tmma.sync.aligned.m8n8k4.row.col.f64.f64.f64.f64 { %fd1, %fd2 }, { %fd3 }, { %fd4 }, { %fd1, %fd2 };\n"
@@ -211,7 +220,7 @@ def test_the_launchers_step_is_one_round_trip_per_wave_with_the_warps_splitting_
     check shows that it and its fallback compile without spilling, so the launchers take it), compiled for
     sm_90 at every size of :data:`SIZES`, bf16 and TF32 (one process compiles them all): its time loop does
     what the plan says, the forward's one round trip per phase and batch block, each thread evaluating its own
-    share of the gates."""
+    share of the gates, no cross-warp sum through lane shuffles."""
     import json
 
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}

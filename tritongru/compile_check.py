@@ -226,8 +226,8 @@ def barrier_problems(ptx: str) -> list[str]:
 def step_problems(call: Call, compiled: Compiled) -> list[str]:
     """How a grid-synchronised kernel's time loop (:func:`tritongru.compiled.step_facts`) differs from its plan
     (:func:`tritongru.compiled.planned_step`): more round trips for exchanged data than waves, warps computing
-    the same products or evaluating the same gates, or barriers other than one per phase (empty when it does
-    what the plan says)."""
+    the same products or evaluating the same gates, cross-warp sums through lane shuffles, or barriers other
+    than one per phase (empty when it does what the plan says)."""
     kind = "backward" if call.kernel == "backward" else "forward"
     precision = PRECISIONS[call.precision]
     found = step_facts(compiled.resources.ptx)
@@ -245,6 +245,11 @@ def step_problems(call: Call, compiled: Compiled) -> list[str]:
         problems.append(
             f"{found.exponentials} ex2 per thread and step, planned {planned.exponentials} (the gates' elements"
             " shared out over the threads)"
+        )
+    if found.shuffles != planned.shuffles:
+        problems.append(
+            f"{found.shuffles} lane shuffles per thread and step, planned {planned.shuffles} (each element's"
+            " cross-warp partials summed in one thread's registers)"
         )
     if found.arrivals != planned.arrivals:
         problems.append(f"{found.arrivals} barrier arrivals per step, planned {planned.arrivals}")

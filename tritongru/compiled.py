@@ -125,12 +125,15 @@ class StepFacts:
     (how many times a warp waits for data other programs wrote: loads bypassing L1, ``ld.global.cg``, whose
     results are needed before the next ones are issued), ``mma`` (tensor-core instructions one warp issues) and
     ``arrivals`` (grid-barrier arrivals), ``exponentials`` (``ex2`` one thread issues: each element of the gates
-    it evaluates, once; float64's ``exp`` is a sequence of FMAs and counts none)."""
+    it evaluates, once; float64's ``exp`` is a sequence of FMAs and counts none), ``shuffles`` (``shfl.sync``
+    one thread issues: lane exchanges, which a reduction over the warps' axis compiles to when its partials are
+    not in one thread's registers)."""
 
     round_trips: tuple[int, ...]
     mma: int
     arrivals: int
     exponentials: int = 0
+    shuffles: int = 0
 
 
 _LABEL = re.compile(r"^(\$L__BB\d+_\d+):(.*)$")
@@ -211,10 +214,11 @@ def step_facts(ptx: str) -> StepFacts:
     The model of a round trip: every exchange load (``ld.global.cg``) issued since the last wait is in
     flight; the first instruction that reads one of their registers (a copy only renames it) waits for all of
     them, and they all arrive together. A grid-barrier arrival (release add) ends a phase."""
-    phases, pending, trips, mma, arrivals, exponentials = [], set(), 0, 0, 0, 0
+    phases, pending, trips, mma, arrivals, exponentials, shuffles = [], set(), 0, 0, 0, 0, 0
     for line in time_loop(ptx):
         opcode, written, read = _operands(line)
         exponentials += opcode.startswith("ex2.")
+        shuffles += opcode.startswith("shfl.")
         if _ARRIVAL.match(opcode):
             arrivals += 1
             phases.append(trips)
@@ -230,7 +234,9 @@ def step_facts(ptx: str) -> StepFacts:
             pending.clear()
     if trips or not phases:
         phases.append(trips)
-    return StepFacts(round_trips=tuple(phases), mma=mma, arrivals=arrivals, exponentials=exponentials)
+    return StepFacts(
+        round_trips=tuple(phases), mma=mma, arrivals=arrivals, exponentials=exponentials, shuffles=shuffles
+    )
 
 
 EXCHANGED_OPERANDS = {("forward", "cudnn"): (1,), ("forward", "classic"): (1, 1), ("backward", "cudnn"): (3,)}
@@ -270,8 +276,9 @@ def planned_step(
     (``mma`` is 0 where the products run on the FMA units: IEEE float32, ``tensor_cores=False``); one barrier
     arrival per phase (the backward's phase 0 of its last step comes before the loop); in the forward, each
     thread evaluating its share of the tile's three gates, no warp another's (``ex2`` where the gates are
-    float32; the backward reads its gates). ``width``: the products' K, ``H`` (or a multi-head GRU's units per
-    head)."""
+    float32; the backward reads its gates); no lane shuffle (each element's cross-warp partials summed in one
+    thread's registers: ``tritongru.kernels.gru_math.finish_products``). ``width``: the products' K, ``H`` (or
+    a multi-head GRU's units per head)."""
     from tritongru.configs import held_chunks, stream_wave_chunks, wave_chunks
 
     chunks = -(-width // config.block_k)
