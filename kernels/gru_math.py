@@ -248,17 +248,16 @@ def zero_accumulators(
 
 @triton.jit
 def finish_products(accs, SPLIT: tl.constexpr):
-    """The tile of each accumulator: with ``SPLIT > 1`` the cross-warp sum of its sub-chunk products, spread
-    over the warps. The partials come in the dot's layout, the summed axis the warps'. Summed in it, the
-    compiler's reduction runs through shared memory and lane shuffles and leaves the tile whole in every warp,
-    and what follows would keep that layout (every warp evaluating every gate). So each accumulator is first
-    passed, flattened, through an
-    identity ``tl.gather``, whose result takes its index's layout: element ``e`` of ``[SPLIT * BLOCK_B *
+    """The tile of each accumulator: with ``SPLIT > 1`` the cross-warp sum of its sub-chunk products, spread over
+    the warps. The partials come in the dot's layout, the summed axis the warps'. Summed in it, the compiler's
+    reduction runs through shared memory and lane shuffles and leaves the tile whole in every warp, and what follows
+    would keep that layout (every warp evaluating every gate). So each accumulator is first passed, flattened,
+    through an identity ``tl.gather``, whose result takes its index's layout: element ``e`` of ``[SPLIT * BLOCK_B *
     BLOCK_H]`` in thread ``e`` mod the threads, so an element's ``SPLIT`` partials lie in one thread's registers
     (when the tile's size is a multiple of the threads) and the sum is one shared-memory exchange and adds in
-    registers, the tile shared out over all threads. Compiled for sm_90 (Triton 3.6), forward cudnn bf16 B=16
-    H=768 with bias, 8 warps: the time loop's instructions 728 -> 376 and CTA barriers 22 -> 13 against summing
-    first and gathering the sum (which had already cut every warp's 24 ``ex2`` per step to 3)."""
+    registers, the tile shared out over all threads. Compiled for sm_90 (Triton 3.6), forward cudnn bf16 B=16 H=768
+    with bias, 8 warps: the time loop's instructions 728 -> 376 and CTA barriers 22 -> 13 against summing first and
+    gathering the sum (which had already cut every warp's 24 ``ex2`` per step to 3)."""
     if SPLIT > 1:
         BLOCK_B: tl.constexpr = accs[0].shape[1]
         BLOCK_H: tl.constexpr = accs[0].shape[2]
