@@ -298,8 +298,9 @@ def heuristic_configs(
     head_dim: int | None = None,
 ) -> list[KernelConfig]:
     """:func:`heuristic_config` first, then the same launch with the other K chunks (at most 16 where they are
-    unrolled), warps and pipeline stages (those of the per-step launches and fallback), and per step also
-    narrower slices: the launchers take the first whose compiled kernels do not spill. Near 128 registers per
+    unrolled), warps and pipeline stages (those of the per-step launches and fallback), per step also
+    narrower slices, and a persistent grid stepping an even number of batch blocks also in tiles of twice the
+    rows: the launchers take the first whose compiled kernels do not spill. Near 128 registers per
     thread ptxas spills a few bytes for one of these and not for another, and which one differs between its
     versions, so it cannot be told before compiling."""
     first = heuristic_config(
@@ -317,6 +318,11 @@ def heuristic_configs(
         if block_k > max(covered, 16 * num_warps) or (first.persistent and -(-width // block_k) > MAX_K_CHUNKS):
             continue
         others.append(replace(first, block_h=block_h, block_k=block_k, num_warps=num_warps, num_stages=num_stages))
+    if first.persistent and first.batch_blocks % 2 == 0:
+        # the same grid in tiles of twice the rows, each program stepping half as many, last: where every tile of
+        # 16 rows spills (the LayerNorm-GRU's backward, cudnn, bf16, B=64 H=768, sm_90: 8 B at 255 registers;
+        # in tiles of 32 rows 254 registers, none)
+        others.append(replace(first, block_b=2 * first.block_b, batch_blocks=first.batch_blocks // 2))
     return [first, *(config for config in others if config != first)]
 
 
