@@ -504,19 +504,11 @@ def layernorm_gru_backward_kernel(
         if FIRST_PHASE <= 1:
             for q in tl.range(0, blocks, num_stages=1):
                 o_b, m_b = batch_block(first_block + q, B, BLOCK_B)
-                if not CLASSIC:
+                for gate in tl.range(GATE_Z if CLASSIC else GATE_R, GATE_N + 1, num_stages=1, loop_unroll_factor=1):
                     _pre_activation_gradient(
-                        da_ptr, dln_ptr, partials_ptr, xhat_ptr, rstd_ptr, ln_w_ptr, GATE_R, t, B, H, D, o_b, m_b,
+                        da_ptr, dln_ptr, partials_ptr, xhat_ptr, rstd_ptr, ln_w_ptr, gate, t, B, H, D, o_b, m_b,
                         o_j, m_j, BLOCK_H, SLICES,
                     )  # fmt: skip
-                _pre_activation_gradient(
-                    da_ptr, dln_ptr, partials_ptr, xhat_ptr, rstd_ptr, ln_w_ptr, GATE_Z, t, B, H, D, o_b, m_b,
-                    o_j, m_j, BLOCK_H, SLICES,
-                )  # fmt: skip
-                _pre_activation_gradient(
-                    da_ptr, dln_ptr, partials_ptr, xhat_ptr, rstd_ptr, ln_w_ptr, GATE_N, t, B, H, D, o_b, m_b,
-                    o_j, m_j, BLOCK_H, SLICES,
-                )  # fmt: skip
             step_barrier(sync_ptr, i_group, n_slices * (passed + 1), spin_limit, GRID_SYNC)
         if CLASSIC:
             if FIRST_PHASE <= 2 and LAST_PHASE >= 2:
