@@ -5,15 +5,20 @@ launch mode and dtype, heads, lengths and zoneout, against the plain-PyTorch ref
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import assert_close, grads
+from concurrent_interpreter import concurrent_programs
+from helpers import ON_GPU, assert_close, grads
 from test_kernels import launch_mode  # noqa: F401 (the fixture of every launch mode)
 from tritongru.kernels.layernorm import LAYER_NORM_EPS
 
 import tritongru
+import tritongru.launchers
 from tritongru import ops, reference
+from tritongru.configs import KernelConfig, wave_chunks
 from tritongru.validation import GRUInputError
 from tritongru.variants import VARIANTS
 
@@ -78,6 +83,27 @@ def test_layer_matches_the_reference(variant, T, B, I, H, heads, device):
         oracle[0], oracle[1][None], oracle[2:], variant=variant, lengths=lengths, num_heads=heads
     )
     check_all(ours, expected, tensors, oracle)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_one_chunk_a_wave_matches_the_reference(variant, device, monkeypatch):
+    """A grid-synchronised config whose waves are capped at one K chunk (``max_wave_chunks``, what the launchers
+    fall back to where a full wave spills): H=48 in three chunks of 16, each its own round trip, forward and
+    backward with lengths against the reference."""
+    config = KernelConfig(16, 16, 16, num_warps=1, persistent=True, split_k=True, batch_blocks=2, max_wave_chunks=1)
+    assert (
+        wave_chunks(config, 48, torch.float32)
+        == 1
+        < wave_chunks(KernelConfig(16, 16, 16, num_warps=1), 48, torch.float32)
+    )
+    monkeypatch.setattr(tritongru.launchers, "select_config", lambda kernel, **_: config)
+    tensors = random_layer(3, 17, 5, 48, 1, device)
+    oracle = wide(tensors)
+    lengths = torch.tensor([3, 1, 2] * 5 + [3, 2], device=device)
+    with contextlib.nullcontext() if ON_GPU else concurrent_programs(monkeypatch):
+        ours = tritongru.layernorm_gru(tensors[0], tensors[1][None], tensors[2:], variant=variant, lengths=lengths)
+        expected = reference.layernorm_gru_ref(oracle[0], oracle[1][None], oracle[2:], variant=variant, lengths=lengths)
+        check_all(ours, expected, tensors, oracle)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

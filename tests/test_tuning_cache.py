@@ -197,6 +197,10 @@ def test_a_missing_file_is_silent(cache_dir, lookup):
         pytest.param(
             {"config": CONFIG | {"persistent": True, "streamed_chunks": -1}}, "streamed_chunks -1", id="streamed-neg"
         ),
+        pytest.param({"config": CONFIG | {"max_wave_chunks": 1}}, "max_wave_chunks 1", id="wave-per-step"),
+        pytest.param(
+            {"config": CONFIG | {"persistent": True, "max_wave_chunks": 1.5}}, "max_wave_chunks 1.5", id="wave-float"
+        ),
     ],
 )
 def test_an_invalid_entry_is_ignored_with_the_file_and_key(cache_dir, name, lookup, entry, why):

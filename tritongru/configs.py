@@ -34,7 +34,8 @@ class KernelConfig:
     only CTA barriers, several meet at a grid barrier (a cooperative launch; see :mod:`tritongru.launchers`);
     ``False`` launches once per step and phase. ``streamed_chunks``: of a persistent program's K chunks of
     ``W_hh``, how many (the last) it reads from L2 every step instead of holding them on chip, where a slice's
-    weights do not all fit (:func:`held_chunks`).
+    weights do not all fit (:func:`held_chunks`). ``max_wave_chunks``: at most this many K chunks of a persistent
+    program's exchanged operand in flight at once (:func:`wave_chunks`; 0: as many as fit).
     """
 
     block_b: int
@@ -46,6 +47,7 @@ class KernelConfig:
     split_k: bool = False
     batch_blocks: int = 1
     streamed_chunks: int = 0
+    max_wave_chunks: int = 0
 
     def __post_init__(self) -> None:
         problem = tuning_cache.config_problem(asdict(self))
@@ -164,7 +166,8 @@ def _wave(config: KernelConfig, width: int, dtype: torch.dtype, rows: int) -> in
         return 1
     chunk = rows * config.block_k * dtype.itemsize
     registers = IN_FLIGHT_BYTES_PER_THREAD * 32 * config.num_warps
-    return max(1, min(registers, _staging_room(config, width, dtype)) // chunk)
+    fit = max(1, min(registers, _staging_room(config, width, dtype)) // chunk)
+    return min(fit, config.max_wave_chunks) if config.max_wave_chunks else fit
 
 
 def heuristic_config(
@@ -299,10 +302,12 @@ def heuristic_configs(
 ) -> list[KernelConfig]:
     """:func:`heuristic_config` first, then the same launch with the other K chunks (at most 16 where they are
     unrolled), warps and pipeline stages (those of the per-step launches and fallback), per step also
-    narrower slices, and a persistent grid stepping an even number of batch blocks also in tiles of twice the
-    rows: the launchers take the first whose compiled kernels do not spill. Near 128 registers per
-    thread ptxas spills a few bytes for one of these and not for another, and which one differs between its
-    versions, so it cannot be told before compiling."""
+    narrower slices, and last, persistent, each K chunk with half the chunks a wave (twice the round trips): the
+    launchers take the first whose compiled kernels do not spill. Near 128 registers per thread ptxas spills a
+    few bytes for one of these and not for another, and which one differs between its versions, so it cannot be
+    told before compiling; near 255 a smaller wave can leave room where no other choice does (the LayerNorm-GRU's
+    backward, cudnn, bf16, B=64 H=2048, every flag on, sm_90: K chunks of 256 four a wave 24 B, two a wave
+    none)."""
     first = heuristic_config(
         kernel, batch, hidden, dtype=dtype, allow_tf32=allow_tf32, sm_count=sm_count, head_dim=head_dim
     )
@@ -318,12 +323,12 @@ def heuristic_configs(
         if block_k > max(covered, 16 * num_warps) or (first.persistent and -(-width // block_k) > MAX_K_CHUNKS):
             continue
         others.append(replace(first, block_h=block_h, block_k=block_k, num_warps=num_warps, num_stages=num_stages))
-    if first.persistent and first.batch_blocks % 2 == 0:
-        # the same grid in tiles of twice the rows, each program stepping half as many, last: where every tile of
-        # 16 rows spills (the LayerNorm-GRU's backward, cudnn, bf16, B=64 H=768, sm_90: 8 B at 255 registers;
-        # in tiles of 32 rows 254 registers, none)
-        others.append(replace(first, block_b=2 * first.block_b, batch_blocks=first.batch_blocks // 2))
-    return [first, *(config for config in others if config != first)]
+    if first.persistent:
+        for config in [first, *others]:
+            wave = wave_chunks(config, width, dtype)
+            if wave > 1 and (config.num_warps, config.num_stages) == (first.num_warps, first.num_stages):
+                others.append(replace(config, max_wave_chunks=wave // 2))
+    return list(dict.fromkeys([first, *others]))
 
 
 def select_config(

@@ -50,7 +50,7 @@ FORMAT_VERSION = 3
 CONFIG_KEYS = ("block_b", "block_h", "block_k", "num_warps", "num_stages", "persistent", "split_k", "batch_blocks")
 """The keys every config dict has (the fields of ``configs.KernelConfig`` but the optional ones)."""
 
-OPTIONAL_CONFIG_KEYS = ("streamed_chunks",)
+OPTIONAL_CONFIG_KEYS = ("streamed_chunks", "max_wave_chunks")
 """Fields a config dict may leave out (files written before them hold their defaults); :func:`lookup` returns
 the ones it has."""
 
@@ -122,9 +122,9 @@ def search_paths(device: str) -> list[Path]:
 def config_problem(config: object) -> str | None:
     """What makes ``config`` unusable as a launch config, or ``None`` when it is one: a dict with every key of
     :data:`CONFIG_KEYS`, block sizes powers of two >= 16, ``num_warps`` in :data:`NUM_WARPS`, ``num_stages``
-    a positive int, ``persistent`` and ``split_k`` bools, ``batch_blocks`` in ``1 .. MAX_BATCH_BLOCKS``, an
-    optional ``streamed_chunks`` (an int >= 0, above 0 only where ``persistent``), and warps that share the
-    tile without computing the same products: with ``split_k`` a K chunk of at least 16 columns per warp
+    a positive int, ``persistent`` and ``split_k`` bools, ``batch_blocks`` in ``1 .. MAX_BATCH_BLOCKS``,
+    optional ``streamed_chunks`` and ``max_wave_chunks`` (ints >= 0, above 0 only where ``persistent``), and warps
+    that share the tile without computing the same products: with ``split_k`` a K chunk of at least 16 columns per warp
     (``block_k >= 16 * num_warps``), without it a row block of 16 per warp (``block_b >= 16 * num_warps``;
     ``tl.dot``'s row tile is 16)."""
     if not isinstance(config, dict):
@@ -149,6 +149,9 @@ def config_problem(config: object) -> str | None:
     streamed = config.get("streamed_chunks", 0)
     if not is_int(streamed) or streamed < 0 or (streamed and not config["persistent"]):
         return f"streamed_chunks {streamed!r} is not an int >= 0 (> 0 only for a persistent config)"
+    wave = config.get("max_wave_chunks", 0)
+    if not is_int(wave) or wave < 0 or (wave and not config["persistent"]):
+        return f"max_wave_chunks {wave!r} is not an int >= 0 (> 0 only for a persistent config)"
     warps = config["num_warps"]
     if config["split_k"] and config["block_k"] < MIN_BLOCK * warps:
         return f"split_k over {warps} warps needs block_k >= {MIN_BLOCK * warps}, got {config['block_k']}"
