@@ -141,10 +141,11 @@ class Compiled:
         c, r = self.config, self.resources
         split = "K" if c.split_k else "rows"
         streamed = f"/streamed {c.streamed_chunks}" if c.streamed_chunks else ""
-        streamed += f"/wave {c.max_wave_chunks}" if c.max_wave_chunks else ""
+        wave = f"/wave {c.max_wave_chunks}" if c.max_wave_chunks else ""
         return (
             f"{self.mode:9} {self.phases:9} b{c.block_b}x{c.batch_blocks}/h{c.block_h}/k{c.block_k}/w{c.num_warps}"
-            f"({split})/s{c.num_stages}{streamed}  regs {r.registers:3}  spill {r.spills:4} B  smem {r.shared:6} B"
+            f"({split})/s{c.num_stages}{streamed}{wave}"
+            f"  regs {r.registers:3}  spill {r.spills:4} B  smem {r.shared:6} B"
         )
 
 

@@ -146,12 +146,10 @@ def config_problem(config: object) -> str | None:
             return f"{key} {config[key]!r} is not a bool"
     if not is_int(config["batch_blocks"]) or not 1 <= config["batch_blocks"] <= MAX_BATCH_BLOCKS:
         return f"batch_blocks {config['batch_blocks']!r} is not an int in 1..{MAX_BATCH_BLOCKS}"
-    streamed = config.get("streamed_chunks", 0)
-    if not is_int(streamed) or streamed < 0 or (streamed and not config["persistent"]):
-        return f"streamed_chunks {streamed!r} is not an int >= 0 (> 0 only for a persistent config)"
-    wave = config.get("max_wave_chunks", 0)
-    if not is_int(wave) or wave < 0 or (wave and not config["persistent"]):
-        return f"max_wave_chunks {wave!r} is not an int >= 0 (> 0 only for a persistent config)"
+    for key in OPTIONAL_CONFIG_KEYS:
+        value = config.get(key, 0)
+        if not is_int(value) or value < 0 or (value and not config["persistent"]):
+            return f"{key} {value!r} is not an int >= 0 (> 0 only for a persistent config)"
     warps = config["num_warps"]
     if config["split_k"] and config["block_k"] < MIN_BLOCK * warps:
         return f"split_k over {warps} warps needs block_k >= {MIN_BLOCK * warps}, got {config['block_k']}"
