@@ -62,6 +62,19 @@ def step_rows(t, B):
 
 
 @triton.jit
+def opaque_zero(x):
+    """An int32 zero the compilers can neither fold nor move, made from the int32 scalar ``x`` by an inline ``mov``
+    with side effects, so it is evaluated where it stands. Added to an index inside the time loop, it keeps what
+    is derived from the index (addresses, masks, counts) in that place, recomputed on each pass, where LLVM would
+    compute it once before the loop and hold it in registers through every phase (see
+    :func:`tritongru.kernels.layernorm.layernorm_gru_backward_kernel`)."""
+    if _INTERPRETING:
+        return x * 0
+    else:
+        return tl.inline_asm_elementwise("mov.b32 $0, 0;", "=r,r", [x], dtype=tl.int32, is_pure=False, pack=1)
+
+
+@triton.jit
 def batch_block(i_block, B, BLOCK_B: tl.constexpr):
     """Rows ``o_b`` (int64) of batch block ``i_block`` and their mask ``m_b``."""
     o_b = tl.cast(i_block, tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)

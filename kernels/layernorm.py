@@ -39,6 +39,7 @@ from tritongru.kernels.gru_math import (
     batch_block,
     gate_weights,
     hidden_slice,
+    opaque_zero,
     products,
     sigmoid,
     step_rows,
@@ -78,13 +79,13 @@ def _publish_sums(partials_ptr, u, v, gate, o_b, m_b):
 
 
 @triton.jit
-def _head_partials(partials_ptr, gate, o_b, m_b, D, BLOCK_H: tl.constexpr, SLICES: tl.constexpr):
+def _head_partials(partials_ptr, gate, o_b, m_b, D, BLOCK_H: tl.constexpr, SLICES: tl.constexpr, zero=0):
     """``(first, second, count)``: the pairs of partials of every slice of this program's head for its rows,
     ``[BLOCK_B, SLICES]`` each (zero past the head's slices), and each slice's unit count ``[1, SLICES]``. Read
-    past L1: other programs wrote them."""
+    past L1: other programs wrote them. ``zero``: added to the slice indices (:func:`opaque_zero`, or 0)."""
     per_head = tl.cdiv(D, BLOCK_H)
     first_slice = (tl.program_id(0) // per_head) * per_head
-    s = tl.arange(0, SLICES)
+    s = tl.arange(0, SLICES) + zero
     valid = s < per_head
     p = _partials_row(partials_ptr, o_b[:, None], gate, first_slice + s[None, :])
     m = m_b[:, None] & valid[None, :]
@@ -368,8 +369,11 @@ def _pre_activation_gradient(
 ):  # fmt: skip
     """The normalisation's backward for one tile and gate: ``da = rstd (dxhat - mean(dxhat) - xhat mean(dxhat
     xhat))``, the means over the head (the slices' published sums), stored into ``da`` (storage dtype), the
-    operand of the next products."""
-    sums, weighted, _ = _head_partials(partials_ptr, gate, o_b, m_b, D, BLOCK_H, SLICES)
+    operand of the next products. Its units' and slices' indices are made here (:func:`opaque_zero`), not
+    before the time loop."""
+    zero = opaque_zero(t)
+    o_j = o_j + zero
+    sums, weighted, _ = _head_partials(partials_ptr, gate, o_b, m_b, D, BLOCK_H, SLICES, zero)
     mean_dxhat = tl.sum(sums, axis=1)[:, None] / D
     mean_weighted = tl.sum(weighted, axis=1)[:, None] / D
     m = m_b[:, None] & m_j[None, :]
@@ -382,6 +386,12 @@ def _pre_activation_gradient(
     xhat = tl.load(xhat_ptr + p, mask=m, other=0.0)
     da = rstd[:, None] * (dln * gain - mean_dxhat - xhat * mean_weighted)
     tl.store(da_ptr + p, da, mask=m)
+
+
+@triton.jit
+def _phase_block(i_block, B, BLOCK_B: tl.constexpr):
+    """:func:`batch_block` with rows made in the phase that uses them (:func:`opaque_zero`)."""
+    return batch_block(i_block + opaque_zero(i_block), B, BLOCK_B)
 
 
 @triton.heuristics(
@@ -460,6 +470,14 @@ def layernorm_gru_backward_kernel(
     Outputs (``[T, B, 3H]``): ``dgates_x`` (the gradient of ``gi``), ``dln`` (of each ``LN^h_g``'s output,
     compute dtype), ``da`` (of each raw ``W_hg h``, or ``W_hn (R h)``; storage dtype); ``carry`` as the plain
     backward's. ``xhat``, ``rstd`` and ``gates`` as the forward saved them.
+
+    Registers: a grid-synchronised launch runs every phase in one loop body, so whatever the compilers compute
+    once before the time loop is held through all of its phases. Each phase makes its own rows
+    (:func:`_phase_block`), the fused phase 0 its units, and the normalisation's backward its units and slices
+    (:func:`~tritongru.kernels.gru_math.opaque_zero`): a few integer instructions a step. Compiled for sm_90
+    (Triton 3.6; cudnn, every flag on, the first config), held before the loop they spilled 56 B at 255
+    registers (TF32, B=64 H=768) and 184 B (float64, B=256 H=256); made in each phase, 236 and 222 registers and
+    no spill.
     """
     NG: tl.constexpr = 3 if CLASSIC else 4
     PHASES: tl.constexpr = 5 if CLASSIC else 3
@@ -482,7 +500,7 @@ def layernorm_gru_backward_kernel(
     if FIRST_PHASE == 0:
         # phase 0 of the first step (the last of the sequence); every later phase 0 follows its step above
         for q in tl.range(0, blocks, num_stages=1):
-            o_b, m_b = batch_block(first_block + q, B, BLOCK_B)
+            o_b, m_b = _phase_block(first_block + q, B, BLOCK_B)
             m = m_b[:, None] & m_j[None, :]
             dh = tl.load(carry_ptr + o_b[:, None] * H + o_j[None, :], mask=m, other=0.0)
             inputs = step_inputs(
@@ -503,7 +521,7 @@ def layernorm_gru_backward_kernel(
         p_da = da_ptr + step_rows(t, B) * (3 * H) + head_start  # this head's pre-activation gradients
         if FIRST_PHASE <= 1:
             for q in tl.range(0, blocks, num_stages=1):
-                o_b, m_b = batch_block(first_block + q, B, BLOCK_B)
+                o_b, m_b = _phase_block(first_block + q, B, BLOCK_B)
                 for gate in tl.range(GATE_Z if CLASSIC else GATE_R, GATE_N + 1, num_stages=1, loop_unroll_factor=1):
                     _pre_activation_gradient(
                         da_ptr, dln_ptr, partials_ptr, xhat_ptr, rstd_ptr, ln_w_ptr, gate, t, B, H, D, o_b, m_b,
@@ -513,7 +531,7 @@ def layernorm_gru_backward_kernel(
         if CLASSIC:
             if FIRST_PHASE <= 2 and LAST_PHASE >= 2:
                 for q in tl.range(0, blocks, num_stages=1):
-                    o_b, m_b = batch_block(first_block + q, B, BLOCK_B)
+                    o_b, m_b = _phase_block(first_block + q, B, BLOCK_B)
                     m = m_b[:, None] & m_j[None, :]
                     p_own = o_b[:, None] * H + o_j[None, :]
                     dh = tl.load(carry_ptr + p_own, mask=m, other=0.0)
@@ -532,7 +550,8 @@ def layernorm_gru_backward_kernel(
                         dar,
                         mask=m,
                     )
-                    _store_dln(dln_ptr, partials_ptr, xhat_ptr, ln_w_ptr, dar, GATE_R, t, B, H, o_b, m_b, o_j, m_j)
+                    o_jq = o_j + opaque_zero(q)
+                    _store_dln(dln_ptr, partials_ptr, xhat_ptr, ln_w_ptr, dar, GATE_R, t, B, H, o_b, m_b, o_jq, m_j)
                     g = dh + grad_out
                     direct = zoned_direct(
                         1.0 - z, zoneout, t, o_b, m_b, o_j, B, H, lengths_ptr,
@@ -542,7 +561,7 @@ def layernorm_gru_backward_kernel(
                 step_barrier(sync_ptr, i_group, n_slices * (passed + 2), spin_limit, GRID_SYNC)
             if FIRST_PHASE <= 3 and LAST_PHASE >= 3:
                 for q in tl.range(0, blocks, num_stages=1):
-                    o_b, m_b = batch_block(first_block + q, B, BLOCK_B)
+                    o_b, m_b = _phase_block(first_block + q, B, BLOCK_B)
                     _pre_activation_gradient(
                         da_ptr, dln_ptr, partials_ptr, xhat_ptr, rstd_ptr, ln_w_ptr, GATE_R, t, B, H, D, o_b, m_b,
                         o_j, m_j, BLOCK_H, SLICES,
@@ -550,7 +569,7 @@ def layernorm_gru_backward_kernel(
                 step_barrier(sync_ptr, i_group, n_slices * (passed + 3), spin_limit, GRID_SYNC)
             if LAST_PHASE == 4:
                 for q in tl.range(0, blocks, num_stages=1):
-                    o_b, m_b = batch_block(first_block + q, B, BLOCK_B)
+                    o_b, m_b = _phase_block(first_block + q, B, BLOCK_B)
                     m = m_b[:, None] & m_j[None, :]
                     p_own = o_b[:, None] * H + o_j[None, :]
                     partial = tl.load(carry_ptr + p_own, mask=m, other=0.0)
@@ -568,14 +587,14 @@ def layernorm_gru_backward_kernel(
                     if below:
                         _ln_gate_gradients(
                             dgates_x_ptr, dln_ptr, partials_ptr, xhat_ptr, ln_w_ptr, lengths_ptr, below_t, B, H, o_b,
-                            m_b, m, o_j, m_j, dh, inputs, zoneout, CLASSIC, ZONEOUT, ZONEOUT_REVERSED, HAS_LENGTHS,
-                            ACC_DTYPE,
+                            m_b, m, o_j + opaque_zero(q), m_j, dh, inputs, zoneout, CLASSIC, ZONEOUT, ZONEOUT_REVERSED,
+                            HAS_LENGTHS, ACC_DTYPE,
                         )  # fmt: skip
                 if below:
                     step_barrier(sync_ptr, i_group, n_slices * (passed + 4), spin_limit, GRID_SYNC)
         elif LAST_PHASE == 2:
             for q in tl.range(0, blocks, num_stages=1):
-                o_b, m_b = batch_block(first_block + q, B, BLOCK_B)
+                o_b, m_b = _phase_block(first_block + q, B, BLOCK_B)
                 m = m_b[:, None] & m_j[None, :]
                 p_own = o_b[:, None] * H + o_j[None, :]
                 dh = tl.load(carry_ptr + p_own, mask=m, other=0.0)
@@ -601,7 +620,8 @@ def layernorm_gru_backward_kernel(
                 if below:
                     _ln_gate_gradients(
                         dgates_x_ptr, dln_ptr, partials_ptr, xhat_ptr, ln_w_ptr, lengths_ptr, below_t, B, H, o_b, m_b,
-                        m, o_j, m_j, dh, inputs, zoneout, CLASSIC, ZONEOUT, ZONEOUT_REVERSED, HAS_LENGTHS, ACC_DTYPE,
+                        m, o_j + opaque_zero(q), m_j, dh, inputs, zoneout, CLASSIC, ZONEOUT, ZONEOUT_REVERSED,
+                        HAS_LENGTHS, ACC_DTYPE,
                     )  # fmt: skip
             if below:
                 step_barrier(sync_ptr, i_group, n_slices * (passed + 2), spin_limit, GRID_SYNC)

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tritongru.compile_check import CHECK_KERNELS, barrier_problems, calls
 
 
@@ -226,30 +228,45 @@ def test_on_a_gpu_spills_come_from_the_jit_and_the_fallback_is_not_compiled():
 
 
 FIRST_CONFIG_CLEAN = """
+import sys
 from tritongru import launchers
 from tritongru.compile_check import EVERY_FLAG
 from tritongru.compiled import kernel_resources
 from tritongru.configs import heuristic_config
-import torch
+from tritongru.precisions import PRECISIONS
 
-first = heuristic_config("backward", 64, 768, dtype=torch.bfloat16, sm_count=132)
+precision, batch, hidden = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+p = PRECISIONS[precision]
+first = heuristic_config("backward", batch, hidden, dtype=p.dtype, allow_tf32=p.allow_tf32, sm_count=132)
 print(first.persistent, first.block_b, first.batch_blocks, first.block_k)
 flags = EVERY_FLAG["layernorm-backward"][0]
-kind, args = launchers.meta_arguments("layernorm-backward", "cudnn", "bf16", 64, 768, 64, flags, first)
-calls = launchers.compiled_calls(kind, "cudnn", first, 64, 768, args, 90)
+kind, args = launchers.meta_arguments("layernorm-backward", "cudnn", precision, batch, hidden, 64, flags, first)
+calls = launchers.compiled_calls(kind, "cudnn", first, batch, hidden, args, 90)
 print(len(calls), max(kernel_resources(launchers.KIND_KERNELS[kind], call, 90).spills for _, call in calls))
 """
 
 
-def test_the_layernorm_backward_stepping_two_batch_blocks_compiles_clean_in_its_first_config():
-    """The LayerNorm-GRU's backward (cudnn, bf16, B=64 H=768, every flag on, sm_90): a program steps two batch
-    blocks of 16 rows, and neither the grid-synchronised kernel nor any of the three per-step phases spills.
-    When the normalisation phase ran its three gates unrolled, ptxas spilled 8 B in both."""
+@pytest.mark.parametrize(
+    "precision, batch, hidden, config",
+    [("bf16", 64, 768, "True 16 2 256"), ("tf32", 64, 768, "True 16 2 256"), ("fp64", 256, 256, "True 16 2 128")],
+)
+def test_the_layernorm_backward_stepping_two_batch_blocks_compiles_clean_in_its_first_config(
+    precision, batch, hidden, config
+):
+    """The LayerNorm-GRU's backward (cudnn, every flag on, sm_90): a program steps two batch blocks of 16 rows,
+    and neither the grid-synchronised kernel nor any of the three per-step phases spills. When the normalisation
+    phase ran its three gates unrolled, ptxas spilled 8 B in both (bf16); when the rows, units and slices of
+    every phase were computed once before the time loop and held through all of it (:func:`opaque_zero`), the
+    grid-synchronised kernel spilled 56 B (TF32) and 184 B (float64)."""
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
     done = subprocess.run(
-        [sys.executable, "-c", FIRST_CONFIG_CLEAN], env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", FIRST_CONFIG_CLEAN, precision, str(batch), str(hidden)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    config, compiled = done.stdout.splitlines()[-2:]
-    assert config == "True 16 2 256"
+    found, compiled = done.stdout.splitlines()[-2:]
+    assert found == config
     assert compiled == "4 0", "the grid-synchronised kernel and the three per-step phases, none spilling"
