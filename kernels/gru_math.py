@@ -139,7 +139,10 @@ def _weight_chunk(
 ):  # fmt: skip
     """``w[k, j]`` at ``p_w + k*stride_k + j*stride_j`` for the chunk at ``k0`` (zero past ``K``):
     ``[BLOCK_K, BLOCK_H]``, or ``[SPLIT, BLOCK_K / SPLIT, BLOCK_H]``. ``STREAMED``: a persistent program's chunk
-    that it does not hold, read from L2 every step (past L1, as the exchanged operand: read once per step)."""
+    that it does not hold, read from L2 every step (past L1, as the exchanged operand: read once per step), its
+    addresses made where it is loaded (:func:`opaque_zero`) rather than held through the time loop."""
+    if STREAMED:
+        k0 = k0 + opaque_zero(K)
     k = _chunk_columns(k0, BLOCK_K, SPLIT)
     if SPLIT > 1:
         k = k[:, :, None]

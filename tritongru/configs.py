@@ -195,9 +195,10 @@ def heuristic_config(
     ``H = 2048``, float64 above 256, larger batches): one launch per step, slices of 64 on 8 warps with the
     weights streamed; the cell (one step) the same in slices of 16; float64 in slices of 16 with narrower K
     chunks (:data:`FLOAT64_PER_STEP`). A config that holds part of a slice's weights and streams the rest every
-    step (``streamed_chunks``) keeps those sizes in one launch, but compiled for sm_90 it spilled (TF32 and
-    float32 at B=16 H=2048: 72-184 B), so the heuristic does not take it. ``python -m tritongru.compile_check``
-    compiles every size it serves and fails on a spill.
+    step (``streamed_chunks``) keeps those sizes in one launch. Compiled for sm_90 (Triton 3.6) at H=2048, its
+    forward at B=16 spills nothing (TF32 and float32, every flag on, K chunks of 128 with 8 or 9 streamed), but
+    at B=64 with every flag off 8 B, and its backward 8-208 B (TF32, B=16), so the heuristic does not take it.
+    ``python -m tritongru.compile_check`` compiles every size it serves and fails on a spill.
 
     Multi-head (``head_dim``, the units of a head; None: one head): the same rules with the head's width in
     place of ``hidden`` for what a slice multiplies (its weights, the K chunks) and ``hidden`` for how many
