@@ -307,8 +307,8 @@ def heuristic_configs(
     launchers take the first whose compiled kernels do not spill. Near 128 registers per thread ptxas spills a
     few bytes for one of these and not for another, and which one differs between its versions, so it cannot be
     told before compiling; near 255 a smaller wave can leave room where no other choice does (the LayerNorm-GRU's
-    backward, cudnn, bf16, B=64 H=2048, every flag on, sm_90: K chunks of 256 four a wave 24 B, two a wave
-    none)."""
+    backward, cudnn, bf16, B=64 H=2048, every flag on, sm_90, while it held its indices through the time loop:
+    K chunks of 256 four a wave 24 B, two a wave none)."""
     first = heuristic_config(
         kernel, batch, hidden, dtype=dtype, allow_tf32=allow_tf32, sm_count=sm_count, head_dim=head_dim
     )
