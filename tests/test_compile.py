@@ -255,9 +255,9 @@ def test_the_layernorm_backward_stepping_two_batch_blocks_compiles_clean_in_its_
 ):
     """The LayerNorm-GRU's backward (cudnn, every flag on, sm_90): a program steps two batch blocks of 16 rows,
     and neither the grid-synchronised kernel nor any of the three per-step phases spills. When the normalisation
-    phase ran its three gates unrolled, ptxas spilled 8 B in both (bf16); when the rows, units and slices of
-    every phase were computed once before the time loop and held through all of it (:func:`opaque_zero`), the
-    grid-synchronised kernel spilled 56 B (TF32) and 184 B (float64)."""
+    phase ran its three gates unrolled, ptxas spilled 8 B in both (bf16); while the rows, units and slices of
+    every phase were computed once before the time loop and held through all of it (before each phase made its
+    own with ``opaque_zero``), the grid-synchronised kernel spilled 56 B (TF32) and 184 B (float64)."""
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
     done = subprocess.run(
         [sys.executable, "-c", FIRST_CONFIG_CLEAN, precision, str(batch), str(hidden)],
