@@ -227,6 +227,30 @@ def test_on_a_gpu_spills_come_from_the_jit_and_the_fallback_is_not_compiled():
     assert crowded == "128", "a config over an SM's shared memory is passed over like one that spills"
 
 
+WAVE_LADDER = """
+import torch
+from tritongru.configs import heuristic_configs, wave_chunks
+
+configs = heuristic_configs("backward", 1, 1024, dtype=torch.float32, sm_count=132)
+capped = [i for i, config in enumerate(configs) if config.max_wave_chunks]
+print(capped == list(range(len(configs) - len(capped), len(configs))))
+print([(c.block_k, c.max_wave_chunks, wave_chunks(c, 1024, torch.float32)) for c in configs if c.max_wave_chunks])
+"""
+
+
+def test_the_last_alternatives_halve_the_wave_down_to_one_chunk():
+    """IEEE float32, B=1 H=1024, the backward's persistent alternatives on 8 warps: K chunks of 512 one a wave,
+    of 256 two, of 128 four. Last come every K chunk with half its wave (256 one a wave, 128 two), then with a
+    quarter (128 one): the LayerNorm backward there (cudnn every flag off, classic every flag on, sm_90) spilled
+    16 B and 8 B two a wave and nothing one a wave."""
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", WAVE_LADDER], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    last, ladder = done.stdout.splitlines()[-2:]
+    assert last == "True", "the capped waves are the last alternatives"
+    assert ladder == "[(256, 1, 1), (128, 2, 2), (128, 1, 1)]"
+
+
 FIRST_CONFIG_CLEAN = """
 import sys
 from tritongru import launchers

@@ -303,12 +303,14 @@ def heuristic_configs(
 ) -> list[KernelConfig]:
     """:func:`heuristic_config` first, then the same launch with the other K chunks (at most 16 where they are
     unrolled), warps and pipeline stages (those of the per-step launches and fallback), per step also
-    narrower slices, and last, persistent, each K chunk with half the chunks a wave (twice the round trips): the
-    launchers take the first whose compiled kernels do not spill. Near 128 registers per thread ptxas spills a
-    few bytes for one of these and not for another, and which one differs between its versions, so it cannot be
-    told before compiling; near 255 a smaller wave can leave room where no other choice does (the LayerNorm-GRU's
-    backward, cudnn, bf16, B=64 H=2048, every flag on, sm_90, while it held its indices through the time loop:
-    K chunks of 256 four a wave 24 B, two a wave none)."""
+    narrower slices, and last, persistent, each K chunk with half the chunks a wave (twice the round trips), then
+    every K chunk with a quarter, and so on down to one chunk a wave: the launchers take the first whose compiled
+    kernels do not spill. Near 128 registers per thread ptxas spills a few bytes for one of these and not for
+    another, and which one differs between its versions, so it cannot be told before compiling; near 255 a
+    smaller wave can leave room where no other choice does (sm_90, Triton 3.6: the LayerNorm-GRU's backward,
+    cudnn, bf16, B=64 H=2048, every flag on, while it held its indices through the time loop, K chunks of 256
+    four a wave 24 B, two a wave none; in IEEE float32 at B=1 H=1024, cudnn with every flag off and classic with
+    every flag on, K chunks of 128 two a wave 16 B and 8 B, one a wave none)."""
     first = heuristic_config(
         kernel, batch, hidden, dtype=dtype, allow_tf32=allow_tf32, sm_count=sm_count, head_dim=head_dim
     )
@@ -325,10 +327,12 @@ def heuristic_configs(
             continue
         others.append(replace(first, block_h=block_h, block_k=block_k, num_warps=num_warps, num_stages=num_stages))
     if first.persistent:
-        for config in [first, *others]:
-            wave = wave_chunks(config, width, dtype)
-            if wave > 1 and (config.num_warps, config.num_stages) == (first.num_warps, first.num_stages):
-                others.append(replace(config, max_wave_chunks=wave // 2))
+        alike = [c for c in [first, *others] if (c.num_warps, c.num_stages) == (first.num_warps, first.num_stages)]
+        waves = [wave_chunks(config, width, dtype) for config in alike]
+        for shift in range(1, max(waves).bit_length()):
+            others += [
+                replace(c, max_wave_chunks=wave >> shift) for c, wave in zip(alike, waves, strict=True) if wave >> shift
+            ]
     return list(dict.fromkeys([first, *others]))
 
 
