@@ -11,6 +11,17 @@ import pytest
 from tritongru.compile_check import CHECK_KERNELS, barrier_problems, calls
 
 
+def compiled(script: str, *args: str, timeout: int = 600) -> str:
+    """The standard output of ``python -c script args`` run by the real compiler (``TRITON_INTERPRET`` unset),
+    which must succeed."""
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
 def _compile_check(*options: str) -> str:
     """``python -m tritongru.compile_check --arch 90 --quick OPTIONS`` without the interpreter; its output, once
     it has passed."""
@@ -88,18 +99,9 @@ print(config.block_k, config.num_warps)
 def test_launchers_take_the_first_alternative_that_does_not_spill():
     """Where the heuristic's own config spills, the next alternative that compiles clean is taken; where every
     one would spill, the heuristic's own (the compile check then reports it)."""
-    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
 
     def chosen(spilling_chunk: int) -> str:
-        done = subprocess.run(
-            [sys.executable, "-c", FIRST_SPILL_FREE, str(spilling_chunk)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout.split()[-2:]
+        return compiled(FIRST_SPILL_FREE, str(spilling_chunk), timeout=300).split()[-2:]
 
     assert chosen(0) == ["256", "8"], "nothing spills: the heuristic's own config"
     assert chosen(256) == ["128", "8"], "K chunks of 256 spill: the same launch with chunks of 128"
@@ -136,12 +138,7 @@ def test_float64s_own_configs_compile_without_spills():
     launches per step at H=2048 and H=512 (the slices of 64 these took spilled 2104-3336 B at H=2048)."""
     import json
 
-    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    done = subprocess.run(
-        [sys.executable, "-c", FLOAT64_OWN_CONFIGS], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    reports = [json.loads(line) for line in done.stdout.splitlines()]
+    reports = [json.loads(line) for line in compiled(FLOAT64_OWN_CONFIGS).splitlines()]
     assert {(kernel, hidden, mode) for kernel, hidden, mode, _, _ in reports} == {
         ("cell", 64, "per-step"),
         ("forward", 256, "grid-sync"),
@@ -174,10 +171,7 @@ print(free.registers, capped.registers, capped.spills)
 def test_spills_and_registers_are_read_from_the_cubin():
     """The figures come from the compiled cubin: the persistent forward kernel capped at 40 registers reports
     them capped, and the registers it had to spill."""
-    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    done = subprocess.run([sys.executable, "-c", SPILLS_READ], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    free_registers, capped_registers, capped_spills = map(int, done.stdout.split()[-3:])
+    free_registers, capped_registers, capped_spills = map(int, compiled(SPILLS_READ, timeout=300).split()[-3:])
     assert free_registers > 40
     assert capped_registers <= 40 and capped_spills > 0
 
@@ -218,10 +212,7 @@ def test_on_a_gpu_spills_come_from_the_jit_and_the_fallback_is_not_compiled():
     """On a GPU the spills of the grid-synchronised kernel are read from the JIT's own compile and its per-step
     fallback is left alone (compiled only where a launch takes it); without one, both are read from their
     cubins, and so is their shared memory."""
-    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    done = subprocess.run([sys.executable, "-c", ON_GPU_PATH], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    on_gpu, off_gpu, crowded = done.stdout.splitlines()[-3:]
+    on_gpu, off_gpu, crowded = compiled(ON_GPU_PATH, timeout=300).splitlines()[-3:]
     assert on_gpu == "128 [(True, True, 128), (True, True, 256)] []", "grid-sync kernels only, from the JIT"
     assert off_gpu == "256 [] [(False, False, 256), (True, True, 256)]", "the cubins: the fallback too"
     assert crowded == "128", "a config over an SM's shared memory is passed over like one that spills"
@@ -243,10 +234,7 @@ def test_the_last_alternatives_halve_the_wave_down_to_one_chunk():
     of 256 two, of 128 four. Last come every K chunk with half its wave (256 one a wave, 128 two), then with a
     quarter (128 one): the LayerNorm backward there (cudnn every flag off, classic every flag on, sm_90) spilled
     16 B and 8 B two a wave and nothing one a wave."""
-    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    done = subprocess.run([sys.executable, "-c", WAVE_LADDER], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    last, ladder = done.stdout.splitlines()[-2:]
+    last, ladder = compiled(WAVE_LADDER, timeout=300).splitlines()[-2:]
     assert last == "True", "the capped waves are the last alternatives"
     assert ladder == "[(256, 1, 1), (128, 2, 2), (128, 1, 1)]"
 
@@ -282,18 +270,9 @@ def test_the_layernorm_backward_stepping_two_batch_blocks_compiles_clean_in_its_
     phase ran its three gates unrolled, ptxas spilled 8 B in both (bf16); while the rows, units and slices of
     every phase were computed once before the time loop and held through all of it (before each phase made its
     own with ``opaque_zero``), the grid-synchronised kernel spilled 56 B (TF32) and 184 B (float64)."""
-    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    done = subprocess.run(
-        [sys.executable, "-c", FIRST_CONFIG_CLEAN, precision, str(batch), str(hidden)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    found, compiled = done.stdout.splitlines()[-2:]
+    found, kernels = compiled(FIRST_CONFIG_CLEAN, precision, str(batch), str(hidden)).splitlines()[-2:]
     assert found == config
-    assert compiled == "4 0", "the grid-synchronised kernel and the three per-step phases, none spilling"
+    assert kernels == "4 0", "the grid-synchronised kernel and the three per-step phases, none spilling"
 
 
 STREAMED_FORWARD = """
@@ -316,11 +295,6 @@ def test_a_forward_streaming_part_of_its_weights_spills_little():
     every step: the grid-synchronised forward fits an SM's shared memory and spills nothing with Triton 3.6, 32 B
     with 3.9. With the streamed chunks' addresses computed once before the time loop and held through it, it
     spilled 128 B (3.6) and 168 B (3.9)."""
-    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    done = subprocess.run(
-        [sys.executable, "-c", STREAMED_FORWARD], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    mode, spills, fits = done.stdout.splitlines()[-1].split()
+    mode, spills, fits = compiled(STREAMED_FORWARD).splitlines()[-1].split()
     assert (mode, fits) == ("grid-sync", "True")
     assert int(spills) <= 32

@@ -327,12 +327,10 @@ def heuristic_configs(
             continue
         others.append(replace(first, block_h=block_h, block_k=block_k, num_warps=num_warps, num_stages=num_stages))
     if first.persistent:
-        alike = [c for c in [first, *others] if (c.num_warps, c.num_stages) == (first.num_warps, first.num_stages)]
-        waves = [wave_chunks(config, width, dtype) for config in alike]
-        for shift in range(1, max(waves).bit_length()):
-            others += [
-                replace(c, max_wave_chunks=wave >> shift) for c, wave in zip(alike, waves, strict=True) if wave >> shift
-            ]
+        launch = (first.num_warps, first.num_stages)
+        waves = [(c, wave_chunks(c, width, dtype)) for c in [first, *others] if (c.num_warps, c.num_stages) == launch]
+        for shift in range(1, max(wave for _, wave in waves).bit_length()):
+            others += [replace(c, max_wave_chunks=wave >> shift) for c, wave in waves if wave >> shift]
     return list(dict.fromkeys([first, *others]))
 
 
