@@ -86,26 +86,31 @@ import sys
 from tritongru import launchers
 from tritongru.compiled import Resources
 
-spilling_chunk = int(sys.argv[1])
+spilling = sys.argv[1]  # a K chunk, "every" kernel or every "grid-sync" kernel spills
 launchers.kernel_resources = lambda kernel, call, arch: Resources(
-    registers=128, spills=8 if spilling_chunk in (call["BLOCK_K"], -1) else 0, shared=0, ptx=""
+    registers=128,
+    spills=8 if spilling in (str(call["BLOCK_K"]), "every") or (spilling == "grid-sync" and call["GRID_SYNC"]) else 0,
+    shared=0,
+    ptx="",
 )
 flags = (("bias", True), ("lengths", False), ("store_gates", False))
 config = launchers.first_spill_free("forward", "cudnn", "bf16", 16, 256, 64, flags, 90, 132)
-print(config.block_k, config.num_warps)
+print(config.block_k, config.num_warps, config.persistent)
 """
 
 
 def test_launchers_take_the_first_alternative_that_does_not_spill():
     """Where the heuristic's own config spills, the next alternative that compiles clean is taken; where every
-    one would spill, the heuristic's own (the compile check then reports it)."""
+    grid-synchronised kernel spills, the heuristic's tiles launched once per step; where every one would spill,
+    the heuristic's own (the compile check then reports it)."""
 
-    def chosen(spilling_chunk: int) -> str:
-        return compiled(FIRST_SPILL_FREE, str(spilling_chunk), timeout=300).split()[-2:]
+    def chosen(spilling: str) -> list[str]:
+        return compiled(FIRST_SPILL_FREE, spilling, timeout=300).split()[-3:]
 
-    assert chosen(0) == ["256", "8"], "nothing spills: the heuristic's own config"
-    assert chosen(256) == ["128", "8"], "K chunks of 256 spill: the same launch with chunks of 128"
-    assert chosen(-1) == ["256", "8"], "every alternative spills: the heuristic's own config"
+    assert chosen("0") == ["256", "8", "True"], "nothing spills: the heuristic's own config"
+    assert chosen("256") == ["128", "8", "True"], "K chunks of 256 spill: the same launch with chunks of 128"
+    assert chosen("grid-sync") == ["256", "8", "False"], "no persistent alternative is clean: one launch a step"
+    assert chosen("every") == ["256", "8", "True"], "every alternative spills: the heuristic's own config"
 
 
 FLOAT64_OWN_CONFIGS = """
@@ -219,23 +224,27 @@ def test_on_a_gpu_spills_come_from_the_jit_and_the_fallback_is_not_compiled():
 
 
 WAVE_LADDER = """
+from dataclasses import replace
 import torch
 from tritongru.configs import heuristic_configs, wave_chunks
 
 configs = heuristic_configs("backward", 1, 1024, dtype=torch.float32, sm_count=132)
-capped = [i for i, config in enumerate(configs) if config.max_wave_chunks]
-print(capped == list(range(len(configs) - len(capped), len(configs))))
+*persistent, per_step = configs
+capped = [i for i, config in enumerate(persistent) if config.max_wave_chunks]
+print(all(config.persistent for config in persistent), per_step == replace(configs[0], persistent=False))
+print(capped == list(range(len(persistent) - len(capped), len(persistent))))
 print([(c.block_k, c.max_wave_chunks, wave_chunks(c, 1024, torch.float32)) for c in configs if c.max_wave_chunks])
 """
 
 
-def test_the_last_alternatives_halve_the_wave_down_to_one_chunk():
+def test_the_last_alternatives_halve_the_wave_down_to_one_chunk_then_launch_per_step():
     """IEEE float32, B=1 H=1024, the backward's persistent alternatives on 8 warps: K chunks of 512 one a wave,
-    of 256 two, of 128 four. Last come every K chunk with half its wave (256 one a wave, 128 two), then with a
+    of 256 two, of 128 four. Then come every K chunk with half its wave (256 one a wave, 128 two), then with a
     quarter (128 one): the LayerNorm backward there (cudnn every flag off, classic every flag on, sm_90) spilled
-    16 B and 8 B two a wave and nothing one a wave."""
-    last, ladder = compiled(WAVE_LADDER, timeout=300).splitlines()[-2:]
-    assert last == "True", "the capped waves are the last alternatives"
+    16 B and 8 B two a wave and nothing one a wave. Last, the heuristic's tiles launched once per step."""
+    last, capped_last, ladder = compiled(WAVE_LADDER, timeout=300).splitlines()[-3:]
+    assert last == "True True", "every alternative is persistent but the last, the first's tiles per step"
+    assert capped_last == "True", "the capped waves come after the other persistent alternatives"
     assert ladder == "[(256, 1, 1), (128, 2, 2), (128, 1, 1)]"
 
 
@@ -276,25 +285,34 @@ def test_the_layernorm_backward_stepping_two_batch_blocks_compiles_clean_in_its_
 
 
 STREAMED_FORWARD = """
+import torch
 from tritongru import launchers
 from tritongru.compile_check import EVERY_FLAG
-from tritongru.compiled import kernel_resources
-from tritongru.configs import KernelConfig
+from tritongru.compiled import kernel_resources, planned_step, step_facts
+from tritongru.configs import heuristic_config
 
-config = KernelConfig(16, 16, 256, 8, persistent=True, split_k=True, streamed_chunks=5)
+config = heuristic_config("forward", 16, 2048, dtype=torch.float32, allow_tf32=True, sm_count=132)
+print(config.block_k, config.num_warps, config.streamed_chunks)
 flags = EVERY_FLAG["forward"][0]
 kind, args = launchers.meta_arguments("forward", "cudnn", "tf32", 16, 2048, 64, flags, config)
 ((mode, call),) = launchers.compiled_calls(kind, "cudnn", config, 16, 2048, args, 90, fallbacks=False)
 found = kernel_resources(launchers.KIND_KERNELS[kind], call, 90)
 print(mode, found.spills, found.shared <= 227 * 1024)
+facts, planned = step_facts(found.ptx), planned_step("forward", "cudnn", config, 2048, torch.float32)
+print(facts.round_trips, planned.round_trips, facts.mma == planned.mma)
 """
 
 
-def test_a_forward_streaming_part_of_its_weights_spills_little():
-    """TF32 at B=16 H=2048 (every flag on, sm_90), 3 of 8 K chunks of 256 held (144 KB) and 5 streamed from L2
-    every step: the grid-synchronised forward fits an SM's shared memory and spills nothing with Triton 3.6, 32 B
-    with 3.9. With the streamed chunks' addresses computed once before the time loop and held through it, it
-    spilled 128 B (3.6) and 168 B (3.9)."""
-    mode, spills, fits = compiled(STREAMED_FORWARD).splitlines()[-1].split()
+def test_the_forward_streaming_part_of_its_weights_spills_little_in_the_planned_round_trips():
+    """The heuristic's TF32 forward at B=16 H=2048 (every flag on, sm_90), 3 of 8 K chunks of 256 held (144 KB)
+    and 5 streamed from L2 every step: the grid-synchronised kernel fits an SM's shared memory and spills nothing
+    with Triton 3.6, 24 B with 3.9. With the streamed chunks' addresses computed once before the time loop and
+    held through it, it spilled 128 B (3.6) and 168 B (3.9). Its step waits 6 round trips, the held chunks' wave
+    and one per streamed chunk, its weights with it; with a lone ``h`` chunk converted before the weights were
+    loaded, 11."""
+    config, resources, trips = compiled(STREAMED_FORWARD).splitlines()[-3:]
+    assert config == "256 8 5"
+    mode, spills, fits = resources.split()
     assert (mode, fits) == ("grid-sync", "True")
     assert int(spills) <= 32
+    assert trips == "(6,) (6,) True"

@@ -178,6 +178,33 @@ def test_a_streamed_chunk_is_held_by_no_one_and_brings_its_weights_into_its_wave
     assert planned_step("backward", "cudnn", config, 2048, torch.float32).round_trips == (2 + 6,)
 
 
+def test_the_tf32_forward_streams_the_weights_that_do_not_fit_and_nothing_else_does(monkeypatch):
+    """At H=2048 a slice's TF32 weights (384 KB) do not fit in shared memory: the forward holds 3 of 8 K chunks
+    of 256 (144 KB, beside a streamed wave's 64 KB) and streams 5, at every batch up to 32 blocks a program;
+    its alternatives are K chunks of 128 (8 held, 8 streamed) and the launch per step. The backward, IEEE
+    float32 and the narrower widths whose weights fit do not stream."""
+    import torch
+
+    from tritongru import configs
+    from tritongru.configs import PER_STEP, heuristic_config, heuristic_configs
+
+    monkeypatch.setattr(configs, "interpreting", lambda: False)  # the configs of a GPU
+    tf32 = dict(dtype=torch.float32, allow_tf32=True, sm_count=132)
+    for batch, blocks in ((1, 1), (16, 1), (64, 4), (512, 32)):
+        config = heuristic_config("forward", batch, 2048, **tf32)
+        assert (config.persistent, config.block_k, config.streamed_chunks) == (True, 256, 5)
+        assert (config.block_b, config.block_h, config.batch_blocks) == (16, 16, blocks)
+    first, narrower, per_step = heuristic_configs("forward", 16, 2048, **tf32)
+    assert first == heuristic_config("forward", 16, 2048, **tf32)
+    assert (narrower.block_k, narrower.streamed_chunks, per_step) == (128, 8, PER_STEP)
+    assert heuristic_config("forward", 1024, 2048, **tf32) == PER_STEP, "64 batch blocks a program"
+    assert heuristic_config("backward", 16, 2048, **tf32) == PER_STEP
+    assert heuristic_config("forward", 16, 2048, dtype=torch.float32, sm_count=132) == PER_STEP
+    assert heuristic_config("forward", 16, 1024, **tf32).streamed_chunks == 0
+    # a head of 2048 units streams like the dense width
+    assert heuristic_config("forward", 16, 4096, head_dim=2048, **tf32) == PER_STEP, "256 slices: over the SMs"
+
+
 SIZES = [(16, 768), (64, 256), (64, 1024), (256, 1024), (512, 512)]
 """The sizes of the performance issue: the target region's corners and two large batches."""
 

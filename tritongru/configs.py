@@ -115,6 +115,12 @@ IN_FLIGHT_BYTES_PER_THREAD = 320
 """Bytes of the exchanged operand one thread may have in flight at once (80 registers): the loads of one wave
 (:func:`wave_chunks`) must fit beside the accumulators, the state and the prefetched inputs."""
 
+STREAMED_BLOCK_K = 256
+"""K chunk of a persistent forward that streams part of its weights (:func:`_streamed`). Compiled for sm_90
+(Triton 3.6), the TF32 forward at H=2048 in K chunks of 256 (3 held, 5 streamed) spilled nothing in the
+configs tried (B=1, 16 and 256, both forms; ``profiling/NOTES.md``) but 8 B at B=64 with every flag off (cudnn),
+where K chunks of 128 (8 held) spilled nothing; IEEE float32 in K chunks of 512 spilled over 1 KB."""
+
 PERSISTENT_WARPS = 8
 """Warps of a persistent program. Compiled for sm_90, 4 warps (48 registers of loads each) at B=16 H=768 bf16
 leave the loads one round trip apart in the PTX but not in the SASS: ptxas reuses registers of the first
@@ -191,14 +197,17 @@ def heuristic_config(
     as let its ``slices x groups`` grid fit on ``sm_count`` SMs at once (up to
     :data:`~tritongru.tuning_cache.MAX_BATCH_BLOCKS`). So bf16 and fp16 stay persistent up to ``H = 2048``
     (``B = 512`` there, ``B = 1024`` at ``H = 1024``, 132 SMs), float32 and TF32 up to ``H = 1024``, float64 up
-    to ``H = 256`` (:data:`FLOAT64_RESIDENT_BYTES_MAX`). Where no such grid fits (float32 and TF32 at
-    ``H = 2048``, float64 above 256, larger batches): one launch per step, slices of 64 on 8 warps with the
-    weights streamed; the cell (one step) the same in slices of 16; float64 in slices of 16 with narrower K
-    chunks (:data:`FLOAT64_PER_STEP`). A config that holds part of a slice's weights and streams the rest every
-    step (``streamed_chunks``) keeps those sizes in one launch. Compiled for sm_90 (Triton 3.6) at H=2048, its
-    forward at B=16 spills nothing (TF32 and float32, every flag on, K chunks of 128 with 8 or 9 streamed), but
-    at B=64 with every flag off 8 B, and its backward 8-208 B (TF32, B=16), so the heuristic does not take it.
-    ``python -m tritongru.compile_check`` compiles every size it serves and fails on a spill.
+    to ``H = 256`` (:data:`FLOAT64_RESIDENT_BYTES_MAX`). The TF32 forward keeps the wider slices (``H = 2048``)
+    in one launch too, holding the K chunks that fit and streaming the rest from L2 every step
+    (``streamed_chunks``, :func:`_streamed`; K chunks of :data:`STREAMED_BLOCK_K`: at ``H = 2048`` 3 held and 5
+    streamed, 6 round trips a step). Where no such grid fits: one launch per step (:data:`PER_STEP`, slices of 64
+    on 8 warps with the weights streamed): the TF32 backward and float32's forward and backward at ``H = 2048``,
+    float64 above 256, larger batches; the cell (one step) the same in slices of 16; float64 in slices of 16
+    with narrower K chunks (:data:`FLOAT64_PER_STEP`). The streaming backward spilled 48-240 B (sm_90, Triton
+    3.6, TF32 B=16 H=2048, every flag on, K chunks of 128 and 256, 4-9 streamed, in the planned round trips);
+    IEEE float32's streaming forward has not been compiled at every size (one config took 1302 s,
+    ``profiling/NOTES.md``). ``python -m tritongru.compile_check`` compiles every size it serves and fails on a
+    spill; where every persistent alternative spills, the launchers run per step (:func:`heuristic_configs`).
 
     Multi-head (``head_dim``, the units of a head; None: one head): the same rules with the head's width in
     place of ``hidden`` for what a slice multiplies (its weights, the K chunks) and ``hidden`` for how many
@@ -227,12 +236,16 @@ def heuristic_config(
         # slices of 16: beside its second set of products (the input side), the per-step 16 x 64 tile on 8 warps
         # spilled 728-1376 B on sm_90 (bf16, H=256, every flag) in all 15 alternatives, 16 x 32 8-264 B
         return KernelConfig(MIN_BLOCK, MIN_BLOCK, _chunk(width, 8), num_warps=8, persistent=False, split_k=True)
-    config = _persistent(batch, hidden, dtype, sm_count, head_dim)
+    config = _persistent(batch, hidden, dtype, sm_count, head_dim, streams=kernel == "forward" and allow_tf32)
     if config is not None:
         return config
     if dtype.itemsize == 8:
         return FLOAT64_PER_STEP
-    return KernelConfig(MIN_BLOCK, 64, block_k=16 * 8, num_warps=8, persistent=False, split_k=True)
+    return PER_STEP
+
+
+PER_STEP = KernelConfig(MIN_BLOCK, 64, block_k=16 * 8, num_warps=8, persistent=False, split_k=True)
+"""The launch per step where no persistent grid fits: slices of 64 on 8 warps, the weights streamed."""
 
 
 FLOAT64_PER_STEP = KernelConfig(MIN_BLOCK, MIN_BLOCK, 16 * 8, num_warps=8, num_stages=1, persistent=False, split_k=True)
@@ -250,9 +263,10 @@ sm_90 (B=64 H=1024 bf16, 8 warps, gates saved), ``16 x 16`` tiles stepping two b
 
 
 def _persistent(
-    batch: int, hidden: int, dtype: torch.dtype, sm_count: int, head_dim: int | None
+    batch: int, hidden: int, dtype: torch.dtype, sm_count: int, head_dim: int | None, streams: bool = False
 ) -> KernelConfig | None:
-    """The persistent config of :func:`heuristic_config`, or None where none fits."""
+    """The persistent config of :func:`heuristic_config`, or None where none fits; ``streams``: where a slice's
+    weights do not all fit, one that streams part of them (:func:`_streamed`)."""
     block_b, block_h = PERSISTENT_TILE
     width = _width(hidden, head_dim)
     slices, blocks = _heads(hidden, head_dim) * -(-width // block_h), -(-batch // block_b)
@@ -277,13 +291,24 @@ def _persistent(
         config = replace(config, block_k=FLOAT64_PER_STEP.block_k, num_stages=FLOAT64_PER_STEP.num_stages)
         resident_max = FLOAT64_RESIDENT_BYTES_MAX
     if resident_bytes(config, width, dtype) > resident_max:
-        return None
+        return _streamed(replace(config, block_k=STREAMED_BLOCK_K), width, dtype) if streams else None
     # one chunk of the exchanged operand must fit in the shared memory beside the held weights
     while _staging_room(config, width, dtype) < block_b * config.block_k * dtype.itemsize:
         if config.block_k == MIN_BLOCK * PERSISTENT_WARPS:
             return None
         config = replace(config, block_k=config.block_k // 2)
     return config
+
+
+def _streamed(config: KernelConfig, width: int, dtype: torch.dtype) -> KernelConfig | None:
+    """``config`` holding as many K chunks of its slice's weights as leave room in shared memory for a streamed
+    wave of one chunk (its ``h`` and its three gates' weights pass through shared memory into the ``mma`` layout)
+    and streaming the rest (``streamed_chunks``); None where it could hold none."""
+    chunks = -(-width // config.block_k)
+    chunk_weights = 3 * config.block_k * config.block_h * dtype.itemsize
+    streamed_wave = (config.block_b + 3 * config.block_h) * config.block_k * dtype.itemsize
+    held = min(chunks - 1, (SHARED_BYTES_MAX - 2048 - streamed_wave) // chunk_weights)
+    return replace(config, streamed_chunks=chunks - held) if held > 0 else None
 
 
 def _staging_room(config: KernelConfig, width: int, dtype: torch.dtype) -> int:
@@ -303,20 +328,28 @@ def heuristic_configs(
 ) -> list[KernelConfig]:
     """:func:`heuristic_config` first, then the same launch with the other K chunks (at most 16 where they are
     unrolled), warps and pipeline stages (those of the per-step launches and fallback), per step also
-    narrower slices, and last, persistent, each K chunk with half the chunks a wave (twice the round trips), then
-    every K chunk with a quarter, and so on down to one chunk a wave: the launchers take the first whose compiled
-    kernels do not spill. Near 128 registers per thread ptxas spills a few bytes for one of these and not for
+    narrower slices; then, persistent, each K chunk with half the chunks a wave (twice the round trips), then
+    every K chunk with a quarter, and so on down to one chunk a wave; and last, where none of those compiles
+    clean, the heuristic's tiles launched once per step: the launchers take the first whose compiled kernels do
+    not spill. Near 128 registers per thread ptxas spills a few bytes for one of these and not for
     another, and which one differs between its versions, so it cannot be told before compiling; near 255 a
     smaller wave can leave room where no other choice does (sm_90, Triton 3.6: the LayerNorm-GRU's backward,
     cudnn, bf16, B=64 H=2048, every flag on, while it held its indices through the time loop, K chunks of 256
     four a wave 24 B, two a wave none; in IEEE float32 at B=1 H=1024, cudnn with every flag off and classic with
-    every flag on, K chunks of 128 two a wave 16 B and 8 B, one a wave none)."""
+    every flag on, K chunks of 128 two a wave 16 B and 8 B, one a wave none; the last, per step, is what the
+    IEEE float32 LayerNorm backward takes at H=1024, B=64 and 256, every flag on, where every persistent one
+    spilled 8-48 B). A first config that streams part of its weights has two alternatives only, each of whose
+    kernels takes minutes to compile: K chunks half as wide (streaming what does not fit), then :data:`PER_STEP`
+    (TF32 forward cudnn B=64 H=2048, every flag off: K chunks of 256 spilled 8 B, of 128 none)."""
     first = heuristic_config(
         kernel, batch, hidden, dtype=dtype, allow_tf32=allow_tf32, sm_count=sm_count, head_dim=head_dim
     )
     if interpreting():
         return [first]
     width = _width(hidden, head_dim)
+    if first.streamed_chunks:
+        narrower = _streamed(replace(first, block_k=first.block_k // 2), width, dtype)
+        return [c for c in (first, narrower, PER_STEP) if c is not None]
     covered = _pow2_clamp(width, MIN_BLOCK, 1 << 30)
     slices = (first.block_h,) if first.persistent else (64, 32, 16)
     others = []
@@ -331,6 +364,7 @@ def heuristic_configs(
         waves = [(c, wave_chunks(c, width, dtype)) for c in [first, *others] if (c.num_warps, c.num_stages) == launch]
         for shift in range(1, max(wave for _, wave in waves).bit_length()):
             others += [replace(c, max_wave_chunks=wave >> shift) for c, wave in waves if wave >> shift]
+        others.append(replace(first, persistent=False, batch_blocks=1, max_wave_chunks=0))
     return list(dict.fromkeys([first, *others]))
 
 
