@@ -178,11 +178,12 @@ def test_a_streamed_chunk_is_held_by_no_one_and_brings_its_weights_into_its_wave
     assert planned_step("backward", "cudnn", config, 2048, torch.float32).round_trips == (2 + 6,)
 
 
-def test_the_tf32_forward_streams_the_weights_that_do_not_fit_and_nothing_else_does(monkeypatch):
-    """At H=2048 a slice's TF32 weights (384 KB) do not fit in shared memory: the forward holds 3 of 8 K chunks
-    of 256 (144 KB, beside a streamed wave's 64 KB) and streams 5, at every batch up to 32 blocks a program;
-    its alternatives are K chunks of 128 (8 held, 8 streamed) and the launch per step. The backward, IEEE
-    float32 and the narrower widths whose weights fit do not stream."""
+def test_the_float32_forward_streams_the_weights_that_do_not_fit_and_nothing_else_does(monkeypatch):
+    """At H=2048 a slice's float32 weights (384 KB) do not fit in shared memory: the forward (TF32 or IEEE)
+    holds 3 of 8 K chunks of 256 (144 KB, beside a streamed wave's 64 KB) and streams 5, at every batch up to 32
+    blocks a program; its alternatives are K chunks of 128 (8 held, 8 streamed), then the launch per step and
+    its own alternatives. The backward, bf16 (whose weights fit), float64 and the narrower widths do not
+    stream."""
     import torch
 
     from tritongru import configs
@@ -194,13 +195,17 @@ def test_the_tf32_forward_streams_the_weights_that_do_not_fit_and_nothing_else_d
         config = heuristic_config("forward", batch, 2048, **tf32)
         assert (config.persistent, config.block_k, config.streamed_chunks) == (True, 256, 5)
         assert (config.block_b, config.block_h, config.batch_blocks) == (16, 16, blocks)
-    first, narrower, per_step = heuristic_configs("forward", 16, 2048, **tf32)
+    first, narrower, per_step, *per_step_alternatives = heuristic_configs("forward", 16, 2048, **tf32)
     assert first == heuristic_config("forward", 16, 2048, **tf32)
     assert (narrower.block_k, narrower.streamed_chunks, per_step) == (128, 8, PER_STEP)
+    assert {c.block_h for c in per_step_alternatives} == {16, 32, 64}
+    assert not any(c.persistent for c in per_step_alternatives)
     assert heuristic_config("forward", 1024, 2048, **tf32) == PER_STEP, "64 batch blocks a program"
     assert heuristic_config("backward", 16, 2048, **tf32) == PER_STEP
-    assert heuristic_config("forward", 16, 2048, dtype=torch.float32, sm_count=132) == PER_STEP
+    assert heuristic_config("forward", 16, 2048, dtype=torch.float32, sm_count=132).streamed_chunks == 5
     assert heuristic_config("forward", 16, 1024, **tf32).streamed_chunks == 0
+    assert heuristic_config("forward", 16, 2048, dtype=torch.bfloat16, sm_count=132).streamed_chunks == 0
+    assert not heuristic_config("forward", 16, 2048, dtype=torch.float64, sm_count=132).persistent
     # a head of 2048 units streams like the dense width
     assert heuristic_config("forward", 16, 4096, head_dim=2048, **tf32) == PER_STEP, "256 slices: over the SMs"
 

@@ -117,9 +117,9 @@ IN_FLIGHT_BYTES_PER_THREAD = 320
 
 STREAMED_BLOCK_K = 256
 """K chunk of a persistent forward that streams part of its weights (:func:`_streamed`). Compiled for sm_90
-(Triton 3.6), the TF32 forward at H=2048 in K chunks of 256 (3 held, 5 streamed) spilled nothing in the
-configs tried (B=1, 16 and 256, both forms; ``profiling/NOTES.md``) but 8 B at B=64 with every flag off (cudnn),
-where K chunks of 128 (8 held) spilled nothing; IEEE float32 in K chunks of 512 spilled over 1 KB."""
+(Triton 3.6), the TF32 forward at H=2048 in K chunks of 256 (3 held, 5 streamed) spilled nothing at B=1 and 16,
+both forms and flag sets, but 8 B at B=64 with every flag off (cudnn), where K chunks of 128 (8 held) spilled
+nothing (``profiling/NOTES.md``); IEEE float32 in K chunks of 512 spilled over 1 KB."""
 
 PERSISTENT_WARPS = 8
 """Warps of a persistent program. Compiled for sm_90, 4 warps (48 registers of loads each) at B=16 H=768 bf16
@@ -197,17 +197,16 @@ def heuristic_config(
     as let its ``slices x groups`` grid fit on ``sm_count`` SMs at once (up to
     :data:`~tritongru.tuning_cache.MAX_BATCH_BLOCKS`). So bf16 and fp16 stay persistent up to ``H = 2048``
     (``B = 512`` there, ``B = 1024`` at ``H = 1024``, 132 SMs), float32 and TF32 up to ``H = 1024``, float64 up
-    to ``H = 256`` (:data:`FLOAT64_RESIDENT_BYTES_MAX`). The TF32 forward keeps the wider slices (``H = 2048``)
-    in one launch too, holding the K chunks that fit and streaming the rest from L2 every step
+    to ``H = 256`` (:data:`FLOAT64_RESIDENT_BYTES_MAX`). The float32 and TF32 forward keeps the wider slices
+    (``H = 2048``) in one launch too, holding the K chunks that fit and streaming the rest from L2 every step
     (``streamed_chunks``, :func:`_streamed`; K chunks of :data:`STREAMED_BLOCK_K`: at ``H = 2048`` 3 held and 5
     streamed, 6 round trips a step). Where no such grid fits: one launch per step (:data:`PER_STEP`, slices of 64
-    on 8 warps with the weights streamed): the TF32 backward and float32's forward and backward at ``H = 2048``,
-    float64 above 256, larger batches; the cell (one step) the same in slices of 16; float64 in slices of 16
-    with narrower K chunks (:data:`FLOAT64_PER_STEP`). The streaming backward spilled 48-240 B (sm_90, Triton
-    3.6, TF32 B=16 H=2048, every flag on, K chunks of 128 and 256, 4-9 streamed, in the planned round trips);
-    IEEE float32's streaming forward has not been compiled at every size (one config took 1302 s,
-    ``profiling/NOTES.md``). ``python -m tritongru.compile_check`` compiles every size it serves and fails on a
-    spill; where every persistent alternative spills, the launchers run per step (:func:`heuristic_configs`).
+    on 8 warps with the weights streamed): the float32 and TF32 backward at ``H = 2048``, float64 above 256,
+    larger batches; the cell (one step) the same in slices of 16; float64 in slices of 16 with narrower K chunks
+    (:data:`FLOAT64_PER_STEP`). The streaming backward spilled 48-240 B (sm_90, Triton 3.6, TF32 B=16 H=2048,
+    every flag on, K chunks of 128 and 256, 4-9 streamed, in the planned round trips).
+    ``python -m tritongru.compile_check`` compiles every size it serves and fails on a spill; where every
+    persistent alternative spills, the launchers run per step (:func:`heuristic_configs`).
 
     Multi-head (``head_dim``, the units of a head; None: one head): the same rules with the head's width in
     place of ``hidden`` for what a slice multiplies (its weights, the K chunks) and ``hidden`` for how many
@@ -236,7 +235,7 @@ def heuristic_config(
         # slices of 16: beside its second set of products (the input side), the per-step 16 x 64 tile on 8 warps
         # spilled 728-1376 B on sm_90 (bf16, H=256, every flag) in all 15 alternatives, 16 x 32 8-264 B
         return KernelConfig(MIN_BLOCK, MIN_BLOCK, _chunk(width, 8), num_warps=8, persistent=False, split_k=True)
-    config = _persistent(batch, hidden, dtype, sm_count, head_dim, streams=kernel == "forward" and allow_tf32)
+    config = _persistent(batch, hidden, dtype, sm_count, head_dim, streams=kernel == "forward" and dtype.itemsize == 4)
     if config is not None:
         return config
     if dtype.itemsize == 8:
@@ -338,9 +337,10 @@ def heuristic_configs(
     four a wave 24 B, two a wave none; in IEEE float32 at B=1 H=1024, cudnn with every flag off and classic with
     every flag on, K chunks of 128 two a wave 16 B and 8 B, one a wave none; the last, per step, is what the
     IEEE float32 LayerNorm backward takes at H=1024, B=64 and 256, every flag on, where every persistent one
-    spilled 8-48 B). A first config that streams part of its weights has two alternatives only, each of whose
-    kernels takes minutes to compile: K chunks half as wide (streaming what does not fit), then :data:`PER_STEP`
-    (TF32 forward cudnn B=64 H=2048, every flag off: K chunks of 256 spilled 8 B, of 128 none)."""
+    spilled 8-48 B). A first config that streams part of its weights is followed by K chunks half as wide
+    (streaming what does not fit; TF32 forward cudnn B=64 H=2048, every flag off: K chunks of 256 spilled 8 B,
+    of 128 none), then :data:`PER_STEP` and its alternatives (IEEE float32 forward classic B=64 H=2048, every flag
+    on: both streaming configs and :data:`PER_STEP` itself spilled, slices of 32 did not)."""
     first = heuristic_config(
         kernel, batch, hidden, dtype=dtype, allow_tf32=allow_tf32, sm_count=sm_count, head_dim=head_dim
     )
@@ -349,7 +349,13 @@ def heuristic_configs(
     width = _width(hidden, head_dim)
     if first.streamed_chunks:
         narrower = _streamed(replace(first, block_k=first.block_k // 2), width, dtype)
-        return [c for c in (first, narrower, PER_STEP) if c is not None]
+        streaming = [c for c in (first, narrower) if c is not None]
+        return list(dict.fromkeys([*streaming, *_alternatives(PER_STEP, width, dtype)]))
+    return _alternatives(first, width, dtype)
+
+
+def _alternatives(first: KernelConfig, width: int, dtype: torch.dtype) -> list[KernelConfig]:
+    """``first`` and the alternatives of :func:`heuristic_configs` for a config that streams no weights."""
     covered = _pow2_clamp(width, MIN_BLOCK, 1 << 30)
     slices = (first.block_h,) if first.persistent else (64, 32, 16)
     others = []
