@@ -206,8 +206,7 @@ def test_the_float32_forward_streams_the_weights_that_do_not_fit_and_nothing_els
     assert heuristic_config("forward", 16, 1024, **tf32).streamed_chunks == 0
     assert heuristic_config("forward", 16, 2048, dtype=torch.bfloat16, sm_count=132).streamed_chunks == 0
     assert not heuristic_config("forward", 16, 2048, dtype=torch.float64, sm_count=132).persistent
-    # a head of 2048 units streams like the dense width
-    assert heuristic_config("forward", 16, 4096, head_dim=2048, **tf32) == PER_STEP, "256 slices: over the SMs"
+    assert heuristic_config("forward", 16, 4096, head_dim=2048, **tf32) == PER_STEP, "two heads: 256 slices"
 
 
 SIZES = [(16, 768), (64, 256), (64, 1024), (256, 1024), (512, 512)]

@@ -117,9 +117,10 @@ IN_FLIGHT_BYTES_PER_THREAD = 320
 
 STREAMED_BLOCK_K = 256
 """K chunk of a persistent forward that streams part of its weights (:func:`_streamed`). Compiled for sm_90
-(Triton 3.6), the TF32 forward at H=2048 in K chunks of 256 (3 held, 5 streamed) spilled nothing at B=1 and 16,
-both forms and flag sets, but 8 B at B=64 with every flag off (cudnn), where K chunks of 128 (8 held) spilled
-nothing (``profiling/NOTES.md``); IEEE float32 in K chunks of 512 spilled over 1 KB."""
+(Triton 3.6), the TF32 forward at H=2048 in K chunks of 256 (3 held, 5 streamed) spilled nothing at B=1 and 16
+(both forms and flag sets) and in the classic form at B=64 and 256; the cudnn form with every flag off spilled at
+B=64 (8 B) and 256, where K chunks of 128 (8 held) did not (``profiling/NOTES.md``). IEEE float32 in K chunks
+of 512 spilled over 1 KB."""
 
 PERSISTENT_WARPS = 8
 """Warps of a persistent program. Compiled for sm_90, 4 warps (48 registers of loads each) at B=16 H=768 bf16
