@@ -327,8 +327,7 @@ def _wave(
                     ),
                 )  # fmt: skip
         streamed = _issued_together(streamed, K)
-        tiles = _issued_together(tiles, K)
-    elif COUNT > 1:
+    if STREAMED or COUNT > 1:
         tiles = _issued_together(tiles, K)
     for u in tl.static_range(COUNT):
         if SUMMED:

@@ -304,11 +304,12 @@ def _streamed(config: KernelConfig, width: int, dtype: torch.dtype) -> KernelCon
     """``config`` holding as many K chunks of its slice's weights as leave room in shared memory for a streamed
     wave of one chunk (its ``h`` and its three gates' weights pass through shared memory into the ``mma`` layout)
     and streaming the rest (``streamed_chunks``); None where it could hold none."""
-    chunks = -(-width // config.block_k)
-    chunk_weights = 3 * config.block_k * config.block_h * dtype.itemsize
     streamed_wave = (config.block_b + 3 * config.block_h) * config.block_k * dtype.itemsize
-    held = min(chunks - 1, (SHARED_BYTES_MAX - 2048 - streamed_wave) // chunk_weights)
-    return replace(config, streamed_chunks=chunks - held) if held > 0 else None
+    for streamed in range(1, -(-width // config.block_k)):
+        candidate = replace(config, streamed_chunks=streamed)
+        if _staging_room(candidate, width, dtype) >= streamed_wave:
+            return candidate
+    return None
 
 
 def _staging_room(config: KernelConfig, width: int, dtype: torch.dtype) -> int:
