@@ -26,7 +26,7 @@ import argparse
 import concurrent.futures
 
 from tritongru.compile_check import Call, compile_call
-from tritongru.compiled import MMA_SHAPE, step_facts, time_loop
+from tritongru.compiled import MMA_SHAPE, instruction_count, step_facts, time_loop
 from tritongru.environment import interpreting
 from tritongru.precisions import PRECISIONS
 from tritongru.variants import VARIANTS
@@ -72,7 +72,7 @@ def predict(kernel: str, variant: str, precision: str, batch: int, hidden: int) 
         throughput = facts.mma * config.num_warps * flop_per_mma / (MMA_FLOP_PER_CLK_SM[dtype.itemsize] * rate)
         chain = facts.mma * MMA_ISSUE_CYCLES / max(1, chains) / rate
         trips = sum(facts.round_trips)
-        issued = len(time_loop(first.resources.ptx))
+        issued = instruction_count(time_loop(first.resources.ptx))
         warps_per_scheduler = -(-config.num_warps // SCHEDULERS_PER_SM)
         issue = (issued - facts.mma) * warps_per_scheduler / ISSUE_PER_CLOCK / rate
         counts = {

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from tritongru.compiled import StepFacts, mma_shape, planned_step, step_facts, time_loop
+from tritongru.compiled import StepFacts, instruction_count, mma_shape, planned_step, step_facts, time_loop
 from tritongru.configs import KernelConfig
 
 PREAMBLE = """
@@ -126,6 +126,15 @@ def test_the_time_loop_is_the_largest_outer_loop():
     ptx = kernel(load(1), stage(1), MMA, MMA, ARRIVE).replace(LOOP_HEADER, before + LOOP_HEADER)
     assert any("ld.global.cg" in line for line in time_loop(ptx))
     assert step_facts(ptx).mma == 2
+
+
+def test_instructions_are_counted_without_line_labels_and_with_each_of_an_inline_asm_block():
+    """A line-table label is no instruction; a tie (:func:`tritongru.kernels.gru_math._tie`) is three."""
+    ptx = kernel(load(1), "$L__tmp7:\n", TIE, stage(1), MMA, ARRIVE)
+    loop = time_loop(ptx)
+    assert not any(line.startswith("$L__tmp") for line in loop)
+    assert instruction_count(loop) == len(loop) + 2
+    assert step_facts(ptx) == step_facts(ptx.replace("$L__tmp7:\n", ""))
 
 
 def test_the_plan_counts_waves_and_the_tile():

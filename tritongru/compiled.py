@@ -138,6 +138,8 @@ class StepFacts:
 
 _LABEL = re.compile(r"^(\$L__BB\d+_\d+):(.*)$")
 _REGISTER = re.compile(r"%[a-z]+\d+")
+_DEBUG_LABEL = re.compile(r"^\$L__tmp\d+:$")
+"""A label of the line-number table, not an instruction."""
 _ARRIVAL = re.compile(r"^(red|atom)\.global\.gpu\.release\.add")
 
 
@@ -189,7 +191,20 @@ def time_loop(ptx: str) -> list[str]:
     indices = sorted(set(indices))
     start = next(i for i in indices if blocks[i][0] == f"$L__{header}")
     ordered = [i for i in indices if i >= start] + [i for i in indices if i < start]
-    return [line for line in instructions(ordered) if not line.startswith("//")]
+    return [line for line in instructions(ordered) if not line.startswith("//") and not _DEBUG_LABEL.match(line)]
+
+
+def instruction_count(lines: list[str]) -> int:
+    """PTX instructions in ``lines`` (of :func:`time_loop`): one a line, but an inline-asm block (``{ .reg ...;
+    and.b32 ...; or.b32 ...; }``, the ties of :mod:`~tritongru.kernels.gru_math`) counts each of its instructions."""
+    count = 0
+    for line in lines:
+        if line.startswith("{"):
+            statements = (part.strip() for part in line.strip("{} ").split(";"))
+            count += sum(1 for part in statements if part and not part.startswith("."))
+        else:
+            count += 1
+    return count
 
 
 def _operands(line: str) -> tuple[str, list[str], list[str]]:
