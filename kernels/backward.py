@@ -156,7 +156,6 @@ def gru_backward_kernel(
     SPLIT: tl.constexpr,
     WAVE: tl.constexpr,
     HELD_CHUNKS: tl.constexpr,
-    STREAM_WAVE: tl.constexpr,
     HAS_LENGTHS: tl.constexpr,
     K_CHUNKS: tl.constexpr,
     EVEN_K: tl.constexpr,
@@ -221,7 +220,7 @@ def gru_backward_kernel(
                     (d_rh,) = products(
                         (p_head + GATE_N * H,), (3 * H,), o_b, m_b, D, (w_n,), D, 1, o_u, m_j,
                         ACC_DTYPE, RESIDENT, False, DOT_PRECISION, BLOCK_K,
-                        K_CHUNKS, HELD_CHUNKS, WAVE, STREAM_WAVE, SPLIT, EVEN_K,
+                        K_CHUNKS, HELD_CHUNKS, WAVE, SPLIT, EVEN_K,
                     )  # fmt: skip
                     p_dgates = p_step + o_b[:, None] * (3 * H) + o_j[None, :]
                     tl.store(p_dgates + GATE_R * H, d_rh * h_prev * r * (1.0 - r), mask=m)
@@ -246,7 +245,7 @@ def gru_backward_kernel(
                     (acc,) = products(
                         (p_head + GATE_R * H, p_head + GATE_Z * H), (3 * H, 3 * H), o_b, m_b, D, (w_r, w_z), D, 1, o_u,
                         m_j, ACC_DTYPE, RESIDENT, True, DOT_PRECISION, BLOCK_K,
-                        K_CHUNKS, HELD_CHUNKS, WAVE, STREAM_WAVE, SPLIT, EVEN_K,
+                        K_CHUNKS, HELD_CHUNKS, WAVE, SPLIT, EVEN_K,
                     )  # fmt: skip
                     dh = partial + acc
                     tl.store(carry_ptr + p_own, dh, mask=m)
@@ -274,7 +273,7 @@ def gru_backward_kernel(
                     (p_head + GATE_R * H, p_head + GATE_Z * H, dgates_hn_ptr + step_rows(t, B) * H + head_start),
                     (3 * H, 3 * H, H), o_b, m_b, D, (w_r, w_z, w_n), D, 1, o_u, m_j,
                     ACC_DTYPE, RESIDENT, True, DOT_PRECISION, BLOCK_K,
-                    K_CHUNKS, HELD_CHUNKS, WAVE, STREAM_WAVE, SPLIT, EVEN_K,
+                    K_CHUNKS, HELD_CHUNKS, WAVE, SPLIT, EVEN_K,
                 )  # fmt: skip
                 g = dh + grad_out
                 direct = zoned_direct(

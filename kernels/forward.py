@@ -4,12 +4,12 @@ Program ``(i_slice, i_group)`` owns ``BLOCK_H`` hidden units (its slice, within 
 :func:`~tritongru.kernels.gru_math.hidden_slice`; ``D = H`` for the dense GRU) of ``BATCH_BLOCKS`` blocks of
 ``BLOCK_B`` batch rows (block ``i_group*BATCH_BLOCKS + q``, ``q < BATCH_BLOCKS``), stepped in turn. In a launch of
 many steps (``RESIDENT``) it loads the three gate rows of ``W_hh`` for its units once and holds them on chip for
-the whole launch, however many batch blocks it steps (but the last ``K_CHUNKS - HELD_CHUNKS`` K chunks, which it
-streams from L2 with ``h_{t-1}`` where they do not fit: ``tritongru.configs.held_chunks``). Every step of a
-batch block loads, together (one round trip): the full ``h_{t-1}`` of its rows (written by every program of its
-group) from ``hs``, its own tile of the input side and its exact float32 state from ``state``. ``hs`` is both
-the output and the exchange buffer: step ``t`` reads ``hs[t]`` and writes its slice of ``hs[t+1]``, so no slot is
-ever reused.
+the whole launch, however many batch blocks it steps (but the last ``K_CHUNKS - HELD_CHUNKS`` K chunks, which
+it streams from L2 with ``h_{t-1}`` in a pipelined loop where they do not fit: ``tritongru.configs.held_chunks``).
+Every step of a batch block loads, together (one round trip): the full ``h_{t-1}`` of its rows (written by every
+program of its group) from ``hs``, its own tile of the input side and its exact float32 state from ``state``.
+``hs`` is both the output and the exchange buffer: step ``t`` reads ``hs[t]`` and writes its slice of ``hs[t+1]``,
+so no slot is ever reused.
 
 cudnn form, one phase per step: for each batch block, ``h_{t-1}``'s chunks feed the three products (r, z, n),
 then ``r = σ(gi_r + W_hr h + b_hr)``, ``z = σ(...)``, ``n = tanh(gi_n + r (W_hn h + b_hn))``,
@@ -110,7 +110,7 @@ def cell_input(
         gates = (w_r, w_z, w_n)
     init = products(
         (x_ptr,), (I,), o_b, m_b, I, gates, 1, I, o_j, m_j,
-        ACC_DTYPE, False, False, DOT_PRECISION, BLOCK_K, 0, 0, 0, 0, SPLIT, FINISH=False,
+        ACC_DTYPE, False, False, DOT_PRECISION, BLOCK_K, 0, 0, 0, SPLIT, FINISH=False,
     )  # fmt: skip
     gx_r = tl.zeros((1, o_j.shape[0]), dtype=ACC_DTYPE)
     gx_z = tl.zeros((1, o_j.shape[0]), dtype=ACC_DTYPE)
@@ -221,7 +221,6 @@ def gru_forward_kernel(
     SPLIT: tl.constexpr,
     WAVE: tl.constexpr,
     HELD_CHUNKS: tl.constexpr,
-    STREAM_WAVE: tl.constexpr,
     FUSE_INPUT: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     HAS_LENGTHS: tl.constexpr,
@@ -279,7 +278,7 @@ def gru_forward_kernel(
                     acc_r, acc_z = products(
                         (p_prev,), (H,), o_b, m_b, D, (w_r, w_z), 1, D, o_j, m_j,
                         ACC_DTYPE, RESIDENT, False, DOT_PRECISION, BLOCK_K,
-                        K_CHUNKS, HELD_CHUNKS, WAVE, STREAM_WAVE, SPLIT, EVEN_K, init,
+                        K_CHUNKS, HELD_CHUNKS, WAVE, SPLIT, EVEN_K, init,
                     )  # fmt: skip
                     r = sigmoid(gx_r + acc_r + b_hr)
                     z = sigmoid(gx_z + acc_z + b_hz)
@@ -292,7 +291,7 @@ def gru_forward_kernel(
                     acc_r, acc_z, acc_n = products(
                         (p_prev,), (H,), o_b, m_b, D, (w_r, w_z, w_n), 1, D, o_j, m_j,
                         ACC_DTYPE, RESIDENT, False, DOT_PRECISION, BLOCK_K,
-                        K_CHUNKS, HELD_CHUNKS, WAVE, STREAM_WAVE, SPLIT, EVEN_K, init,
+                        K_CHUNKS, HELD_CHUNKS, WAVE, SPLIT, EVEN_K, init,
                     )  # fmt: skip
                     r = sigmoid(gx_r + acc_r + b_hr)
                     z = sigmoid(gx_z + acc_z + b_hz)
@@ -327,7 +326,7 @@ def gru_forward_kernel(
                 (acc_n,) = products(
                     (rh_ptr + head_start,), (H,), o_b, m_b, D, (w_n,), 1, D, o_j, m_j,
                     ACC_DTYPE, RESIDENT, False, DOT_PRECISION, BLOCK_K,
-                    K_CHUNKS, HELD_CHUNKS, WAVE, STREAM_WAVE, SPLIT, EVEN_K, init,
+                    K_CHUNKS, HELD_CHUNKS, WAVE, SPLIT, EVEN_K, init,
                 )  # fmt: skip
                 n = tanh(gx_n + acc_n + b_hn)
                 stepped = z * n + (1.0 - z) * h

@@ -3,9 +3,10 @@
 Every recurrent program owns ``BLOCK_H`` hidden units (its *slice*) of one or more blocks of ``BLOCK_B`` batch
 rows. In a launch that runs many steps, the weights it multiplies by are loaded once (:func:`gate_weights`) and
 stay on chip while the time loop runs (all of them, or the first ``HELD_CHUNKS`` K chunks with the rest loaded
-in every step's waves beside the operand); a step's products stream the full-width operand (``h_{t-1}``, ``R * h``,
-gate gradients) that other programs wrote, against them. Multi-head (block-diagonal ``W_hh``, heads of ``D``
-units, :func:`hidden_slice`): the products run over the ``D`` columns of the slice's own head only.
+in every step beside the operand, in a pipelined loop); a step's products stream the full-width operand
+(``h_{t-1}``, ``R * h``, gate gradients) that other programs wrote, against them. Multi-head (block-diagonal
+``W_hh``, heads of ``D`` units, :func:`hidden_slice`): the products run over the ``D`` columns of the slice's own
+head only.
 
 **How the warps share a product** (``SPLIT_K``, chosen per launch by ``tritongru.configs``): a tile product
 ``a [BLOCK_B, K] @ w [K, BLOCK_H]`` is too small for Triton's default split of a dot over the warps: with
@@ -134,17 +135,9 @@ def _operand_chunk(
 
 
 @triton.jit
-def _weight_chunk(
-    p_w, stride_k, stride_j, o_j, m_j, k0, K, BLOCK_K: tl.constexpr, SPLIT: tl.constexpr, STREAMED: tl.constexpr
-):  # fmt: skip
+def _weight_chunk(p_w, stride_k, stride_j, o_j, m_j, k0, K, BLOCK_K: tl.constexpr, SPLIT: tl.constexpr):
     """``w[k, j]`` at ``p_w + k*stride_k + j*stride_j`` for the chunk at ``k0`` (zero past ``K``):
-    ``[BLOCK_K, BLOCK_H]``, or ``[SPLIT, BLOCK_K / SPLIT, BLOCK_H]``. ``STREAMED``: a persistent program's chunk
-    that it does not hold, read from L2 every step (past L1, as the exchanged operand: read once per step), its
-    addresses made where it is loaded (:func:`opaque_zero`) rather than held through the time loop, ``k0`` then
-    declared a multiple of ``BLOCK_K`` again, or its loads are not vectorised (sm_90, Triton 3.6, the forward at
-    TF32 B=16 H=2048, K chunks of 256, 5 streamed: 240 loads of one element a step, 60 of four once aligned)."""
-    if STREAMED:
-        k0 = tl.multiple_of(k0 + opaque_zero(K), BLOCK_K)
+    ``[BLOCK_K, BLOCK_H]``, or ``[SPLIT, BLOCK_K / SPLIT, BLOCK_H]``."""
     k = _chunk_columns(k0, BLOCK_K, SPLIT)
     if SPLIT > 1:
         k = k[:, :, None]
@@ -153,10 +146,7 @@ def _weight_chunk(
     else:
         mask = (k < K)[:, None] & m_j[None, :]
         p = p_w + k[:, None] * stride_k + o_j[None, :] * stride_j
-    if STREAMED:
-        return tl.load(p, mask=mask, other=0.0, cache_modifier=".cg")
-    else:
-        return tl.load(p, mask=mask, other=0.0)
+    return tl.load(p, mask=mask, other=0.0)
 
 
 @triton.jit
@@ -183,7 +173,7 @@ def gate_weights(
     if RESIDENT:
         held = ()
         for c in tl.static_range(HELD_CHUNKS):
-            held = held + (_weight_chunk(p_w, stride_k, stride_j, o_j, m_j, c * BLOCK_K, K, BLOCK_K, SPLIT, False),)
+            held = held + (_weight_chunk(p_w, stride_k, stride_j, o_j, m_j, c * BLOCK_K, K, BLOCK_K, SPLIT),)
         return p_w, held
     else:
         return p_w
@@ -221,11 +211,11 @@ def _tie(a, b, zero):
 
 @triton.jit
 def _issued_together(tiles, K):
-    """``tiles`` (loaded tiles of one shape), all loaded before any is used: each is tied (:func:`_tie`) to the
-    last one, and the last (or a lone tile) comes out of the tie too, so every load issued before the tie is
-    issued before the first tile is stored to shared memory on its way into the ``mma`` layout (one round trip
-    for all). The ties are not pure: the compiler would otherwise move those conversions above them, next to each
-    load. ``K > 0`` is the run-time value the zero is made of."""
+    """``tiles`` (two or more loaded tiles of one shape), all loaded before any is used: each is tied (:func:`_tie`)
+    to the last one, and the last comes out of the tie too, so every load is issued before the first tile is stored
+    to shared memory on its way into the ``mma`` layout (one round trip for all). The ties are not pure: the
+    compiler would otherwise move those conversions above them, next to each load. ``K > 0`` is the run-time value
+    the zero is made of."""
     last = tiles[len(tiles) - 1]
     if last.dtype.primitive_bitwidth == 64:
         zero = tl.zeros(last.shape, dtype=tl.int64) + (K < 0).to(tl.int64)
@@ -237,8 +227,6 @@ def _issued_together(tiles, K):
     for i in tl.static_range(len(tiles) - 1):
         tile, last = _tie(tiles[i], last, zero)
         tied = tied + (tile,)
-    if len(tiles) == 1:
-        _, last = _tie(last, last, zero)
     return tied + (last,)
 
 
@@ -295,56 +283,60 @@ def finish_products(accs, SPLIT: tl.constexpr):
 
 @triton.jit
 def _wave(
-    accs, p_as, strides_a, o_b, m_b, K, weights, w_stride_k, w_stride_j, o_j, m_j,
-    FIRST: tl.constexpr, COUNT: tl.constexpr, FIRST_CHUNK: tl.constexpr, CHUNKS: tl.constexpr,
-    STREAMED: tl.constexpr, SUMMED: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_K: tl.constexpr,
-    SPLIT: tl.constexpr, EVEN_K: tl.constexpr,
+    accs, p_as, strides_a, o_b, m_b, K, weights, FIRST: tl.constexpr, COUNT: tl.constexpr, CHUNKS: tl.constexpr,
+    SUMMED: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT: tl.constexpr,
+    EVEN_K: tl.constexpr,
 ):  # fmt: skip
-    """``accs`` plus the products of one wave, as one round trip: pairs ``FIRST .. FIRST + COUNT - 1`` of the
-    (operand, chunk) pairs over the ``CHUNKS`` chunks from ``FIRST_CHUNK`` (pair ``i``: operand ``i // CHUNKS``,
-    chunk ``FIRST_CHUNK + i % CHUNKS``). Every operand chunk of the wave, and with ``STREAMED`` every weight
-    chunk it multiplies (else held tiles of :func:`gate_weights`), is loaded before any is used: with
-    ``STREAMED`` both groups are tied (:func:`_issued_together`) after both are loaded, a lone tile too, whose
-    conversion the compiler would otherwise move up to its load, before the other group's loads, which then
-    wait a second round trip (sm_90, Triton 3.6, TF32 B=16 H=2048, K chunks of 256, every flag on: the forward
-    with 5 streamed 11 round trips a step -> 6, the backward with 4 streamed 30 -> 18, as planned)."""
+    """``accs`` plus the products of one wave against held weights, as one round trip: pairs ``FIRST .. FIRST +
+    COUNT - 1`` of the (operand, chunk) pairs over the ``CHUNKS`` held chunks (pair ``i``: operand ``i // CHUNKS``,
+    chunk ``i % CHUNKS``). Every operand chunk of the wave is loaded before any is used (:func:`_issued_together`,
+    where there are several)."""
     tiles = ()
     for u in tl.static_range(COUNT):
         tile = _operand_chunk(
             p_as[(FIRST + u) // CHUNKS], strides_a[(FIRST + u) // CHUNKS], o_b, m_b,
-            (FIRST_CHUNK + (FIRST + u) % CHUNKS) * BLOCK_K, K, BLOCK_K, SPLIT, EVEN_K,
+            ((FIRST + u) % CHUNKS) * BLOCK_K, K, BLOCK_K, SPLIT, EVEN_K,
         )  # fmt: skip
         tiles = tiles + (tile,)
-    if STREAMED:
-        # each pair's weights: the summed product's gate of its operand, else every gate
-        streamed = ()
-        for u in tl.static_range(COUNT):
-            for g in tl.static_range(1 if SUMMED else len(weights)):
-                streamed = streamed + (
-                    _weight_chunk(
-                        weights[(FIRST + u) // CHUNKS if SUMMED else g][0], w_stride_k, w_stride_j, o_j, m_j,
-                        (FIRST_CHUNK + (FIRST + u) % CHUNKS) * BLOCK_K, K, BLOCK_K, SPLIT, True,
-                    ),
-                )  # fmt: skip
-        streamed = _issued_together(streamed, K)
-    if STREAMED or COUNT > 1:
+    if COUNT > 1:
         tiles = _issued_together(tiles, K)
     for u in tl.static_range(COUNT):
         if SUMMED:
-            if STREAMED:
-                w = streamed[u]
-            else:
-                w = weights[(FIRST + u) // CHUNKS][1][FIRST_CHUNK + (FIRST + u) % CHUNKS]
+            w = weights[(FIRST + u) // CHUNKS][1][(FIRST + u) % CHUNKS]
             accs = (_dot(tiles[u], w, accs[0], DOT_PRECISION),)
         else:
             updated = ()
             for g in tl.static_range(len(weights)):
-                if STREAMED:
-                    w = streamed[u * len(weights) + g]
-                else:
-                    w = weights[g][1][FIRST_CHUNK + (FIRST + u) % CHUNKS]
-                updated = updated + (_dot(tiles[u], w, accs[g], DOT_PRECISION),)
+                updated = updated + (_dot(tiles[u], weights[g][1][(FIRST + u) % CHUNKS], accs[g], DOT_PRECISION),)
             accs = updated
+    return accs
+
+
+@triton.jit
+def _chunk_loop(
+    accs, p_as, strides_a, o_b, m_b, K, p_ws, w_stride_k, w_stride_j, o_j, m_j, K_FIRST: tl.constexpr,
+    SUMMED: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT: tl.constexpr,
+    EVEN_K: tl.constexpr,
+):  # fmt: skip
+    """``accs`` plus the products over the K chunks from ``K_FIRST`` on, each chunk's operands and weights (at
+    ``p_ws``, one per gate) loaded in the iteration that uses them: a loop the compiler pipelines over the
+    launch's ``num_stages`` (with 2, each chunk's loads are copied straight into shared memory, ``cp.async``,
+    while the chunk before is multiplied; no register holds them in flight)."""
+    for k0 in tl.range(K_FIRST, K, BLOCK_K):
+        updated = ()
+        for g in tl.static_range(len(p_ws)):
+            w = _weight_chunk(p_ws[g], w_stride_k, w_stride_j, o_j, m_j, k0, K, BLOCK_K, SPLIT)
+            if SUMMED:
+                a = _operand_chunk(p_as[g], strides_a[g], o_b, m_b, k0, K, BLOCK_K, SPLIT, EVEN_K)
+                if g == 0:
+                    updated = (_dot(a, w, accs[0], DOT_PRECISION),)
+                else:
+                    updated = (_dot(a, w, updated[0], DOT_PRECISION),)
+            else:
+                if g == 0:
+                    a = _operand_chunk(p_as[0], strides_a[0], o_b, m_b, k0, K, BLOCK_K, SPLIT, EVEN_K)
+                updated = updated + (_dot(a, w, accs[g], DOT_PRECISION),)
+        accs = updated
     return accs
 
 
@@ -368,7 +360,6 @@ def products(
     K_CHUNKS: tl.constexpr,
     HELD_CHUNKS: tl.constexpr,
     WAVE: tl.constexpr,
-    STREAM_WAVE: tl.constexpr,
     SPLIT: tl.constexpr,
     EVEN_K: tl.constexpr = False,
     init=None,
@@ -383,11 +374,10 @@ def products(
     continue its input products, one product over ``[h, x]``); ``FINISH=False`` returns them unfinished
     (:func:`finish_products` ends them).
 
-    Resident weights: the (operand, chunk) pairs of the ``HELD_CHUNKS`` held chunks ``WAVE`` at a time, then
-    those of the chunks streamed from L2 every step ``STREAM_WAVE`` at a time, their weights loaded with them;
-    every load of a wave is issued before any is used (one round trip per wave: :func:`_wave`), then its
-    unrolled products. Streamed weights (one step per launch): a loop over chunks that the compiler may
-    pipeline, loading the weights beside ``a``."""
+    Resident weights: the (operand, chunk) pairs of the ``HELD_CHUNKS`` held chunks ``WAVE`` at a time, every
+    load of a wave issued before any is used (one round trip per wave: :func:`_wave`), then its unrolled
+    products; the chunks past them, whose weights are streamed from L2 every step, in a pipelined loop
+    (:func:`_chunk_loop`). Streamed weights (one step per launch): that loop over every chunk."""
     n_acc: tl.constexpr = 1 if SUMMED else len(weights)
     BLOCK_B: tl.constexpr = o_b.shape[0]
     BLOCK_H: tl.constexpr = o_j.shape[0]
@@ -399,32 +389,22 @@ def products(
         held: tl.constexpr = len(p_as) * HELD_CHUNKS
         for first in tl.static_range(0, held, WAVE):
             accs = _wave(
-                accs, p_as, strides_a, o_b, m_b, K, weights, w_stride_k, w_stride_j, o_j, m_j,
-                first, min(WAVE, held - first), 0, HELD_CHUNKS, False, SUMMED, DOT_PRECISION, BLOCK_K, SPLIT, EVEN_K,
+                accs, p_as, strides_a, o_b, m_b, K, weights, first, min(WAVE, held - first), HELD_CHUNKS,
+                SUMMED, DOT_PRECISION, BLOCK_K, SPLIT, EVEN_K,
             )  # fmt: skip
-        streamed: tl.constexpr = len(p_as) * (K_CHUNKS - HELD_CHUNKS)
-        for first in tl.static_range(0, streamed, STREAM_WAVE):
-            accs = _wave(
-                accs, p_as, strides_a, o_b, m_b, K, weights, w_stride_k, w_stride_j, o_j, m_j,
-                first, min(STREAM_WAVE, streamed - first), HELD_CHUNKS, K_CHUNKS - HELD_CHUNKS, True, SUMMED,
-                DOT_PRECISION, BLOCK_K, SPLIT, EVEN_K,
+        if HELD_CHUNKS < K_CHUNKS:
+            p_ws = ()
+            for g in tl.static_range(len(weights)):
+                p_ws = p_ws + (weights[g][0],)
+            accs = _chunk_loop(
+                accs, p_as, strides_a, o_b, m_b, K, p_ws, w_stride_k, w_stride_j, o_j, m_j, HELD_CHUNKS * BLOCK_K,
+                SUMMED, DOT_PRECISION, BLOCK_K, SPLIT, EVEN_K,
             )  # fmt: skip
     else:
-        for k0 in tl.range(0, K, BLOCK_K):
-            updated = ()
-            for g in tl.static_range(len(weights)):
-                w = _weight_chunk(weights[g], w_stride_k, w_stride_j, o_j, m_j, k0, K, BLOCK_K, SPLIT, False)
-                if SUMMED:
-                    a = _operand_chunk(p_as[g], strides_a[g], o_b, m_b, k0, K, BLOCK_K, SPLIT, False)
-                    if g == 0:
-                        updated = (_dot(a, w, accs[0], DOT_PRECISION),)
-                    else:
-                        updated = (_dot(a, w, updated[0], DOT_PRECISION),)
-                else:
-                    if g == 0:
-                        a = _operand_chunk(p_as[0], strides_a[0], o_b, m_b, k0, K, BLOCK_K, SPLIT, False)
-                    updated = updated + (_dot(a, w, accs[g], DOT_PRECISION),)
-            accs = updated
+        accs = _chunk_loop(
+            accs, p_as, strides_a, o_b, m_b, K, weights, w_stride_k, w_stride_j, o_j, m_j, 0,
+            SUMMED, DOT_PRECISION, BLOCK_K, SPLIT, False,
+        )  # fmt: skip
     if FINISH:
         return finish_products(accs, SPLIT)
     else:

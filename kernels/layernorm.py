@@ -185,7 +185,6 @@ def layernorm_gru_forward_kernel(
     SPLIT: tl.constexpr,
     WAVE: tl.constexpr,
     HELD_CHUNKS: tl.constexpr,
-    STREAM_WAVE: tl.constexpr,
     HAS_LENGTHS: tl.constexpr,
     STORE_GATES: tl.constexpr,
     K_CHUNKS: tl.constexpr,
@@ -226,13 +225,13 @@ def layernorm_gru_forward_kernel(
                     acc_r, acc_z = products(
                         (p_prev,), (H,), o_b, m_b, D, (w_r, w_z), 1, D, o_j, m_j,
                         ACC_DTYPE, RESIDENT, False, DOT_PRECISION, BLOCK_K,
-                        K_CHUNKS, HELD_CHUNKS, WAVE, STREAM_WAVE, SPLIT, EVEN_K,
+                        K_CHUNKS, HELD_CHUNKS, WAVE, SPLIT, EVEN_K,
                     )  # fmt: skip
                 else:
                     acc_r, acc_z, acc_n = products(
                         (p_prev,), (H,), o_b, m_b, D, (w_r, w_z, w_n), 1, D, o_j, m_j,
                         ACC_DTYPE, RESIDENT, False, DOT_PRECISION, BLOCK_K,
-                        K_CHUNKS, HELD_CHUNKS, WAVE, STREAM_WAVE, SPLIT, EVEN_K,
+                        K_CHUNKS, HELD_CHUNKS, WAVE, SPLIT, EVEN_K,
                     )  # fmt: skip
                     _store_raw(xhat_ptr, partials_ptr, acc_n, GATE_N, t_x, B, H, o_b, m_b, o_j, m_j)
                 _store_raw(xhat_ptr, partials_ptr, acc_r, GATE_R, t_x, B, H, o_b, m_b, o_j, m_j)
@@ -285,7 +284,7 @@ def layernorm_gru_forward_kernel(
                 (acc_n,) = products(
                     (rh_ptr + head_start,), (H,), o_b, m_b, D, (w_n,), 1, D, o_j, m_j,
                     ACC_DTYPE, RESIDENT, False, DOT_PRECISION, BLOCK_K,
-                    K_CHUNKS, HELD_CHUNKS, WAVE, STREAM_WAVE, SPLIT, EVEN_K,
+                    K_CHUNKS, HELD_CHUNKS, WAVE, SPLIT, EVEN_K,
                 )  # fmt: skip
                 _store_raw(xhat_ptr, partials_ptr, acc_n, GATE_N, t_x, B, H, o_b, m_b, o_j, m_j)
             step_barrier(sync_ptr, i_group, n_slices * (passed + 3), spin_limit, GRID_SYNC)
@@ -446,7 +445,6 @@ def layernorm_gru_backward_kernel(
     SPLIT: tl.constexpr,
     WAVE: tl.constexpr,
     HELD_CHUNKS: tl.constexpr,
-    STREAM_WAVE: tl.constexpr,
     HAS_LENGTHS: tl.constexpr,
     K_CHUNKS: tl.constexpr,
     EVEN_K: tl.constexpr,
@@ -542,7 +540,7 @@ def layernorm_gru_backward_kernel(
                     (d_rh,) = products(
                         (p_da + GATE_N * H,), (3 * H,), o_b, m_b, D, (w_n,), D, 1, o_u, m_j,
                         ACC_DTYPE, RESIDENT, False, DOT_PRECISION, BLOCK_K,
-                        K_CHUNKS, HELD_CHUNKS, WAVE, STREAM_WAVE, SPLIT, EVEN_K,
+                        K_CHUNKS, HELD_CHUNKS, WAVE, SPLIT, EVEN_K,
                     )  # fmt: skip
                     dar = d_rh * h_prev * r * (1.0 - r)
                     tl.store(
@@ -580,7 +578,7 @@ def layernorm_gru_backward_kernel(
                     (acc,) = products(
                         (p_da + GATE_R * H, p_da + GATE_Z * H), (3 * H, 3 * H), o_b, m_b, D, (w_r, w_z), D, 1, o_u,
                         m_j, ACC_DTYPE, RESIDENT, True, DOT_PRECISION, BLOCK_K,
-                        K_CHUNKS, HELD_CHUNKS, WAVE, STREAM_WAVE, SPLIT, EVEN_K,
+                        K_CHUNKS, HELD_CHUNKS, WAVE, SPLIT, EVEN_K,
                     )  # fmt: skip
                     dh = partial + acc
                     tl.store(carry_ptr + p_own, dh, mask=m)
@@ -609,7 +607,7 @@ def layernorm_gru_backward_kernel(
                     (p_da + GATE_R * H, p_da + GATE_Z * H, p_da + GATE_N * H), (3 * H, 3 * H, 3 * H), o_b, m_b, D,
                     (w_r, w_z, w_n), D, 1, o_u, m_j,
                     ACC_DTYPE, RESIDENT, True, DOT_PRECISION, BLOCK_K,
-                    K_CHUNKS, HELD_CHUNKS, WAVE, STREAM_WAVE, SPLIT, EVEN_K,
+                    K_CHUNKS, HELD_CHUNKS, WAVE, SPLIT, EVEN_K,
                 )  # fmt: skip
                 g = dh + grad_out
                 direct = zoned_direct(

@@ -9,10 +9,16 @@ round trips to L2 for data other programs wrote, ``mma`` instructions per warp, 
 every other instruction a warp issues in one pass (the gates, the update, staging through shared memory,
 addresses, CTA barriers). A step is priced from those counts alone:
 
-    step = arrivals x BARRIER + round trips x L2_ROUND_TRIP + mma time + issue time
+    step = arrivals x BARRIER + batch blocks x (round trips x L2_ROUND_TRIP + mma time + issue time)
     mma time = max(every warp's mma x FLOP per mma / the SM's mma rate,      (the SM's tensor cores, shared)
                    one warp's mma x MMA_ISSUE / independent accumulators)      (one warp's chain)
     issue time = other instructions x warps per scheduler / ISSUE_PER_CLOCK   (the SM's 4 warp schedulers)
+
+``batch blocks``: those a program steps in turn (the facts are one batch block's pass). Where part of the
+weights is streamed (``streamed_chunks``), the PTX holds the streamed chunks' loop once: its round trips (the
+body's wait and the one after it) are priced instead as one chunk after another, each the larger of an L2 round
+trip shared over ``num_stages - 1`` chunks in flight and its bytes (operands and weights) at L2_BYTES_PER_CLK_SM,
+and its body's ``mma`` and instructions once per chunk.
 
 Every number it prints is a PREDICTION, to be replaced by what ``tritongru selftest`` measures; the
 constants below are assumptions or published H100 SXM figures, named so that a measurement can say which one
@@ -26,7 +32,7 @@ import argparse
 import concurrent.futures
 
 from tritongru.compile_check import Call, compile_call
-from tritongru.compiled import MMA_SHAPE, instruction_count, step_facts, time_loop
+from tritongru.compiled import EXCHANGED_OPERANDS, MMA_SHAPE, copy_loops, instruction_count, step_facts, time_loop
 from tritongru.environment import interpreting
 from tritongru.precisions import PRECISIONS
 from tritongru.variants import VARIANTS
@@ -42,6 +48,10 @@ SCHEDULERS_PER_SM = 4  # spec: warp schedulers per SM
 ISSUE_PER_CLOCK = 1  # assumption: instructions one scheduler issues per clock, PTX counted as SASS
 LAUNCH_US = 3.0  # assumption: a per-step launch behind the previous one with programmatic dependent launch
 L2_BYTES_PER_CLK_SM = 64  # assumption: L2 to one SM (half of the L1's 128 B/clk port)
+
+STREAMED_GATES = {("forward", "cudnn"): (3,), ("forward", "classic"): (2, 1)}
+STREAMED_GATES |= {("backward", "cudnn"): (3,), ("backward", "classic"): (1, 2)}
+"""Gates whose streamed weights each phase's loop multiplies (beside :data:`EXCHANGED_OPERANDS`' operands)."""
 
 SIZES = [(16, 768), (64, 256), (64, 1024), (256, 1024), (512, 512)]
 """``(batch, hidden)`` of the performance issue: the target region's corners and two large batches."""
@@ -67,14 +77,30 @@ def predict(kernel: str, variant: str, precision: str, batch: int, hidden: int) 
         facts = step_facts(first.resources.ptx)
         m, n, k = MMA_SHAPE[dtype.itemsize]
         flop_per_mma = 2 * m * n * k
+        trips_us = sum(facts.round_trips) * L2_ROUND_TRIP_US
+        mma, issued = facts.mma, instruction_count(time_loop(first.resources.ptx))
+        streamed = min(config.streamed_chunks, -(-hidden // config.block_k))
+        if streamed:
+            # the loop read once: its waits priced per chunk, its body's mma and instructions repeated
+            read = 2 if config.num_stages >= 2 else 1
+            chunk_mma = config.block_b * config.block_h * 3 * config.block_k // (m * n * k) // config.num_warps
+            body = instruction_count(copy_loops(first.resources.ptx))
+            in_flight = max(1, config.num_stages - 1)
+            trips_us -= read * len(facts.round_trips) * L2_ROUND_TRIP_US
+            for operands, gates in zip(
+                EXCHANGED_OPERANDS[kernel, variant], STREAMED_GATES[kernel, variant], strict=True
+            ):
+                chunk = (operands * config.block_b + gates * config.block_h) * config.block_k
+                transfer = chunk * dtype.itemsize / (L2_BYTES_PER_CLK_SM * rate)
+                trips_us += streamed * max(L2_ROUND_TRIP_US / in_flight, transfer)
+            mma += (streamed - 1) * chunk_mma * len(facts.round_trips)
+            issued += (streamed - 1) * body * len(facts.round_trips)
         # independent accumulators per warp: a tile of m16n8 blocks per gate (the backward sums its three gates)
         chains = (config.block_b // 16) * (config.block_h // 8) * (1 if kernel == "backward" else 3)
-        throughput = facts.mma * config.num_warps * flop_per_mma / (MMA_FLOP_PER_CLK_SM[dtype.itemsize] * rate)
-        chain = facts.mma * MMA_ISSUE_CYCLES / max(1, chains) / rate
-        trips = sum(facts.round_trips)
-        issued = instruction_count(time_loop(first.resources.ptx))
+        throughput = mma * config.num_warps * flop_per_mma / (MMA_FLOP_PER_CLK_SM[dtype.itemsize] * rate)
+        chain = mma * MMA_ISSUE_CYCLES / max(1, chains) / rate
         warps_per_scheduler = -(-config.num_warps // SCHEDULERS_PER_SM)
-        issue = (issued - facts.mma) * warps_per_scheduler / ISSUE_PER_CLOCK / rate
+        issue = (issued - mma) * warps_per_scheduler / ISSUE_PER_CLOCK / rate
         counts = {
             "round trips": facts.round_trips,
             "mma per warp": facts.mma,
@@ -82,7 +108,8 @@ def predict(kernel: str, variant: str, precision: str, batch: int, hidden: int) 
             "instructions": issued,
         }
         barrier = BARRIER_US if slices > 1 else 0.0
-        step = facts.arrivals * barrier + trips * L2_ROUND_TRIP_US + max(throughput, chain) + issue
+        blocks = min(config.batch_blocks, -(-batch // config.block_b))
+        step = facts.arrivals * barrier + blocks * (trips_us + max(throughput, chain) + issue)
     described = (
         f"{first.mode}, {slices * groups} programs (slice {config.block_h}, {config.batch_blocks} x {config.block_b}"
         f" rows, K chunk {config.block_k}, {config.num_warps} warps): {first.resources.registers} registers, "

@@ -12,7 +12,15 @@ import sys
 
 import pytest
 
-from tritongru.compiled import StepFacts, instruction_count, mma_shape, planned_step, step_facts, time_loop
+from tritongru.compiled import (
+    StepFacts,
+    copy_problems,
+    instruction_count,
+    mma_shape,
+    planned_step,
+    step_facts,
+    time_loop,
+)
 from tritongru.configs import KernelConfig
 
 PREAMBLE = """
@@ -166,33 +174,82 @@ def test_the_plan_counts_waves_and_the_tile():
     assert double.mma == 288 and double.exponentials == 0
 
 
-def test_a_streamed_chunk_is_held_by_no_one_and_brings_its_weights_into_its_wave():
+def test_streamed_chunks_are_a_loop_read_once_beside_the_held_chunks_waves():
     """TF32 at H=2048 in chunks of 128 (16 of them), 10 streamed: the 6 held chunks' 144 KB leave 81 KB of
-    shared memory, so the held chunks of ``h`` (8 KB each) load in one wave; a streamed chunk comes with three
-    gates' weights in the forward (32 KB a pair: two a wave, 80 KB of registers on 8 warps) and one in the
-    backward (16 KB: five a wave). The mma is the whole tile's, held or streamed."""
+    shared memory, so the held chunks of ``h`` (8 KB each) load in one wave; the streamed chunks are a loop whose
+    body (one chunk's products) the PTX holds once: with pipelined copies (2 stages) its wait and the one after
+    it, without (1 stage) one."""
     import torch
 
-    from tritongru.configs import held_chunks, resident_bytes, stream_wave_chunks, wave_chunks
+    from tritongru.configs import held_chunks, resident_bytes, wave_chunks
 
     config = KernelConfig(16, 16, 128, num_warps=8, split_k=True, streamed_chunks=10)
     assert held_chunks(config, 2048) == 6 and resident_bytes(config, 2048, torch.float32) == 6 * 3 * 128 * 16 * 4
     assert held_chunks(KernelConfig(16, 16, 128, num_warps=8, split_k=True, streamed_chunks=20), 2048) == 0
     assert wave_chunks(config, 2048, torch.float32) == 10
-    assert stream_wave_chunks(config, 2048, torch.float32) == 2
-    assert stream_wave_chunks(config, 2048, torch.float32, backward=True) == 5
-    assert planned_step("forward", "cudnn", config, 2048, torch.float32) == StepFacts((1 + 5,), 192, 1, 3)
-    assert planned_step("forward", "classic", config, 2048, torch.float32).round_trips == (6, 6)
-    # the backward's three gate gradients: 18 held pairs in waves of 10, 30 streamed in waves of 5
-    assert planned_step("backward", "cudnn", config, 2048, torch.float32).round_trips == (2 + 6,)
+    # the tile's mma over 6 held chunks and the loop's one: 16 x 16 x 3 gates x 7 x 128 / (16 x 8 x 8) / 8 warps
+    assert planned_step("forward", "cudnn", config, 2048, torch.float32) == StepFacts((1 + 2,), 84, 1, 3)
+    assert planned_step("forward", "classic", config, 2048, torch.float32).round_trips == (3, 3)
+    # the backward's three gate gradients: 18 held pairs in waves of 10, then the loop
+    assert planned_step("backward", "cudnn", config, 2048, torch.float32).round_trips == (2 + 2,)
+    unpipelined = KernelConfig(16, 16, 128, num_warps=8, num_stages=1, split_k=True, streamed_chunks=10)
+    assert planned_step("forward", "cudnn", unpipelined, 2048, torch.float32).round_trips == (1 + 1,)
+    every = KernelConfig(16, 16, 128, num_warps=8, split_k=True, streamed_chunks=16)
+    assert planned_step("backward", "cudnn", every, 2048, torch.float32) == StepFacts((2,), 12, 1, 0)
 
 
-def test_the_float32_forward_streams_the_weights_that_do_not_fit_and_nothing_else_does(monkeypatch):
+def test_cp_async_copies_are_a_round_trip_at_their_wait():
+    """A pipelined loop's copies into shared memory: issued, committed, then one wait for all since the last."""
+    copy = "\tcp.async.cg.shared.global [ %r7 + 0 ], [ %rd3 + 0 ], 0x10, %r8;\n\tcp.async.commit_group;\n"
+    wait = "\tcp.async.wait_group \t0;\n"
+    assert step_facts(kernel(copy, copy, wait, MMA, ARRIVE)).round_trips == (1,)
+    assert step_facts(kernel(copy, wait, copy, wait, MMA, ARRIVE)).round_trips == (2,)
+    assert step_facts(kernel(wait, MMA, ARRIVE)).round_trips == (0,), "a wait with nothing in flight"
+    assert step_facts(kernel(load(1), stage(1), copy, wait, MMA, ARRIVE)).round_trips == (2,)
+
+
+def test_copies_into_shared_memory_are_waited_for_before_the_barrier_and_issued_after_its_poll():
+    """``cp.async`` in a grid-synchronised step is safe only between the poll's acquire and the next arrival, and
+    all waited for (``wait_group 0``) before that arrival; the loop is read around its end."""
+    copy = "\tcp.async.cg.shared.global [ %r7 + 0 ], [ %rd3 + 0 ], 0x10, %r8;\n\tcp.async.commit_group;\n"
+    wait = "\tcp.async.wait_group \t0;\n"
+    assert copy_problems(kernel(copy, wait, MMA, ARRIVE)) == []
+    in_flight = ["an asynchronous copy (cp.async) in flight at a barrier arrival"]
+    assert copy_problems(kernel(copy, "\tcp.async.wait_group \t1;\n", MMA, ARRIVE)) == in_flight
+    assert copy_problems(kernel(wait, copy, MMA, ARRIVE)) == in_flight, "waited for before it was issued"
+    # the spin loop (the poll's acquire) ends the loop's body: a copy after the arrival, before it
+    before_poll = kernel(copy, wait, MMA, ARRIVE, copy, wait)
+    assert copy_problems(before_poll) == [
+        "an asynchronous copy (cp.async) issued between a barrier arrival and its poll"
+    ]
+    outside = PREAMBLE + copy + wait + LOOP_HEADER + MMA + ARRIVE + SPIN + LATCH
+    assert copy_problems(outside) == ["an asynchronous copy (cp.async) outside the time loop could cross the barrier"]
+
+
+def test_a_loops_latch_placed_before_its_header_is_read_after_its_body():
+    """LLVM may place a nested loop's latch (here the loop over batch blocks: its last chunk's wait) above the
+    loop's header; one iteration runs it after the body, before the barrier."""
+    inner_latch = "$L__BB0_17:    // %._crit_edge\n    //   in Loop: Header=BB0_14 Depth=2\n"
+    inner_header = "$L__BB0_14:    //   Parent Loop BB0_2 Depth=1\n    // =>  This Loop Header: Depth=2\n"
+    after = "$L__BB0_18:    // %._crit_edge152\n    //   in Loop: Header=BB0_2 Depth=1\n"
+    copy = "\tcp.async.cg.shared.global [ %r7 + 0 ], [ %rd3 + 0 ], 0x10, %r8;\n"
+    wait = "\tcp.async.wait_group \t0;\n"
+    latch_first = f"{inner_latch}{wait}\t@%p3 bra \t$L__BB0_14;\n"
+    ptx = kernel(latch_first, f"{inner_header}{copy}{MMA}\t@%p4 bra \t$L__BB0_17;\n", after, ARRIVE)
+    loop = time_loop(ptx)
+    assert loop.index(next(line for line in loop if line.startswith("cp.async.wait"))) > loop.index(
+        next(line for line in loop if line.startswith("cp.async.cg"))
+    )
+    assert copy_problems(ptx) == [] and step_facts(ptx).round_trips == (1,)
+
+
+def test_the_float32_kernels_stream_the_weights_that_do_not_fit_and_nothing_else_does(monkeypatch):
     """At H=2048 a slice's float32 weights (384 KB) do not fit in shared memory: the forward (TF32 or IEEE)
-    holds 3 of 8 K chunks of 256 (144 KB, beside a streamed wave's 64 KB) and streams 5, at every batch up to 32
-    blocks a program; its alternatives are K chunks of 128 (8 held, 8 streamed), then the launch per step and
-    its own alternatives. The backward, bf16 (whose weights fit), float64 and the narrower widths do not
-    stream."""
+    holds 6 of 16 K chunks of 128 (144 KB, beside its loop's two stages of an ``h`` chunk and three gates'
+    weights, 64 KB) and streams 10, the backward (two stages of three gate gradients' chunks and three gates'
+    weights, 96 KB) holds 5 and streams 11, at every batch up to 32 blocks a program; the next alternative streams
+    every chunk, then the launch per step and its own alternatives. bf16 (whose weights fit), float64 and the
+    narrower widths do not stream."""
     import torch
 
     from tritongru import configs
@@ -200,21 +257,21 @@ def test_the_float32_forward_streams_the_weights_that_do_not_fit_and_nothing_els
 
     monkeypatch.setattr(configs, "interpreting", lambda: False)  # the configs of a GPU
     tf32 = dict(dtype=torch.float32, allow_tf32=True, sm_count=132)
-    for batch, blocks in ((1, 1), (16, 1), (64, 4), (512, 32)):
-        config = heuristic_config("forward", batch, 2048, **tf32)
-        assert (config.persistent, config.block_k, config.streamed_chunks) == (True, 256, 5)
-        assert (config.block_b, config.block_h, config.batch_blocks) == (16, 16, blocks)
-    first, narrower, per_step, *per_step_alternatives = heuristic_configs("forward", 16, 2048, **tf32)
-    assert first == heuristic_config("forward", 16, 2048, **tf32)
-    assert (narrower.block_k, narrower.streamed_chunks, per_step) == (128, 8, PER_STEP)
-    assert {c.block_h for c in per_step_alternatives} == {16, 32, 64}
-    assert not any(c.persistent for c in per_step_alternatives)
-    assert heuristic_config("forward", 1024, 2048, **tf32) == PER_STEP, "64 batch blocks a program"
-    assert heuristic_config("backward", 16, 2048, **tf32) == PER_STEP
-    assert heuristic_config("forward", 16, 2048, dtype=torch.float32, sm_count=132).streamed_chunks == 5
-    assert heuristic_config("forward", 16, 1024, **tf32).streamed_chunks == 0
-    assert heuristic_config("forward", 16, 2048, dtype=torch.bfloat16, sm_count=132).streamed_chunks == 0
-    assert not heuristic_config("forward", 16, 2048, dtype=torch.float64, sm_count=132).persistent
+    for kernel, streamed in (("forward", 10), ("backward", 11)):
+        for batch, blocks in ((1, 1), (16, 1), (64, 4), (512, 32)):
+            config = heuristic_config(kernel, batch, 2048, **tf32)
+            assert (config.persistent, config.block_k, config.streamed_chunks) == (True, 128, streamed), kernel
+            assert (config.block_b, config.block_h, config.batch_blocks, config.num_stages) == (16, 16, blocks, 2)
+        first, every, per_step, *per_step_alternatives = heuristic_configs(kernel, 16, 2048, **tf32)
+        assert first == heuristic_config(kernel, 16, 2048, **tf32)
+        assert (every.block_k, every.streamed_chunks, per_step) == (128, 16, PER_STEP)
+        assert {c.block_h for c in per_step_alternatives} == {16, 32, 64}
+        assert not any(c.persistent for c in per_step_alternatives)
+        assert heuristic_config(kernel, 1024, 2048, **tf32) == PER_STEP, "64 batch blocks a program"
+        assert heuristic_config(kernel, 16, 2048, dtype=torch.float32, sm_count=132).streamed_chunks == streamed
+        assert heuristic_config(kernel, 16, 1024, **tf32).streamed_chunks == 0
+        assert heuristic_config(kernel, 16, 2048, dtype=torch.bfloat16, sm_count=132).streamed_chunks == 0
+        assert not heuristic_config(kernel, 16, 2048, dtype=torch.float64, sm_count=132).persistent
     assert heuristic_config("forward", 16, 4096, head_dim=2048, **tf32) == PER_STEP, "two heads: 256 slices"
 
 

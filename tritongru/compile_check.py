@@ -12,9 +12,10 @@ shared memory per program.
 It checks what must hold before a GPU ever runs them: nothing fails to compile; no config the launchers
 would take spills or needs more shared memory than an SM has; in every grid-synchronised kernel the
 barrier is what it must be (a release atomic to arrive, acquire loads to poll, no asynchronous copy that could
-cross it); and every grid-synchronised step does what its plan says (:func:`step_problems`): one round trip to
-L2 per wave of exchanged data and phase, no warp computing products or gates another warp computes. It needs
-Triton's CUDA backend but no GPU, and must run without ``TRITON_INTERPRET``::
+cross it: :func:`tritongru.compiled.copy_problems`); and every grid-synchronised step does what its plan says
+(:func:`step_problems`): one round trip to L2 per wave of exchanged data and phase, no warp computing products
+or gates another warp computes. It needs Triton's CUDA backend but no GPU, and must run without
+``TRITON_INTERPRET``::
 
     python -m tritongru.compile_check --arch 90               # every size of SIZES, the extreme flags
     python -m tritongru.compile_check --arch 90 --every-flag  # ... and every combination of flags
@@ -39,7 +40,7 @@ from dataclasses import dataclass
 
 import triton
 
-from tritongru.compiled import Resources, kernel_resources, mma_shape, planned_step, step_facts
+from tritongru.compiled import Resources, copy_problems, kernel_resources, mma_shape, planned_step, step_facts
 from tritongru.configs import KERNELS, SHARED_MEMORY_MAX, KernelConfig
 from tritongru.environment import interpreting
 from tritongru.kernels.grid_sync import barrier_stress_kernel
@@ -220,9 +221,7 @@ def barrier_problems(ptx: str) -> list[str]:
         problems.append("no release atomic add (arrival)")
     if not re.search(r"(ld|atom)\.global\.gpu\.acquire", ptx):
         problems.append("no acquire load (poll)")
-    if "cp.async" in ptx:
-        problems.append("an asynchronous copy (cp.async) could cross the barrier")
-    return problems
+    return problems + copy_problems(ptx)
 
 
 def step_problems(call: Call, compiled: Compiled) -> list[str]:

@@ -157,41 +157,71 @@ def _blocks(ptx: str) -> list[tuple[str, list[str]]]:
     return blocks
 
 
-def time_loop(ptx: str) -> list[str]:
-    """The instructions of the kernel's time loop in the order one iteration runs them: the outermost loop
-    with the most instructions, from its header on (blocks LLVM placed before the header, its latch, come
-    last), nested loops included (the barrier's spin loop). Raises ``ValueError`` when the PTX has no loop."""
+def _loop_nest(ptx: str) -> tuple[list[tuple[str, list[str]]], dict[str, list[int]], dict[str, list[str]]]:
+    """``(blocks, own, children)``: the PTX's basic blocks (:func:`_blocks`), each loop's own blocks (those whose
+    innermost loop it is, by its header's name) and its directly nested loops, from the loop comments LLVM
+    writes after each block's label."""
     blocks = _blocks(ptx)
-    members: dict[str, list[int]] = {}
-    parent_of: dict[str, str] = {}
+    own: dict[str, list[int]] = {}
+    children: dict[str, list[str]] = {}
     for index, (label, lines) in enumerate(blocks):
         comments = " ".join(line for line in lines if line.startswith("//") or "//" in line[:1] or line is lines[0])
         name = label.removeprefix("$L__")
         header = re.search(r"in Loop: Header=(\w+)", comments)
         if "Loop Header" in comments:
-            members.setdefault(name, []).append(index)
-            parent = re.search(r"Parent Loop (\w+)", comments)
-            if parent:
-                parent_of[name] = parent.group(1)
+            own.setdefault(name, []).append(index)
+            parents = re.findall(r"Parent Loop (\w+)", comments)
+            if parents:
+                children.setdefault(parents[-1], []).append(name)  # listed outermost first
         elif header:
-            members.setdefault(header.group(1), []).append(index)
-    if not members:
+            own.setdefault(header.group(1), []).append(index)
+    return blocks, own, children
+
+
+def _instructions(blocks: list[tuple[str, list[str]]], indices: list[int]) -> list[str]:
+    lines = [line for i in indices for line in blocks[i][1][1:] if not line.startswith(".")]
+    return [line for line in lines if not line.startswith("//") and not _DEBUG_LABEL.match(line)]
+
+
+def time_loop(ptx: str) -> list[str]:
+    """The instructions of the kernel's time loop in the order one iteration runs them: the outermost loop
+    with the most instructions, from its header on, and so each loop nested in it from its own header on (blocks
+    LLVM placed before a loop's header, its latch, come after the loop's other blocks), nested loops included
+    once (the barrier's spin loop, the loop over batch blocks, a pipelined K loop). Raises ``ValueError`` when
+    the PTX has no loop."""
+    blocks, own, children = _loop_nest(ptx)
+    if not own:
         raise ValueError("no loop in this PTX")
 
-    def outermost(name: str) -> str:
-        while name in parent_of:
-            name = parent_of[name]
-        return name
+    def every(name: str) -> list[int]:
+        return own.get(name, []) + [i for child in children.get(name, []) for i in every(child)]
 
-    loops: dict[str, list[int]] = {}
-    for name, indices in members.items():
-        loops.setdefault(outermost(name), []).extend(indices)
-    instructions = lambda indices: [line for i in indices for line in blocks[i][1][1:] if not line.startswith(".")]
-    header, indices = max(loops.items(), key=lambda item: len(instructions(item[1])))
-    indices = sorted(set(indices))
-    start = next(i for i in indices if blocks[i][0] == f"$L__{header}")
-    ordered = [i for i in indices if i >= start] + [i for i in indices if i < start]
-    return [line for line in instructions(ordered) if not line.startswith("//") and not _DEBUG_LABEL.match(line)]
+    def arranged(name: str) -> list[int]:
+        indices = sorted(every(name))
+        start = next(i for i in indices if blocks[i][0] == f"$L__{name}")
+        order = [i for i in indices if i >= start] + [i for i in indices if i < start]
+        for child in children.get(name, []):
+            inner = set(every(child))
+            at = next(k for k, i in enumerate(order) if i in inner)
+            rest = [i for i in order if i not in inner]
+            order = rest[:at] + arranged(child) + rest[at:]
+        return order
+
+    nested = {child for names in children.values() for child in names}
+    header = max((name for name in own if name not in nested), key=lambda name: len(_instructions(blocks, every(name))))
+    return _instructions(blocks, arranged(header))
+
+
+def copy_loops(ptx: str) -> list[str]:
+    """The instructions of every innermost loop that copies into shared memory (``cp.async``): the body of the
+    pipelined loop over streamed K chunks, which :func:`time_loop` holds once and a step runs once per chunk."""
+    blocks, own, children = _loop_nest(ptx)
+    found = []
+    for name, indices in own.items():
+        body = _instructions(blocks, sorted(indices))
+        if name not in children and any(line.startswith(("cp.async.ca.", "cp.async.cg.")) for line in body):
+            found += body
+    return found
 
 
 def instruction_count(lines: list[str]) -> int:
@@ -228,16 +258,24 @@ def step_facts(ptx: str) -> StepFacts:
 
     The model of a round trip: every exchange load (``ld.global.cg``) issued since the last wait is in
     flight; the first instruction that reads one of their registers (a copy only renames it) waits for all of
-    them, and they all arrive together. A grid-barrier arrival (release add) ends a phase."""
+    them, and they all arrive together. Copies straight into shared memory (``cp.async``, a pipelined loop's) are
+    waited for by ``cp.async.wait_group``: one round trip for those issued since the last. A grid-barrier arrival
+    (release add) ends a phase."""
     phases, pending, trips, mma, arrivals, exponentials, shuffles = [], set(), 0, 0, 0, 0, 0
+    copying = False
     for line in time_loop(ptx):
         opcode, written, read = _operands(line)
+        if opcode.startswith(("cp.async.ca.", "cp.async.cg.")):
+            copying = True
+        elif opcode.startswith("cp.async.wait") and copying:
+            trips += 1
+            copying = False
         exponentials += opcode.startswith("ex2.")
         shuffles += opcode.startswith("shfl.")
         if _ARRIVAL.match(opcode):
             arrivals += 1
             phases.append(trips)
-            pending, trips = set(), 0
+            pending, trips, copying = set(), 0, False
             continue
         if opcode.startswith("mma.sync") or opcode.startswith("wgmma.mma_async"):
             mma += 1
@@ -252,6 +290,40 @@ def step_facts(ptx: str) -> StepFacts:
     return StepFacts(
         round_trips=tuple(phases), mma=mma, arrivals=arrivals, exponentials=exponentials, shuffles=shuffles
     )
+
+
+def copy_problems(ptx: str) -> list[str]:
+    """How copies straight into shared memory (``cp.async``) could cross a grid barrier in a kernel's PTX (empty
+    when none can): one outside the time loop, one in flight (not waited for with ``cp.async.wait_group 0`` or
+    ``cp.async.wait_all``) at a barrier arrival, whose release would not cover what it wrote, or one issued after
+    an arrival before the poll's acquire load, which could read the data of the step before. The loop is read
+    twice, so that what is in flight at its end is in flight at its start."""
+    lines = [line.strip() for line in ptx.splitlines()]
+    issued = [line for line in lines if line.startswith(("cp.async.ca.", "cp.async.cg."))]
+    if not issued:
+        return []
+    try:
+        loop = time_loop(ptx)
+    except ValueError:
+        loop = []
+    if len(issued) != sum(line.startswith(("cp.async.ca.", "cp.async.cg.")) for line in loop):
+        return ["an asynchronous copy (cp.async) outside the time loop could cross the barrier"]
+    problems, in_flight, arrived = [], False, False
+    for line in loop + loop:
+        opcode, _, _ = _operands(line)
+        if opcode.startswith(("cp.async.ca.", "cp.async.cg.")):
+            if arrived:
+                problems.append("an asynchronous copy (cp.async) issued between a barrier arrival and its poll")
+            in_flight = True
+        elif opcode == "cp.async.wait_all" or re.match(r"cp\.async\.wait_group\s+0;", line):
+            in_flight = False
+        elif _ARRIVAL.match(opcode):
+            if in_flight:
+                problems.append("an asynchronous copy (cp.async) in flight at a barrier arrival")
+            arrived = True
+        elif re.match(r"(ld|atom)\.global\.gpu\.acquire", opcode):
+            arrived = False
+    return list(dict.fromkeys(problems))
 
 
 EXCHANGED_OPERANDS = {("forward", "cudnn"): (1,), ("forward", "classic"): (1, 1), ("backward", "cudnn"): (3,)}
@@ -285,27 +357,28 @@ def planned_step(
 ) -> StepFacts:
     """What one pass of the grid-synchronised ``kind`` kernel's time loop (one batch block of a step: the
     kernel loops over its ``batch_blocks``, each the same code) should do under ``config``, from its plan: one
-    round trip per phase and wave of exchanged chunks (:func:`tritongru.configs.wave_chunks`; a wave of chunks
-    whose weights are streamed, :func:`tritongru.configs.stream_wave_chunks`, brings them along); the tile's
-    ``mma`` (of ``shape``, by default :data:`MMA_SHAPE`'s) shared out over the warps with none computed twice
-    (``mma`` is 0 where the products run on the FMA units: IEEE float32, ``tensor_cores=False``); one barrier
-    arrival per phase (the backward's phase 0 of its last step comes before the loop); in the forward, each
-    thread evaluating its share of the tile's three gates, no warp another's (``ex2`` where the gates are
-    float32; the backward reads its gates); no lane shuffle (each element's cross-warp partials summed in one
-    thread's registers: ``tritongru.kernels.gru_math.finish_products``). ``width``: the products' K, ``H`` (or
-    a multi-head GRU's units per head)."""
-    from tritongru.configs import held_chunks, stream_wave_chunks, wave_chunks
+    round trip per phase and wave of exchanged chunks against held weights (:func:`tritongru.configs.wave_chunks`);
+    the chunks whose weights are streamed (``streamed_chunks``) in a loop, read once: with pipelined copies
+    (``num_stages`` of 2 or more) its body's wait for a chunk's copies and the wait after it, else one; the tile's
+    ``mma`` (of ``shape``, by default :data:`MMA_SHAPE`'s) over the held chunks and the loop's one, shared out over
+    the warps with none computed twice (``mma`` is 0 where the products run on the FMA units: IEEE float32,
+    ``tensor_cores=False``); one barrier arrival per phase (the backward's phase 0 of its last step comes before the
+    loop); in the forward, each thread evaluating its share of the tile's three gates, no warp another's (``ex2``
+    where the gates are float32; the backward reads its gates); no lane shuffle (each element's cross-warp partials
+    summed in one thread's registers: ``tritongru.kernels.gru_math.finish_products``). ``width``: the products'
+    K, ``H`` (or a multi-head GRU's units per head)."""
+    from tritongru.configs import held_chunks, wave_chunks
 
     chunks = -(-width // config.block_k)
     held = held_chunks(config, width)
     wave = wave_chunks(config, width, dtype)
-    stream_wave = stream_wave_chunks(config, width, dtype, backward=kind == "backward")
-    operands = EXCHANGED_OPERANDS[kind, variant]
-    trips = tuple(-(-(n * held) // wave) + -(-(n * (chunks - held)) // stream_wave) for n in operands)
+    loop = 0 if held == chunks else 2 if config.num_stages >= 2 else 1
+    trips = tuple(-(-(n * held) // wave) + loop for n in EXCHANGED_OPERANDS[kind, variant])
     mma = 0
     if tensor_cores:
         m, n, k = shape or MMA_SHAPE[dtype.itemsize]
-        mma = config.block_b * config.block_h * 3 * chunks * config.block_k // (m * n * k) // config.num_warps
+        read = held + (held < chunks)  # the loop's body holds one chunk's products
+        mma = config.block_b * config.block_h * 3 * read * config.block_k // (m * n * k) // config.num_warps
     exponentials = 0
     if kind == "forward" and dtype.itemsize <= 4:
         exponentials = 3 * -(-config.block_b * config.block_h // (32 * config.num_warps))

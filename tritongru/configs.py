@@ -34,8 +34,10 @@ class KernelConfig:
     only CTA barriers, several meet at a grid barrier (a cooperative launch; see :mod:`tritongru.launchers`);
     ``False`` launches once per step and phase. ``streamed_chunks``: of a persistent program's K chunks of
     ``W_hh``, how many (the last) it reads from L2 every step instead of holding them on chip, where a slice's
-    weights do not all fit (:func:`held_chunks`). ``max_wave_chunks``: at most this many K chunks of a persistent
-    program's exchanged operand in flight at once (:func:`wave_chunks`; 0: as many as fit).
+    weights do not all fit (:func:`held_chunks`), in a loop over ``num_stages`` pipeline stages (the only loop of
+    a persistent program that ``num_stages`` pipelines: its time loop and loop over batch blocks run one stage).
+    ``max_wave_chunks``: at most this many K chunks of a persistent program's exchanged operand in flight at once
+    (:func:`wave_chunks`; 0: as many as fit).
     """
 
     block_b: int
@@ -115,12 +117,13 @@ IN_FLIGHT_BYTES_PER_THREAD = 320
 """Bytes of the exchanged operand one thread may have in flight at once (80 registers): the loads of one wave
 (:func:`wave_chunks`) must fit beside the accumulators, the state and the prefetched inputs."""
 
-STREAMED_BLOCK_K = 256
-"""K chunk of a persistent forward that streams part of its weights (:func:`_streamed`). Compiled for sm_90
-(Triton 3.6), the TF32 forward at H=2048 in K chunks of 256 (3 held, 5 streamed) spilled nothing at B=1 and 16
-(both forms and flag sets) and in the classic form at B=64 and 256; the cudnn form with every flag off spilled at
-B=64 (8 B) and 256, where K chunks of 128 (8 held) did not (``profiling/NOTES.md``). IEEE float32 in K chunks
-of 512 spilled over 1 KB."""
+STREAMED_BLOCK_K = 128
+"""K chunk of a persistent program that streams part of its weights (:func:`_streamed`): the held chunks are
+multiplied in waves, the streamed ones in a loop whose copies the compiler pipelines into shared memory (each
+stage a chunk of the exchanged operands and of three gates' weights). Compiled for sm_90 (Triton 3.6), TF32 at
+H=2048, every flag on: the backward in K chunks of 128 with 10 of 16 streamed spilled nothing at B=16 and 24 B
+at B=64 (every chunk streamed: none); in K chunks of 256 with 4 of 8, 32 B at B=16. The forward in chunks of 128
+with 10 streamed: 192 registers, none."""
 
 PERSISTENT_WARPS = 8
 """Warps of a persistent program. Compiled for sm_90, 4 warps (48 registers of loads each) at B=16 H=768 bf16
@@ -159,14 +162,6 @@ def wave_chunks(config: KernelConfig, width: int, dtype: torch.dtype) -> int:
     return _wave(config, width, dtype, config.block_b)
 
 
-def stream_wave_chunks(config: KernelConfig, width: int, dtype: torch.dtype, backward: bool = False) -> int:
-    """:func:`wave_chunks` for the chunks a persistent program streams (``streamed_chunks``): each comes with
-    its weights in flight beside it, ``[block_k, block_h]`` tiles of three gates in the forward (r, z and n
-    from one ``h``), of one in the ``backward`` (each gate's gradient by its own gate's weights)."""
-    gates = 1 if backward else 3
-    return _wave(config, width, dtype, config.block_b + gates * config.block_h)
-
-
 def _wave(config: KernelConfig, width: int, dtype: torch.dtype, rows: int) -> int:
     """Chunks of ``rows x block_k`` elements that fit in flight at once (see :func:`wave_chunks`)."""
     if not config.persistent:
@@ -198,14 +193,13 @@ def heuristic_config(
     as let its ``slices x groups`` grid fit on ``sm_count`` SMs at once (up to
     :data:`~tritongru.tuning_cache.MAX_BATCH_BLOCKS`). So bf16 and fp16 stay persistent up to ``H = 2048``
     (``B = 512`` there, ``B = 1024`` at ``H = 1024``, 132 SMs), float32 and TF32 up to ``H = 1024``, float64 up
-    to ``H = 256`` (:data:`FLOAT64_RESIDENT_BYTES_MAX`). The float32 and TF32 forward keeps the wider slices
-    (``H = 2048``) in one launch too, holding the K chunks that fit and streaming the rest from L2 every step
-    (``streamed_chunks``, :func:`_streamed`; K chunks of :data:`STREAMED_BLOCK_K`: at ``H = 2048`` 3 held and 5
-    streamed, 6 round trips a step). Where no such grid fits: one launch per step (:data:`PER_STEP`, slices of 64
-    on 8 warps with the weights streamed): the float32 and TF32 backward at ``H = 2048``, float64 above 256,
-    larger batches; the cell (one step) the same in slices of 16; float64 in slices of 16 with narrower K chunks
-    (:data:`FLOAT64_PER_STEP`). The streaming backward spilled 48-240 B (sm_90, Triton 3.6, TF32 B=16 H=2048,
-    every flag on, K chunks of 128 and 256, 4-9 streamed, in the planned round trips).
+    to ``H = 256`` (:data:`FLOAT64_RESIDENT_BYTES_MAX`). float32 and TF32 keep the wider slices (``H = 2048``) in
+    one launch too, holding the K chunks that fit and streaming the rest from L2 every step in a pipelined loop
+    (``streamed_chunks``, :func:`_streamed`; K chunks of :data:`STREAMED_BLOCK_K`: at ``H = 2048`` the forward
+    holds 6 of 16, the backward 5; where that spills, the next alternative streams all 16). Where no such grid
+    fits: one launch per step (:data:`PER_STEP`, slices of 64 on 8 warps with the weights streamed): float64
+    above 256, larger batches; the cell (one step) the same in slices of 16; float64 in slices of 16 with
+    narrower K chunks (:data:`FLOAT64_PER_STEP`).
     ``python -m tritongru.compile_check`` compiles every size it serves and fails on a spill; where every
     persistent alternative spills, the launchers run per step (:func:`heuristic_configs`).
 
@@ -236,7 +230,8 @@ def heuristic_config(
         # slices of 16: beside its second set of products (the input side), the per-step 16 x 64 tile on 8 warps
         # spilled 728-1376 B on sm_90 (bf16, H=256, every flag) in all 15 alternatives, 16 x 32 8-264 B
         return KernelConfig(MIN_BLOCK, MIN_BLOCK, _chunk(width, 8), num_warps=8, persistent=False, split_k=True)
-    config = _persistent(batch, hidden, dtype, sm_count, head_dim, streams=kernel == "forward" and dtype.itemsize == 4)
+    operands = (3 if kernel == "backward" else 1) if dtype.itemsize == 4 else 0
+    config = _persistent(batch, hidden, dtype, sm_count, head_dim, streamed_operands=operands)
     if config is not None:
         return config
     if dtype.itemsize == 8:
@@ -263,10 +258,11 @@ sm_90 (B=64 H=1024 bf16, 8 warps, gates saved), ``16 x 16`` tiles stepping two b
 
 
 def _persistent(
-    batch: int, hidden: int, dtype: torch.dtype, sm_count: int, head_dim: int | None, streams: bool = False
+    batch: int, hidden: int, dtype: torch.dtype, sm_count: int, head_dim: int | None, streamed_operands: int = 0
 ) -> KernelConfig | None:
-    """The persistent config of :func:`heuristic_config`, or None where none fits; ``streams``: where a slice's
-    weights do not all fit, one that streams part of them (:func:`_streamed`)."""
+    """The persistent config of :func:`heuristic_config`, or None where none fits; ``streamed_operands`` (the
+    exchanged operands a step multiplies; 0: never stream): where a slice's weights do not all fit, one that
+    streams part of them (:func:`_streamed`)."""
     block_b, block_h = PERSISTENT_TILE
     width = _width(hidden, head_dim)
     slices, blocks = _heads(hidden, head_dim) * -(-width // block_h), -(-batch // block_b)
@@ -291,7 +287,9 @@ def _persistent(
         config = replace(config, block_k=FLOAT64_PER_STEP.block_k, num_stages=FLOAT64_PER_STEP.num_stages)
         resident_max = FLOAT64_RESIDENT_BYTES_MAX
     if resident_bytes(config, width, dtype) > resident_max:
-        return _streamed(replace(config, block_k=STREAMED_BLOCK_K), width, dtype) if streams else None
+        if not streamed_operands:
+            return None
+        return _streamed(replace(config, block_k=STREAMED_BLOCK_K), width, dtype, streamed_operands)
     # one chunk of the exchanged operand must fit in the shared memory beside the held weights
     while _staging_room(config, width, dtype) < block_b * config.block_k * dtype.itemsize:
         if config.block_k == MIN_BLOCK * PERSISTENT_WARPS:
@@ -300,14 +298,15 @@ def _persistent(
     return config
 
 
-def _streamed(config: KernelConfig, width: int, dtype: torch.dtype) -> KernelConfig | None:
-    """``config`` holding as many K chunks of its slice's weights as leave room in shared memory for a streamed
-    wave of one chunk (its ``h`` and its three gates' weights pass through shared memory into the ``mma`` layout)
-    and streaming the rest (``streamed_chunks``); None where it could hold none."""
-    streamed_wave = (config.block_b + 3 * config.block_h) * config.block_k * dtype.itemsize
+def _streamed(config: KernelConfig, width: int, dtype: torch.dtype, operands: int) -> KernelConfig | None:
+    """``config`` holding as many K chunks of its slice's weights as leave room in shared memory for the
+    pipelined loop over the rest (``num_stages`` buffers of a chunk of each of its ``operands`` exchanged operands
+    and of three gates' weights) and streaming the rest (``streamed_chunks``); None where it could hold none."""
+    rows = operands * config.block_b + 3 * config.block_h
+    loop = config.num_stages * rows * config.block_k * dtype.itemsize
     for streamed in range(1, -(-width // config.block_k)):
         candidate = replace(config, streamed_chunks=streamed)
-        if _staging_room(candidate, width, dtype) >= streamed_wave:
+        if _staging_room(candidate, width, dtype) >= loop:
             return candidate
     return None
 
@@ -339,10 +338,9 @@ def heuristic_configs(
     four a wave 24 B, two a wave none; in IEEE float32 at B=1 H=1024, cudnn with every flag off and classic with
     every flag on, K chunks of 128 two a wave 16 B and 8 B, one a wave none; the last, per step, is what the
     IEEE float32 LayerNorm backward takes at H=1024, B=64 and 256, every flag on, where every persistent one
-    spilled 8-48 B). A first config that streams part of its weights is followed by K chunks half as wide
-    (streaming what does not fit; TF32 forward cudnn B=64 H=2048, every flag off: K chunks of 256 spilled 8 B,
-    of 128 none), then :data:`PER_STEP` and its alternatives (IEEE float32 forward classic B=64 H=2048, every flag
-    on: both streaming configs and :data:`PER_STEP` itself spilled, slices of 32 did not)."""
+    spilled 8-48 B). A first config that streams part of its weights is followed by the same streaming every K
+    chunk (holding none: TF32 backward cudnn B=64 H=2048, every flag on, 5 held spilled 24 B, none held
+    nothing), then :data:`PER_STEP` and its alternatives."""
     first = heuristic_config(
         kernel, batch, hidden, dtype=dtype, allow_tf32=allow_tf32, sm_count=sm_count, head_dim=head_dim
     )
@@ -350,9 +348,8 @@ def heuristic_configs(
         return [first]
     width = _width(hidden, head_dim)
     if first.streamed_chunks:
-        narrower = _streamed(replace(first, block_k=first.block_k // 2), width, dtype)
-        streaming = [c for c in (first, narrower) if c is not None]
-        return list(dict.fromkeys([*streaming, *_alternatives(PER_STEP, width, dtype)]))
+        every = replace(first, streamed_chunks=-(-width // first.block_k))
+        return list(dict.fromkeys([first, every, *_alternatives(PER_STEP, width, dtype)]))
     return _alternatives(first, width, dtype)
 
 

@@ -50,7 +50,6 @@ from tritongru.configs import (
     heuristic_config,
     heuristic_configs,
     select_config,
-    stream_wave_chunks,
     wave_chunks,
 )
 from tritongru.environment import interpreting
@@ -169,9 +168,7 @@ def _on_device(device: torch.device) -> Iterator[None]:
         yield
 
 
-def _kernel_constants(
-    dtype: torch.dtype, allow_tf32: bool, config: KernelConfig, width: int, backward: bool = False
-) -> dict:
+def _kernel_constants(dtype: torch.dtype, allow_tf32: bool, config: KernelConfig, width: int) -> dict:
     precision = precision_of(dtype, allow_tf32)
     return dict(
         ACC_DTYPE=tl.float64 if precision.compute_dtype == torch.float64 else tl.float32,
@@ -183,7 +180,6 @@ def _kernel_constants(
         SPLIT=config.num_warps if config.split_k else 1,
         WAVE=wave_chunks(config, width, dtype),
         HELD_CHUNKS=held_chunks(config, width),
-        STREAM_WAVE=stream_wave_chunks(config, width, dtype, backward),
         num_warps=config.num_warps,
         num_stages=config.num_stages,
     )
@@ -481,7 +477,7 @@ def backward_arguments(
         D=w_hh.shape[1],
         CLASSIC=variant == "classic",
         **zoneout_arguments(zoneout, T, storage, device),
-        **_kernel_constants(storage, allow_tf32, config, w_hh.shape[1], backward=True),
+        **_kernel_constants(storage, allow_tf32, config, w_hh.shape[1]),
     )
     return args, config
 
@@ -971,7 +967,7 @@ def layernorm_backward_arguments(
         D=w_hh.shape[1],
         CLASSIC=variant == "classic",
         **zoneout_arguments(zoneout, T, storage, device),
-        **_kernel_constants(storage, allow_tf32, config, w_hh.shape[1], backward=True),
+        **_kernel_constants(storage, allow_tf32, config, w_hh.shape[1]),
     )
     return args, config
 
