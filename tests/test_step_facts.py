@@ -222,6 +222,10 @@ def test_copies_into_shared_memory_are_waited_for_before_the_barrier_and_issued_
     assert copy_problems(before_poll) == [
         "an asynchronous copy (cp.async) issued between a barrier arrival and its poll"
     ]
+    through_l1 = copy.replace("cp.async.cg", "cp.async.ca").replace("0x10", "0x4")
+    assert copy_problems(kernel(through_l1, wait, MMA, ARRIVE)) == [
+        "an asynchronous copy through L1 (cp.async.ca), which is not coherent across SMs"
+    ]
     outside = PREAMBLE + copy + wait + LOOP_HEADER + MMA + ARRIVE + SPIN + LATCH
     assert copy_problems(outside) == ["an asynchronous copy (cp.async) outside the time loop could cross the barrier"]
 
@@ -273,6 +277,26 @@ def test_the_float32_kernels_stream_the_weights_that_do_not_fit_and_nothing_else
         assert heuristic_config(kernel, 16, 2048, dtype=torch.bfloat16, sm_count=132).streamed_chunks == 0
         assert not heuristic_config(kernel, 16, 2048, dtype=torch.float64, sm_count=132).persistent
     assert heuristic_config("forward", 16, 4096, head_dim=2048, **tf32) == PER_STEP, "two heads: 256 slices"
+    # rows not 16-element aligned: the loop's copies would pass through L1, so no streaming there
+    assert heuristic_config("backward", 16, 2032, **tf32).streamed_chunks == 11
+    assert heuristic_config("backward", 16, 2044, **tf32) == PER_STEP
+
+
+def test_a_grid_synchronised_launch_streams_only_rows_it_can_copy_past_l1():
+    """The launchers run a config that streams part of its weights per step where its rows are not 16-element
+    aligned (its copies would be cached in L1, not coherent across SMs); one that holds them all, at any size."""
+    import torch
+
+    from tritongru.launchers import gpu_plans, plan_launch, streams_past_l1
+
+    streaming = KernelConfig(16, 16, 128, num_warps=8, split_k=True, streamed_chunks=10)
+    holding = KernelConfig(16, 16, 128, num_warps=8, split_k=True)
+    assert streams_past_l1(streaming, 2048) and streams_past_l1(holding, 2045)
+    assert not streams_past_l1(streaming, 2045) and not streams_past_l1(streaming, 4096, head_dim=2040)
+    assert list(gpu_plans(streaming, 16, 2048, 90)) == ["grid-sync", "per-step"]
+    assert list(gpu_plans(streaming, 16, 2045, 90)) == ["per-step"]
+    assert list(gpu_plans(holding, 16, 2045, 90)) == ["grid-sync", "per-step"]
+    assert not plan_launch(streaming, 16, 2045, torch.device("cpu")).persistent
 
 
 SIZES = [(16, 768), (64, 256), (64, 1024), (256, 1024), (512, 512)]

@@ -294,7 +294,8 @@ def step_facts(ptx: str) -> StepFacts:
 
 def copy_problems(ptx: str) -> list[str]:
     """How copies straight into shared memory (``cp.async``) could cross a grid barrier in a kernel's PTX (empty
-    when none can): one outside the time loop, one in flight (not waited for with ``cp.async.wait_group 0`` or
+    when none can): one through L1 (``.ca``: what it caches may be another program's stale data), one outside
+    the time loop, one in flight (not waited for with ``cp.async.wait_group 0`` or
     ``cp.async.wait_all``) at a barrier arrival, whose release would not cover what it wrote, or one issued after
     an arrival before the poll's acquire load, which could read the data of the step before. The loop is read
     twice, so that what is in flight at its end is in flight at its start."""
@@ -309,6 +310,8 @@ def copy_problems(ptx: str) -> list[str]:
     if len(issued) != sum(line.startswith(("cp.async.ca.", "cp.async.cg.")) for line in loop):
         return ["an asynchronous copy (cp.async) outside the time loop could cross the barrier"]
     problems, in_flight, arrived = [], False, False
+    if any(line.startswith("cp.async.ca.") for line in issued):
+        problems.append("an asynchronous copy through L1 (cp.async.ca), which is not coherent across SMs")
     for line in loop + loop:
         opcode, _, _ = _operands(line)
         if opcode.startswith(("cp.async.ca.", "cp.async.cg.")):

@@ -302,6 +302,8 @@ def _streamed(config: KernelConfig, width: int, dtype: torch.dtype, operands: in
     """``config`` holding as many K chunks of its slice's weights as leave room in shared memory for the
     pipelined loop over the rest (``num_stages`` buffers of a chunk of each of its ``operands`` exchanged operands
     and of three gates' weights) and streaming the rest (``streamed_chunks``); None where it could hold none."""
+    if width % 16:
+        return None  # its copies would pass through L1 (tritongru.launchers.streams_past_l1)
     rows = operands * config.block_b + 3 * config.block_h
     loop = config.num_stages * rows * config.block_k * dtype.itemsize
     for streamed in range(1, -(-width // config.block_k)):

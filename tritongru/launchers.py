@@ -135,9 +135,19 @@ def plan_launch(
     grid = config.grid(batch, hidden, head_dim)
     if config.persistent and config.slices_per_head(hidden, head_dim) == 1:
         return LaunchPlan(grid, persistent=True, grid_sync=False, use_pdl=False)
-    if config.persistent and grid_sync_available(device):
+    if config.persistent and grid_sync_available(device) and streams_past_l1(config, hidden, head_dim):
         return LaunchPlan(grid, persistent=True, grid_sync=True, use_pdl=False)
     return _per_step(config, batch, hidden, _pdl_available(device), head_dim)
+
+
+def streams_past_l1(config: KernelConfig, hidden: int, head_dim: int | None = None) -> bool:
+    """Whether a grid-synchronised launch of ``config`` reads what other programs wrote past L1 (which is not
+    coherent across SMs) in its streamed K chunks too: their loop's copies into shared memory bypass L1
+    (``cp.async.cg``) only 16 bytes at a time, which the compiler emits where it knows the rows 16-element
+    aligned (``hidden`` and the head's width multiples of 16); else it copies 4 bytes at a time through L1
+    (``cp.async.ca``; sm_90, Triton 3.6, the TF32 backward at H=2045). True where nothing is streamed."""
+    width = hidden if head_dim is None else head_dim
+    return not config.streamed_chunks or (hidden % 16 == 0 and width % 16 == 0)
 
 
 def _per_step(config: KernelConfig, batch: int, hidden: int, use_pdl: bool, head_dim: int | None) -> LaunchPlan:
@@ -486,14 +496,17 @@ def gpu_plans(
     config: KernelConfig, batch: int, hidden: int, arch: int, head_dim: int | None = None
 ) -> dict[str, LaunchPlan]:
     """The plans the launchers can run ``config`` with on a GPU of compute capability ``arch`` (e.g. 90): its
-    own (``"one-slice"``: one slice per head, ``"grid-sync"`` or ``"per-step"``), and for a grid-synchronised
-    one also the per-step fallback taken where its grid cannot be resident at once."""
+    own (``"one-slice"``: one slice per head, ``"grid-sync"`` or ``"per-step"``, also where its streamed chunks
+    would pass through L1: :func:`streams_past_l1`), and for a grid-synchronised one also the per-step fallback
+    taken where its grid cannot be resident at once."""
     grid = config.grid(batch, hidden, head_dim)
     per_step = _per_step(config, batch, hidden, arch >= 90, head_dim)
     if not config.persistent:
         return {"per-step": per_step}
     if config.slices_per_head(hidden, head_dim) == 1:
         return {"one-slice": LaunchPlan(grid, persistent=True, grid_sync=False, use_pdl=False)}
+    if not streams_past_l1(config, hidden, head_dim):
+        return {"per-step": per_step}
     return {"grid-sync": LaunchPlan(grid, persistent=True, grid_sync=True, use_pdl=False), "per-step": per_step}
 
 
