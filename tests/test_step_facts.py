@@ -282,11 +282,12 @@ def test_the_float32_kernels_stream_the_weights_that_do_not_fit_and_nothing_else
     assert heuristic_config("backward", 16, 2044, **tf32) == PER_STEP
 
 
-def test_a_grid_synchronised_launch_streams_only_rows_it_can_copy_past_l1():
+def test_a_grid_synchronised_launch_streams_only_rows_it_can_copy_past_l1(monkeypatch):
     """The launchers run a config that streams part of its weights per step where its rows are not 16-element
     aligned (its copies would be cached in L1, not coherent across SMs); one that holds them all, at any size."""
     import torch
 
+    from tritongru import launchers
     from tritongru.launchers import gpu_plans, plan_launch, streams_past_l1
 
     streaming = KernelConfig(16, 16, 128, num_warps=8, split_k=True, streamed_chunks=10)
@@ -296,7 +297,12 @@ def test_a_grid_synchronised_launch_streams_only_rows_it_can_copy_past_l1():
     assert list(gpu_plans(streaming, 16, 2048, 90)) == ["grid-sync", "per-step"]
     assert list(gpu_plans(streaming, 16, 2045, 90)) == ["per-step"]
     assert list(gpu_plans(holding, 16, 2045, 90)) == ["grid-sync", "per-step"]
+    monkeypatch.setattr(launchers, "grid_sync_available", lambda device: True)
+    monkeypatch.setattr(launchers, "interpreting", lambda: False)  # a GPU's launch
     assert not plan_launch(streaming, 16, 2045, torch.device("cpu")).persistent
+    assert plan_launch(streaming, 16, 2048, torch.device("cpu")).grid_sync
+    monkeypatch.setattr(launchers, "interpreting", lambda: True)  # the interpreter's programs share no L1
+    assert plan_launch(streaming, 16, 2045, torch.device("cpu")).grid_sync
 
 
 SIZES = [(16, 768), (64, 256), (64, 1024), (256, 1024), (512, 512)]

@@ -135,7 +135,8 @@ def plan_launch(
     grid = config.grid(batch, hidden, head_dim)
     if config.persistent and config.slices_per_head(hidden, head_dim) == 1:
         return LaunchPlan(grid, persistent=True, grid_sync=False, use_pdl=False)
-    if config.persistent and grid_sync_available(device) and streams_past_l1(config, hidden, head_dim):
+    coherent = interpreting() or streams_past_l1(config, hidden, head_dim)  # the interpreter has no L1
+    if config.persistent and grid_sync_available(device) and coherent:
         return LaunchPlan(grid, persistent=True, grid_sync=True, use_pdl=False)
     return _per_step(config, batch, hidden, _pdl_available(device), head_dim)
 
