@@ -23,7 +23,8 @@ and its body's ``mma`` and instructions once per chunk.
 Every number it prints is a PREDICTION, to be replaced by what ``tritongru selftest`` measures; the
 constants below are assumptions or published H100 SXM figures, named so that a measurement can say which one
 was wrong. A per-step launch (where no grid of held weights fits) pays LAUNCH per phase instead of a barrier
-and reads its weights from L2 every step.
+and reads its weights from L2 every step, its programs (a slice and batch block each) in as many waves over the
+SMs as their registers and shared memory leave room for.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import concurrent.futures
 
 from tritongru.compile_check import Call, compile_call
 from tritongru.compiled import EXCHANGED_OPERANDS, MMA_SHAPE, copy_loops, instruction_count, step_facts, time_loop
+from tritongru.configs import SHARED_BYTES_MAX
 from tritongru.environment import interpreting
 from tritongru.precisions import PRECISIONS
 from tritongru.variants import VARIANTS
@@ -48,6 +50,8 @@ SCHEDULERS_PER_SM = 4  # spec: warp schedulers per SM
 ISSUE_PER_CLOCK = 1  # assumption: instructions one scheduler issues per clock, PTX counted as SASS
 LAUNCH_US = 3.0  # assumption: a per-step launch behind the previous one with programmatic dependent launch
 L2_BYTES_PER_CLK_SM = 64  # assumption: L2 to one SM (half of the L1's 128 B/clk port)
+SM_COUNT = 132  # spec: H100 SXM
+REGISTERS_PER_SM = 65536  # spec
 
 STREAMED_GATES = {("forward", "cudnn"): (3,), ("forward", "classic"): (2, 1)}
 STREAMED_GATES |= {("backward", "cudnn"): (3,), ("backward", "classic"): (1, 2)}
@@ -66,13 +70,11 @@ def predict(kernel: str, variant: str, precision: str, batch: int, hidden: int) 
     dtype = PRECISIONS[precision].dtype
     rate = CLOCK_GHZ * 1e3  # cycles per µs
     phases = 2 if variant == "classic" else 1
+    per_step = [c.resources for c in compiled if c.mode == "per-step"]
+    fallback = per_step_us(config, per_step, batch, hidden, dtype, phases) if per_step else float("nan")
     if first.mode == "per-step":
-        # every step reads the slice's weights and the whole operand from L2, one launch per phase
-        streamed = (3 * hidden * config.block_h + config.block_b * hidden) * dtype.itemsize
-        flops = 2 * config.block_b * hidden * 3 * config.block_h
-        work = max(streamed / (L2_BYTES_PER_CLK_SM * rate), flops / (MMA_FLOP_PER_CLK_SM[dtype.itemsize] * rate))
         counts = {"round trips": "-", "mma per warp": "-", "arrivals": 0, "instructions": "-"}
-        step = phases * (LAUNCH_US + L2_ROUND_TRIP_US + EPILOGUE_US) + work
+        step = fallback
     else:
         facts = step_facts(first.resources.ptx)
         m, n, k = MMA_SHAPE[dtype.itemsize]
@@ -115,7 +117,22 @@ def predict(kernel: str, variant: str, precision: str, batch: int, hidden: int) 
         f" rows, K chunk {config.block_k}, {config.num_warps} warps): {first.resources.registers} registers, "
         f"{first.resources.shared // 1024} KB shared, {first.resources.spills} B spilled"
     )
-    return described, step, counts
+    return described, step, counts | {"per step": fallback}
+
+
+def per_step_us(config, kernels: list, batch: int, hidden: int, dtype, phases: int) -> float:
+    """µs of a step launched per phase with ``config``'s tiles (``kernels``: the resources of its phases' kernels):
+    every program (a slice and batch block) reads its slice's weights and the whole operand from L2, as many at
+    once on an SM as the largest kernel's registers and shared memory allow."""
+    rate = CLOCK_GHZ * 1e3
+    streamed = (3 * hidden * config.block_h + config.block_b * hidden) * dtype.itemsize
+    flops = 2 * config.block_b * hidden * 3 * config.block_h
+    work = max(streamed / (L2_BYTES_PER_CLK_SM * rate), flops / (MMA_FLOP_PER_CLK_SM[dtype.itemsize] * rate))
+    registers = max(r.registers for r in kernels) * 32 * config.num_warps
+    shared = max(1, max(r.shared for r in kernels))
+    per_sm = max(1, min(REGISTERS_PER_SM // registers, SHARED_BYTES_MAX // shared))
+    programs = -(-hidden // config.block_h) * -(-batch // config.block_b)
+    return phases * (LAUNCH_US + L2_ROUND_TRIP_US + EPILOGUE_US) + -(-programs // (SM_COUNT * per_sm)) * work
 
 
 def _row(args: tuple) -> str:
@@ -125,7 +142,8 @@ def _row(args: tuple) -> str:
     trips = "-" if trips == "-" else "/".join(str(n) for n in trips if n)
     return (
         f"| {precision} | {batch} | {hidden} | {kernel} | {variant} | {described} | {trips} | "
-        f"{counts['mma per warp']} | {counts['instructions']} | {counts['arrivals']} | {step:.2f} (prediction) |"
+        f"{counts['mma per warp']} | {counts['instructions']} | {counts['arrivals']} | {step:.2f} (prediction) | "
+        f"{counts['per step']:.2f} (prediction) |"
     )
 
 
@@ -148,9 +166,9 @@ def main(argv: list[str] | None = None) -> None:
     ]
     print(
         "| precision | B | H | kernel | form | config and compiled figures (sm_90) | round trips per phase | "
-        "mma per warp | instructions per warp | barriers | predicted µs/step |"
+        "mma per warp | instructions per warp | barriers | predicted µs/step | the same tiles per step, µs |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     with concurrent.futures.ProcessPoolExecutor(args.jobs) as pool:
         for line in pool.map(_row, todo):
             print(line, flush=True)
