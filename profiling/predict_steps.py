@@ -23,8 +23,8 @@ and its body's ``mma`` and instructions once per chunk.
 Every number it prints is a PREDICTION, to be replaced by what ``tritongru selftest`` measures; the
 constants below are assumptions or published H100 SXM figures, named so that a measurement can say which one
 was wrong. A per-step launch (where no grid of held weights fits) pays LAUNCH per phase instead of a barrier
-and reads its weights from L2 every step, its programs (a slice and batch block each) in as many waves over the
-SMs as their registers and shared memory leave room for.
+and streams its weights from L2 every step, chunk after chunk as the streamed chunks above, its programs (a
+slice and batch block each) in as many waves over the SMs as their registers and shared memory leave room for.
 """
 
 from __future__ import annotations
@@ -122,17 +122,21 @@ def predict(kernel: str, variant: str, precision: str, batch: int, hidden: int) 
 
 def per_step_us(config, kernels: list, batch: int, hidden: int, dtype, phases: int) -> float:
     """µs of a step launched per phase with ``config``'s tiles (``kernels``: the resources of its phases' kernels):
-    every program (a slice and batch block) reads its slice's weights and the whole operand from L2, as many at
-    once on an SM as the largest kernel's registers and shared memory allow."""
+    every program (a slice and batch block) streams its slice's weights and the whole operand from L2 in its K
+    loop, each chunk (as the streamed chunks of a grid-synchronised step) the larger of an L2 round trip shared
+    over ``num_stages - 1`` chunks in flight and its bytes; as many programs at once on an SM as the largest
+    kernel's registers and shared memory allow."""
     rate = CLOCK_GHZ * 1e3
-    streamed = (3 * hidden * config.block_h + config.block_b * hidden) * dtype.itemsize
+    chunk = (3 * config.block_h + config.block_b) * config.block_k * dtype.itemsize
+    in_flight = max(1, config.num_stages - 1)
+    loop = -(-hidden // config.block_k) * max(L2_ROUND_TRIP_US / in_flight, chunk / (L2_BYTES_PER_CLK_SM * rate))
     flops = 2 * config.block_b * hidden * 3 * config.block_h
-    work = max(streamed / (L2_BYTES_PER_CLK_SM * rate), flops / (MMA_FLOP_PER_CLK_SM[dtype.itemsize] * rate))
+    work = max(loop, flops / (MMA_FLOP_PER_CLK_SM[dtype.itemsize] * rate))
     registers = max(r.registers for r in kernels) * 32 * config.num_warps
     shared = max(1, max(r.shared for r in kernels))
     per_sm = max(1, min(REGISTERS_PER_SM // registers, SHARED_BYTES_MAX // shared))
     programs = -(-hidden // config.block_h) * -(-batch // config.block_b)
-    return phases * (LAUNCH_US + L2_ROUND_TRIP_US + EPILOGUE_US) + -(-programs // (SM_COUNT * per_sm)) * work
+    return phases * (LAUNCH_US + EPILOGUE_US) + -(-programs // (SM_COUNT * per_sm)) * work
 
 
 def _row(args: tuple) -> str:
