@@ -194,10 +194,13 @@ def heuristic_config(
     :data:`~tritongru.tuning_cache.MAX_BATCH_BLOCKS`). So bf16 and fp16 stay persistent up to ``H = 2048``
     (``B = 512`` there, ``B = 1024`` at ``H = 1024``, 132 SMs), float32 and TF32 up to ``H = 1024``, float64 up
     to ``H = 256`` (:data:`FLOAT64_RESIDENT_BYTES_MAX`). float32 and TF32 keep the wider slices (``H = 2048``) in
-    one launch too, holding the K chunks that fit and streaming the rest from L2 every step in a pipelined loop
-    (``streamed_chunks``, :func:`_streamed`; K chunks of :data:`STREAMED_BLOCK_K`: at ``H = 2048`` the forward
-    holds 6 of 16, the backward 5; where that spills, the next alternative streams all 16). Where no such grid
-    fits: one launch per step (:data:`PER_STEP`, slices of 64 on 8 warps with the weights streamed): float64
+    one launch too where a program steps one batch block (``B <= 16`` on 132 SMs), holding the K chunks that fit
+    and streaming the rest from L2 every step in a pipelined loop (``streamed_chunks``, :func:`_streamed`; K chunks
+    of :data:`STREAMED_BLOCK_K`: at ``H = 2048`` the forward holds 6 of 16, the backward 5; where that spills, the
+    next alternative streams all 16). A program stepping several batch blocks would stream every weight once per
+    block, one block after another: ``profiling/predict_steps.py`` predicts 41-109 µs a step at B=64 (TF32),
+    against 19-22 µs per step with the same tiles. Where no such grid fits: one launch per step (:data:`PER_STEP`,
+    slices of 64 on 8 warps with the weights streamed): float32 and TF32 at ``H = 2048`` and ``B > 16``, float64
     above 256, larger batches; the cell (one step) the same in slices of 16; float64 in slices of 16 with
     narrower K chunks (:data:`FLOAT64_PER_STEP`).
     ``python -m tritongru.compile_check`` compiles every size it serves and fails on a spill; where every
@@ -287,7 +290,8 @@ def _persistent(
         config = replace(config, block_k=FLOAT64_PER_STEP.block_k, num_stages=FLOAT64_PER_STEP.num_stages)
         resident_max = FLOAT64_RESIDENT_BYTES_MAX
     if resident_bytes(config, width, dtype) > resident_max:
-        if not streamed_operands:
+        # streaming where a program steps one batch block: each block streams the weights again, in turn
+        if not streamed_operands or steps_of_blocks > 1:
             return None
         return _streamed(replace(config, block_k=STREAMED_BLOCK_K), width, dtype, streamed_operands)
     # one chunk of the exchanged operand must fit in the shared memory beside the held weights
