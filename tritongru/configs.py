@@ -345,8 +345,9 @@ def heuristic_configs(
     every flag on, K chunks of 128 two a wave 16 B and 8 B, one a wave none; the last, per step, is what the
     IEEE float32 LayerNorm backward takes at H=1024, B=64 and 256, every flag on, where every persistent one
     spilled 8-48 B). A first config that streams part of its weights is followed by the same streaming every K
-    chunk (holding none: TF32 backward cudnn B=64 H=2048, every flag on, 5 held spilled 24 B, none held
-    nothing), then :data:`PER_STEP` and its alternatives."""
+    chunk (holding none; compiled for TF32 backward cudnn B=64 H=2048, every flag on, before a program stepping
+    several batch blocks stopped streaming: 5 held spilled 24 B, none held nothing), then :data:`PER_STEP` and its
+    alternatives."""
     first = heuristic_config(
         kernel, batch, hidden, dtype=dtype, allow_tf32=allow_tf32, sm_count=sm_count, head_dim=head_dim
     )
