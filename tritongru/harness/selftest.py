@@ -107,10 +107,12 @@ BENCH_PROVIDERS: dict[str, str | None] = {"tritongru-cudnn": "cudnn", "tritongru
 """The bench's contenders, both formulations against cuDNN, each with the tritongru formulation it runs (None:
 not tritongru)."""
 
-STRESS_LAYERS = (("bf16", 16, 2048, 1024), ("fp32", 32, 1024, 1024))
+STRESS_LAYERS = (("bf16", 16, 2048, 1024), ("fp32", 32, 1024, 1024), ("fp32", 16, 2048, 1024))
 """``(precision, batch, hidden, steps)`` of the layer stress: the widest grids the heuristic runs
 grid-synchronised on an H100 (132 SMs): bf16 H=2048 in slices of 16, one barrier of 128 programs; IEEE
-float32 H=1024 in slices of 16 with two batch blocks, 128 programs meeting in two barriers of 64."""
+float32 H=1024 in slices of 16 with two batch blocks, 128 programs meeting in two barriers of 64; IEEE float32
+H=2048, 128 programs streaming 10 (forward) or 11 (backward) of 16 K chunks of their weights every step through
+a pipelined loop of copies into shared memory (``cp.async``), which no other stage runs."""
 
 STRESS_MIN_PROGRAMS = 128
 """Fewest programs a stress layer's grid-synchronised launch must have (checked from the launch plan)."""
