@@ -87,14 +87,12 @@ def predict(kernel: str, variant: str, precision: str, batch: int, hidden: int) 
             read = 2 if config.num_stages >= 2 else 1
             chunk_mma = config.block_b * config.block_h * 3 * config.block_k // (m * n * k) // config.num_warps
             body = instruction_count(copy_loops(first.resources.ptx))
-            in_flight = max(1, config.num_stages - 1)
             trips_us -= read * len(facts.round_trips) * L2_ROUND_TRIP_US
             for operands, gates in zip(
                 EXCHANGED_OPERANDS[kernel, variant], STREAMED_GATES[kernel, variant], strict=True
             ):
                 chunk = (operands * config.block_b + gates * config.block_h) * config.block_k
-                transfer = chunk * dtype.itemsize / (L2_BYTES_PER_CLK_SM * rate)
-                trips_us += streamed * max(L2_ROUND_TRIP_US / in_flight, transfer)
+                trips_us += streamed * _chunk_us(chunk * dtype.itemsize, config.num_stages)
             mma += (streamed - 1) * chunk_mma * len(facts.round_trips)
             issued += (streamed - 1) * body * len(facts.round_trips)
         # independent accumulators per warp: a tile of m16n8 blocks per gate (the backward sums its three gates)
@@ -128,8 +126,7 @@ def per_step_us(config, kernels: list, batch: int, hidden: int, dtype, phases: i
     kernel's registers and shared memory allow."""
     rate = CLOCK_GHZ * 1e3
     chunk = (3 * config.block_h + config.block_b) * config.block_k * dtype.itemsize
-    in_flight = max(1, config.num_stages - 1)
-    loop = -(-hidden // config.block_k) * max(L2_ROUND_TRIP_US / in_flight, chunk / (L2_BYTES_PER_CLK_SM * rate))
+    loop = -(-hidden // config.block_k) * _chunk_us(chunk, config.num_stages)
     flops = 2 * config.block_b * hidden * 3 * config.block_h
     work = max(loop, flops / (MMA_FLOP_PER_CLK_SM[dtype.itemsize] * rate))
     registers = max(r.registers for r in kernels) * 32 * config.num_warps
@@ -137,6 +134,13 @@ def per_step_us(config, kernels: list, batch: int, hidden: int, dtype, phases: i
     per_sm = max(1, min(REGISTERS_PER_SM // registers, SHARED_BYTES_MAX // shared))
     programs = -(-hidden // config.block_h) * -(-batch // config.block_b)
     return phases * (LAUNCH_US + EPILOGUE_US) + -(-programs // (SM_COUNT * per_sm)) * work
+
+
+def _chunk_us(chunk_bytes: int, num_stages: int) -> float:
+    """µs of one chunk of a pipelined K loop from L2: the larger of an L2 round trip shared over the
+    ``num_stages - 1`` chunks in flight and its ``chunk_bytes`` at L2_BYTES_PER_CLK_SM."""
+    in_flight = max(1, num_stages - 1)
+    return max(L2_ROUND_TRIP_US / in_flight, chunk_bytes / (L2_BYTES_PER_CLK_SM * CLOCK_GHZ * 1e3))
 
 
 def _row(args: tuple) -> str:

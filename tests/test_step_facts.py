@@ -288,7 +288,8 @@ def test_a_grid_synchronised_launch_streams_only_rows_it_can_copy_past_l1(monkey
     import torch
 
     from tritongru import launchers
-    from tritongru.launchers import gpu_plans, plan_launch, streams_past_l1
+    from tritongru.configs import streams_past_l1
+    from tritongru.launchers import gpu_plans, plan_launch
 
     streaming = KernelConfig(16, 16, 128, num_warps=8, split_k=True, streamed_chunks=10)
     holding = KernelConfig(16, 16, 128, num_warps=8, split_k=True)

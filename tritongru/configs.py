@@ -293,7 +293,8 @@ def _persistent(
         # streaming where a program steps one batch block: each block streams the weights again, in turn
         if not streamed_operands or steps_of_blocks > 1:
             return None
-        return _streamed(replace(config, block_k=STREAMED_BLOCK_K), width, dtype, streamed_operands)
+        config = _streamed(replace(config, block_k=STREAMED_BLOCK_K), width, dtype, streamed_operands)
+        return config if config is not None and streams_past_l1(config, hidden, head_dim) else None
     # one chunk of the exchanged operand must fit in the shared memory beside the held weights
     while _staging_room(config, width, dtype) < block_b * config.block_k * dtype.itemsize:
         if config.block_k == MIN_BLOCK * PERSISTENT_WARPS:
@@ -306,8 +307,6 @@ def _streamed(config: KernelConfig, width: int, dtype: torch.dtype, operands: in
     """``config`` holding as many K chunks of its slice's weights as leave room in shared memory for the
     pipelined loop over the rest (``num_stages`` buffers of a chunk of each of its ``operands`` exchanged operands
     and of three gates' weights) and streaming the rest (``streamed_chunks``); None where it could hold none."""
-    if width % 16:
-        return None  # its copies would pass through L1 (tritongru.launchers.streams_past_l1)
     rows = operands * config.block_b + 3 * config.block_h
     loop = config.num_stages * rows * config.block_k * dtype.itemsize
     for streamed in range(1, -(-width // config.block_k)):
@@ -315,6 +314,16 @@ def _streamed(config: KernelConfig, width: int, dtype: torch.dtype, operands: in
         if _staging_room(candidate, width, dtype) >= loop:
             return candidate
     return None
+
+
+def streams_past_l1(config: KernelConfig, hidden: int, head_dim: int | None = None) -> bool:
+    """Whether a grid-synchronised launch of ``config`` reads what other programs wrote past L1 (which is not
+    coherent across SMs) in its streamed K chunks too: their loop's copies into shared memory bypass L1
+    (``cp.async.cg``) only 16 bytes at a time, which the compiler emits where it knows the rows 16-element
+    aligned (``hidden`` and the head's width multiples of 16); else it copies 4 bytes at a time through L1
+    (``cp.async.ca``; sm_90, Triton 3.6, the TF32 backward at H=2045). True where nothing is streamed."""
+    width = hidden if head_dim is None else head_dim
+    return not config.streamed_chunks or (hidden % 16 == 0 and width % 16 == 0)
 
 
 def _staging_room(config: KernelConfig, width: int, dtype: torch.dtype) -> int:

@@ -50,6 +50,7 @@ from tritongru.configs import (
     heuristic_config,
     heuristic_configs,
     select_config,
+    streams_past_l1,
     wave_chunks,
 )
 from tritongru.environment import interpreting
@@ -139,16 +140,6 @@ def plan_launch(
     if config.persistent and grid_sync_available(device) and coherent:
         return LaunchPlan(grid, persistent=True, grid_sync=True, use_pdl=False)
     return _per_step(config, batch, hidden, _pdl_available(device), head_dim)
-
-
-def streams_past_l1(config: KernelConfig, hidden: int, head_dim: int | None = None) -> bool:
-    """Whether a grid-synchronised launch of ``config`` reads what other programs wrote past L1 (which is not
-    coherent across SMs) in its streamed K chunks too: their loop's copies into shared memory bypass L1
-    (``cp.async.cg``) only 16 bytes at a time, which the compiler emits where it knows the rows 16-element
-    aligned (``hidden`` and the head's width multiples of 16); else it copies 4 bytes at a time through L1
-    (``cp.async.ca``; sm_90, Triton 3.6, the TF32 backward at H=2045). True where nothing is streamed."""
-    width = hidden if head_dim is None else head_dim
-    return not config.streamed_chunks or (hidden % 16 == 0 and width % 16 == 0)
 
 
 def _per_step(config: KernelConfig, batch: int, hidden: int, use_pdl: bool, head_dim: int | None) -> LaunchPlan:
