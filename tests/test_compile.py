@@ -269,13 +269,12 @@ print(len(calls), max(kernel_resources(launchers.KIND_KERNELS[kind], call, 90).s
 
 @pytest.mark.parametrize(
     "precision, batch, hidden, config",
-    [("bf16", 64, 768, "True 16 2 256"), ("tf32", 64, 768, "True 16 2 256"), ("fp64", 256, 256, "True 16 2 128")],
+    [("bf16", 64, 768, "True 32 1 256"), ("tf32", 64, 768, "True 16 2 256"), ("fp64", 256, 256, "True 16 2 128")],
 )
-def test_the_layernorm_backward_stepping_two_batch_blocks_compiles_clean_in_its_first_config(
-    precision, batch, hidden, config
-):
-    """The LayerNorm-GRU's backward (cudnn, every flag on, sm_90): a program steps two batch blocks of 16 rows,
-    and neither the grid-synchronised kernel nor any of the three per-step phases spills. When the normalisation
+def test_the_layernorm_backward_compiles_clean_in_its_first_config(precision, batch, hidden, config):
+    """The LayerNorm-GRU's backward (cudnn, every flag on, sm_90) where a program would step two batch blocks of
+    16 rows: it steps them (TF32, float64) or one block of 32 (bf16, ``configs.WIDE_BLOCK_B``), and neither the
+    grid-synchronised kernel nor any of the three per-step phases spills. In blocks of 16, when the normalisation
     phase ran its three gates unrolled, ptxas spilled 8 B in both (bf16); while the rows, units and slices of
     every phase were computed once before the time loop and held through all of it (before each phase made its
     own with ``opaque_zero``), the grid-synchronised kernel spilled 56 B (TF32) and 184 B (float64)."""

@@ -146,6 +146,23 @@ def test_layer_variable_lengths(variant, lengths, launch_mode, device):
     check_layer(variant, 5, 3, 4, 17, device, lengths=torch.tensor(lengths, device=device))
 
 
+WIDE_BLOCKS = KernelConfig(
+    block_b=32, block_h=16, block_k=32, num_warps=2, persistent=True, split_k=True, batch_blocks=2
+)
+"""Blocks of 32 rows, the heuristic's where a program would step blocks of 16 twice or more (bf16, B=64 H=1024 on
+an H100), here each program stepping two of them (B=41: the second ragged) in three slices at a grid barrier."""
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_layer_in_wide_batch_blocks_stepped_in_turn(variant, monkeypatch, device):
+    monkeypatch.setattr(tritongru.launchers, "select_config", lambda kernel, **_: WIDE_BLOCKS)
+    lengths = torch.randint(1, 5, (41,), device=device)
+    with contextlib.ExitStack() as stack:
+        if not ON_GPU:
+            stack.enter_context(concurrent_programs(monkeypatch))
+        check_layer(variant, 4, 41, 7, 33, device, lengths=lengths)
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_reverse_direction_within_lengths(variant, device):
     """``reverse=True`` runs each sequence backwards inside its own length."""

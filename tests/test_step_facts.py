@@ -282,6 +282,36 @@ def test_the_float32_kernels_stream_the_weights_that_do_not_fit_and_nothing_else
     assert heuristic_config("backward", 16, 2044, **tf32) == PER_STEP
 
 
+def test_a_program_that_would_step_blocks_of_16_twice_steps_half_as_many_of_32(monkeypatch):
+    """bf16 and fp16 with a slice's weights up to 96 KB (H <= 1024): where a program of the heuristic's grid would
+    step two or more batch blocks of 16 rows and blocks of 32 halve that, it steps blocks of 32; the next
+    alternative is the same launch in blocks of 16. Not where it would not halve the steps, not for wider slices'
+    weights, not for 4- or 8-byte dtypes (whose registers spilled), not where a program steps one block."""
+    import torch
+
+    from tritongru import configs
+    from tritongru.configs import heuristic_config, heuristic_configs
+
+    monkeypatch.setattr(configs, "interpreting", lambda: False)  # the configs of a GPU
+
+    def tile(batch, hidden, dtype=torch.bfloat16, kernel="forward", head_dim=None):
+        config = heuristic_config(kernel, batch, hidden, dtype=dtype, sm_count=132, head_dim=head_dim)
+        return config.block_b, config.batch_blocks
+
+    for kernel in ("forward", "backward"):
+        for dtype in (torch.bfloat16, torch.float16):
+            assert tile(64, 1024, dtype, kernel) == (32, 1), "64 slices in 2 groups: 2 blocks of 16 a program"
+            assert tile(256, 1024, dtype, kernel) == (32, 4)
+        wide, narrow, *_ = heuristic_configs(kernel, 64, 1024, dtype=torch.bfloat16, sm_count=132)
+        assert (wide.block_b, narrow.block_b, narrow.batch_blocks) == (32, 16, 2)
+        assert narrow.persistent and narrow.block_h == wide.block_h
+    assert tile(512, 512) == (32, 4) and tile(256, 256) == (32, 1) and tile(128, 256) == (16, 1)
+    assert tile(80, 1024) == (16, 3), "blocks of 32 would take 2 steps, not half of 3"
+    assert tile(16, 768) == (16, 1) and tile(64, 2048) == (16, 4)
+    assert tile(256, 1024, head_dim=64) == (32, 4), "16 heads of 4 slices"
+    assert tile(256, 512, torch.float32) == (16, 4) and tile(256, 256, torch.float64) == (16, 2)
+
+
 def test_a_grid_synchronised_launch_streams_only_rows_it_can_copy_past_l1(monkeypatch):
     """The launchers run a config that streams part of its weights per step where its rows are not 16-element
     aligned (its copies would be cached in L1, not coherent across SMs); one that holds them all, at any size."""

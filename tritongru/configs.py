@@ -185,8 +185,9 @@ def heuristic_config(
     """A config that is correct for every shape and reasonable without tuning.
 
     On a GPU the warps split K (``split_k``) over chunks of 16 to 64 columns per warp (:func:`_chunk`), and a
-    program's tile is 16 rows of a 16-unit slice (:data:`PERSISTENT_TILE`: the largest whose per-warp partial
-    sums leave room for a wave of exchanged loads without spilling). Up to :data:`ONE_SLICE_MAX_HIDDEN`, one
+    program's tile is 16 rows of a 16-unit slice (:data:`PERSISTENT_TILE`), or 32 rows (:data:`WIDE_BLOCK_B`)
+    where that halves the batch blocks a persistent program steps in turn and its weights are small enough
+    (bf16 and fp16 up to ``H = 1024``: :data:`WIDE_TILE_RESIDENT_MAX`). Up to :data:`ONE_SLICE_MAX_HIDDEN`, one
     program of 4 warps owns the whole width of its rows (one launch, no grid barrier). Above it, persistent:
     the whole sequence in one launch, a grid barrier per phase, the slices' weights held on chip
     (:data:`RESIDENT_BYTES_MAX`), on :data:`PERSISTENT_WARPS` warps, each program stepping as few batch blocks
@@ -254,26 +255,53 @@ every flag on or every flag off) the slices of 64 spilled 3336 B (forward) and 2
 
 
 PERSISTENT_TILE = (16, 16)
-"""``(block_b, block_h)`` of a persistent program's tile. With the warps splitting K, every warp holds a
-partial sum of the whole tile for each gate (8 warps: 8 copies), so the tile sets the registers: compiled for
-sm_90 (B=64 H=1024 bf16, 8 warps, gates saved), ``16 x 16`` tiles stepping two batch blocks take 174 registers,
-``32 x 16`` and ``16 x 32`` tiles spill."""
+"""``(block_b, block_h)`` of a persistent program's tile where it steps one batch block. With the warps splitting
+K, every warp holds a partial sum of the whole tile for each gate (8 warps: 8 copies), so the tile sets the
+registers: compiled for sm_90 (Triton 3.6, B=256 H=1024 bf16, 8 warps, gates saved), ``64 x 16`` tiles spilled
+80 B."""
+
+WIDE_BLOCK_B = 32
+"""Batch rows of a persistent program's tile where ``16``-row blocks would be stepped twice or more and this
+halves the steps: one pass of a 32-row block has the barrier's wait, one round trip and the loop's instructions
+once for twice the rows (compiled for sm_90, Triton 3.6, B=64 H=1024 bf16, gates saved: the forward's step 712
+instructions a warp against 2 x 435, 206 registers, no spill; the backward's 254 registers, none, with every
+flag on 255). Only in bf16 and fp16 where a slice holds at most :data:`WIDE_TILE_RESIDENT_MAX` of weights:
+4-byte operands take twice the registers (B=256 H=512, every flag on: IEEE float32 spilled 1008-1112 B, the
+TF32 backward 192 B), float64's more (its backward at H=256 40 B)."""
+
+WIDE_TILE_RESIDENT_MAX = 96 * 1024
+"""Most ``W_hh`` bytes a program of :data:`WIDE_BLOCK_B` rows holds (bf16 and fp16: ``H <= 1024``). Above it
+the 32-row chunks of the exchanged operand leave too little shared memory (sm_90, Triton 3.6, B=64): bf16 at
+H=2048 (192 KB held) fit in 224 KB, but its backward loaded its gate gradients in 12 round trips a step, and
+TF32 at H=1024 (192 KB) asked for 256 KB."""
 
 
 def _persistent(
-    batch: int, hidden: int, dtype: torch.dtype, sm_count: int, head_dim: int | None, streamed_operands: int = 0
+    batch: int,
+    hidden: int,
+    dtype: torch.dtype,
+    sm_count: int,
+    head_dim: int | None,
+    streamed_operands: int = 0,
+    wide: bool = True,
 ) -> KernelConfig | None:
     """The persistent config of :func:`heuristic_config`, or None where none fits; ``streamed_operands`` (the
     exchanged operands a step multiplies; 0: never stream): where a slice's weights do not all fit, one that
-    streams part of them (:func:`_streamed`)."""
+    streams part of them (:func:`_streamed`). ``wide=False``: batch blocks of 16 rows even where
+    :data:`WIDE_BLOCK_B` rows would halve the steps."""
     block_b, block_h = PERSISTENT_TILE
     width = _width(hidden, head_dim)
-    slices, blocks = _heads(hidden, head_dim) * -(-width // block_h), -(-batch // block_b)
+    slices = _heads(hidden, head_dim) * -(-width // block_h)
     if slices > sm_count:
         return None
-    steps_of_blocks = -(-blocks // (sm_count // slices))
+    groups = sm_count // slices
+    steps_of_blocks = -(-batch // (block_b * groups))
     if steps_of_blocks > tuning_cache.MAX_BATCH_BLOCKS:
         return None
+    wide_steps = -(-batch // (WIDE_BLOCK_B * groups))
+    wide_resident = 3 * width * block_h * dtype.itemsize <= WIDE_TILE_RESIDENT_MAX
+    if wide and 2 * wide_steps <= steps_of_blocks and wide_resident and dtype.itemsize == 2:
+        block_b, steps_of_blocks = WIDE_BLOCK_B, wide_steps
     config = KernelConfig(
         block_b,
         block_h,
@@ -356,7 +384,8 @@ def heuristic_configs(
     spilled 8-48 B). A first config that streams part of its weights is followed by the same streaming every K
     chunk (holding none; compiled for TF32 backward cudnn B=64 H=2048, every flag on, before a program stepping
     several batch blocks stopped streaming: 5 held spilled 24 B, none held nothing), then :data:`PER_STEP` and its
-    alternatives."""
+    alternatives. A first config of :data:`WIDE_BLOCK_B` rows is followed by the same launch in rows of 16 and
+    its alternatives."""
     first = heuristic_config(
         kernel, batch, hidden, dtype=dtype, allow_tf32=allow_tf32, sm_count=sm_count, head_dim=head_dim
     )
@@ -366,6 +395,9 @@ def heuristic_configs(
     if first.streamed_chunks:
         every = replace(first, streamed_chunks=-(-width // first.block_k))
         return list(dict.fromkeys([first, every, *_alternatives(PER_STEP, width, dtype)]))
+    if first.persistent and first.block_b == WIDE_BLOCK_B:
+        narrow = _persistent(batch, hidden, dtype, sm_count, head_dim, wide=False)
+        return [first, *_alternatives(narrow, width, dtype)]
     return _alternatives(first, width, dtype)
 
 
