@@ -57,7 +57,8 @@ SIZES = [(batch, hidden) for batch in (1, 16, 64, 256) for hidden in (64, 256, 5
 
 QUICK_SIZES = [(16, 256)]
 """A grid-synchronised size: its kernels, their per-step fallbacks, and the cell (run per step). The heuristic's
-own per-step config (``B >= 256`` at ``H = 1024``) is the full check's."""
+own per-step configs (float32 and TF32 at ``H = 2048`` and ``B > 16``, float64 above ``H = 256``) are the full
+check's."""
 
 HEAD_SIZES = [(16, 512, 16), (64, 1024, 8), (256, 1024, 16)]
 """``(batch, hidden, num_heads)`` of the multi-head GRU in the full check: heads of 32 units (one program per
