@@ -123,17 +123,18 @@ def per_step_us(config, kernels: list, batch: int, hidden: int, dtype, phases: i
     every program (a slice and batch block) streams its slice's weights and the whole operand from L2 in its K
     loop, each chunk (as the streamed chunks of a grid-synchronised step) the larger of an L2 round trip shared
     over ``num_stages - 1`` chunks in flight and its bytes; as many programs at once on an SM as the largest
-    kernel's registers and shared memory allow."""
+    kernel's registers and shared memory allow, sharing its L2 bandwidth and MMA rate."""
     rate = CLOCK_GHZ * 1e3
-    chunk = (3 * config.block_h + config.block_b) * config.block_k * dtype.itemsize
-    loop = -(-hidden // config.block_k) * _chunk_us(chunk, config.num_stages)
-    flops = 2 * config.block_b * hidden * 3 * config.block_h
-    work = max(loop, flops / (MMA_FLOP_PER_CLK_SM[dtype.itemsize] * rate))
     registers = max(r.registers for r in kernels) * 32 * config.num_warps
     shared = max(1, max(r.shared for r in kernels))
     per_sm = max(1, min(REGISTERS_PER_SM // registers, SHARED_BYTES_MAX // shared))
     programs = -(-hidden // config.block_h) * -(-batch // config.block_b)
-    return phases * (LAUNCH_US + EPILOGUE_US) + -(-programs // (SM_COUNT * per_sm)) * work
+    together = min(per_sm, -(-programs // SM_COUNT))  # programs on one SM at once
+    chunk = (3 * config.block_h + config.block_b) * config.block_k * dtype.itemsize
+    loop = -(-hidden // config.block_k) * _chunk_us(together * chunk, config.num_stages)
+    flops = 2 * config.block_b * hidden * 3 * config.block_h
+    work = max(loop, together * flops / (MMA_FLOP_PER_CLK_SM[dtype.itemsize] * rate))
+    return phases * (LAUNCH_US + EPILOGUE_US) + -(-programs // (SM_COUNT * together)) * work
 
 
 def _chunk_us(chunk_bytes: int, num_stages: int) -> float:
