@@ -24,6 +24,10 @@ Launch modes (chosen by ``tritongru.launchers``):
 - ``GRID_SYNC``: the whole sequence in one cooperative launch, the programs of a group meeting at
   :func:`~tritongru.kernels.grid_sync.step_barrier` after every phase;
 - one slice (``BLOCK_H >= H``): the whole sequence in one launch, CTA barriers only;
+  With ``TAGGED`` (the tagged exchange, :mod:`~tritongru.kernels.grid_sync`) no counter: ``h_t`` and classic's
+  ``R * h`` are published with the step's tag into two slots of words (``xh``, ``xrh`` ``[2, B, H]``, int32 for
+  2-byte values, int64 for 4-byte; slot ``(t - t_lo) % 2`` holds step ``t``'s input), each read by polling its
+  words until they carry the tag; only a CTA barrier remains where the step barrier was;
 - per step: ``t_hi = t_lo + 1`` and one launch per phase (``FIRST_PHASE == LAST_PHASE``; classic has two).
   With ``USE_PDL`` a launch is dispatched while the previous one finishes (programmatic dependent launch).
 
@@ -46,7 +50,7 @@ direction's masks need.
 
 import triton
 import triton.language as tl
-from tritongru.kernels.grid_sync import after_previous_launch, step_barrier
+from tritongru.kernels.grid_sync import after_previous_launch, exchange_tag, publish_tagged, step_barrier
 from tritongru.kernels.gru_math import (
     GATE_N,
     GATE_R,
@@ -154,7 +158,7 @@ def update_state(
 ):  # fmt: skip
     """Store ``h_t``: ``stepped`` (``h'_t``, zoned out with ``h`` when ``ZONEOUT`` is on) where the row is still
     running (``t`` below its length), else ``h``, into ``hs[t+1]`` (storage dtype, the exchange) and ``state``
-    (exact)."""
+    (exact); return it."""
     stepped = zone_out(
         h, stepped, zoneout, t, o_b, m_b, o_j, B, H, lengths_ptr, ZONEOUT, ZONEOUT_REVERSED, HAS_LENGTHS, ACC_DTYPE
     )
@@ -165,6 +169,13 @@ def update_state(
     h = tl.where(active, stepped, h)
     tl.store(hs_ptr + (step_rows(t + 1, B) * H) + p_own, h, mask=m)
     tl.store(state_ptr + p_own, h, mask=m)
+    return h
+
+
+@triton.jit
+def publish_next(xh_ptr, t, t_lo, B, H, p_own, h, m):
+    """Publish ``h_t`` (this tile, storage dtype) to the tagged exchange's slot for step ``t + 1``."""
+    publish_tagged(xh_ptr + ((t + 1 - t_lo) % 2) * B * H + p_own, h, exchange_tag(t + 1, t_lo), m)
 
 
 @triton.heuristics(
@@ -194,6 +205,8 @@ def gru_forward_kernel(
     z_scratch_ptr,
     lengths_ptr,
     sync_ptr,
+    xh_ptr,
+    xrh_ptr,
     zoneout_p_ptr,
     zoneout_seed_lo,
     zoneout_seed_hi,
@@ -210,6 +223,7 @@ def gru_forward_kernel(
     FIRST_PHASE: tl.constexpr,
     LAST_PHASE: tl.constexpr,
     GRID_SYNC: tl.constexpr,
+    TAGGED: tl.constexpr,
     RESIDENT: tl.constexpr,
     USE_PDL: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
@@ -260,9 +274,24 @@ def gru_forward_kernel(
         b_hz = gate_row(b_hh_ptr, GATE_Z, o_j, m_j, H, ACC_DTYPE)
         b_hn = gate_row(b_hh_ptr, GATE_N, o_j, m_j, H, ACC_DTYPE)
 
+    if TAGGED:
+        # h_{t_lo}, this program's part, into the exchange's first slot
+        for q in tl.range(0, blocks, num_stages=1):
+            o_b, m_b = batch_block(first_block + q, B, BLOCK_B)
+            m = m_b[:, None] & m_j[None, :]
+            p_own = o_b[:, None] * H + o_j[None, :]
+            h = tl.load(hs_ptr + step_rows(t_lo, B) * H + p_own, mask=m, other=0.0)
+            publish_tagged(xh_ptr + p_own, h, exchange_tag(t_lo, t_lo), m)
+
     for t in tl.range(t_lo, t_hi, num_stages=1):
-        p_prev = hs_ptr + step_rows(t, B) * H + head_start  # this head's h_{t-1}
         barrier = (t - t_lo) * BARRIERS_PER_STEP
+        slot = ((t - t_lo) % 2) * B * H  # the tagged exchange's slot of h_{t-1} and of this step's R * h
+        if TAGGED:
+            p_prev = xh_ptr + slot + head_start
+            tagged = (exchange_tag(t, t_lo), sync_ptr, i_group, spin_limit)
+        else:
+            p_prev = hs_ptr + step_rows(t, B) * H + head_start  # this head's h_{t-1}
+            tagged = None
         if RUN_PHASE_1:
             for q in tl.range(0, blocks, num_stages=1):
                 o_b, m_b = batch_block(first_block + q, B, BLOCK_B)
@@ -278,11 +307,14 @@ def gru_forward_kernel(
                     acc_r, acc_z = products(
                         (p_prev,), (H,), o_b, m_b, D, (w_r, w_z), 1, D, o_j, m_j,
                         ACC_DTYPE, RESIDENT, False, DOT_PRECISION, BLOCK_K,
-                        K_CHUNKS, HELD_CHUNKS, WAVE, SPLIT, EVEN_K, init,
+                        K_CHUNKS, HELD_CHUNKS, WAVE, SPLIT, EVEN_K, init, tagged=tagged,
                     )  # fmt: skip
                     r = sigmoid(gx_r + acc_r + b_hr)
                     z = sigmoid(gx_z + acc_z + b_hz)
-                    tl.store(rh_ptr + p_own, r * h, mask=m)
+                    if TAGGED:
+                        publish_tagged(xrh_ptr + slot + p_own, (r * h).to(hs_ptr.dtype.element_ty), tagged[0], m)
+                    else:
+                        tl.store(rh_ptr + p_own, r * h, mask=m)
                     tl.store(z_scratch_ptr + p_own, z, mask=m)
                     if STORE_GATES:
                         p_gates = gates_ptr + (step_rows(t, B) + o_b)[:, None] * (NG * H) + o_j[None, :]
@@ -291,7 +323,7 @@ def gru_forward_kernel(
                     acc_r, acc_z, acc_n = products(
                         (p_prev,), (H,), o_b, m_b, D, (w_r, w_z, w_n), 1, D, o_j, m_j,
                         ACC_DTYPE, RESIDENT, False, DOT_PRECISION, BLOCK_K,
-                        K_CHUNKS, HELD_CHUNKS, WAVE, SPLIT, EVEN_K, init,
+                        K_CHUNKS, HELD_CHUNKS, WAVE, SPLIT, EVEN_K, init, tagged=tagged,
                     )  # fmt: skip
                     r = sigmoid(gx_r + acc_r + b_hr)
                     z = sigmoid(gx_z + acc_z + b_hz)
@@ -299,10 +331,12 @@ def gru_forward_kernel(
                     hn = acc_n + b_hn
                     n = tanh(gx_n + r * hn)
                     stepped = (1.0 - z) * n + z * h
-                    update_state(
+                    h = update_state(
                         hs_ptr, state_ptr, lengths_ptr, t, B, H, o_b, m_b, o_j, m, p_own, stepped, h, zoneout,
                         HAS_LENGTHS, ZONEOUT, ZONEOUT_REVERSED, ACC_DTYPE,
                     )  # fmt: skip
+                    if TAGGED:
+                        publish_next(xh_ptr, t, t_lo, B, H, p_own, h.to(hs_ptr.dtype.element_ty), m)
                     if STORE_GATES:
                         p_gates = gates_ptr + (step_rows(t, B) + o_b)[:, None] * (NG * H) + o_j[None, :]
                         tl.store(p_gates + GATE_R * H, r, mask=m)
@@ -310,8 +344,12 @@ def gru_forward_kernel(
                         tl.store(p_gates + GATE_N * H, n, mask=m)
                         tl.store(p_gates + 3 * H, hn, mask=m)
             if CLASSIC:
-                # R * h must be complete over the whole hidden width before phase 2 reads it
-                step_barrier(sync_ptr, i_group, n_slices * (barrier + 1), spin_limit, GRID_SYNC)
+                # R * h must be complete over the whole hidden width before phase 2 reads it (tagged: each
+                # word is waited for; the CTA barrier orders this program's own z_scratch)
+                if TAGGED:
+                    tl.debug_barrier()
+                else:
+                    step_barrier(sync_ptr, i_group, n_slices * (barrier + 1), spin_limit, GRID_SYNC)
         if CLASSIC and RUN_PHASE_2:
             for q in tl.range(0, blocks, num_stages=1):
                 o_b, m_b = batch_block(first_block + q, B, BLOCK_B)
@@ -323,21 +361,31 @@ def gru_forward_kernel(
                 )  # fmt: skip
                 h = tl.load(state_ptr + p_own, mask=m, other=0.0)
                 z = tl.load(z_scratch_ptr + p_own, mask=m, other=0.0)
+                if TAGGED:
+                    p_rh = xrh_ptr + slot + head_start
+                else:
+                    p_rh = rh_ptr + head_start
                 (acc_n,) = products(
-                    (rh_ptr + head_start,), (H,), o_b, m_b, D, (w_n,), 1, D, o_j, m_j,
+                    (p_rh,), (H,), o_b, m_b, D, (w_n,), 1, D, o_j, m_j,
                     ACC_DTYPE, RESIDENT, False, DOT_PRECISION, BLOCK_K,
-                    K_CHUNKS, HELD_CHUNKS, WAVE, SPLIT, EVEN_K, init,
+                    K_CHUNKS, HELD_CHUNKS, WAVE, SPLIT, EVEN_K, init, tagged=tagged,
                 )  # fmt: skip
                 n = tanh(gx_n + acc_n + b_hn)
                 stepped = z * n + (1.0 - z) * h
-                update_state(
+                h = update_state(
                     hs_ptr, state_ptr, lengths_ptr, t, B, H, o_b, m_b, o_j, m, p_own, stepped, h, zoneout,
                     HAS_LENGTHS, ZONEOUT, ZONEOUT_REVERSED, ACC_DTYPE,
                 )  # fmt: skip
+                if TAGGED:
+                    publish_next(xh_ptr, t, t_lo, B, H, p_own, h.to(hs_ptr.dtype.element_ty), m)
                 if STORE_GATES:
                     p_gates = gates_ptr + (step_rows(t, B) + o_b)[:, None] * (NG * H) + o_j[None, :]
                     tl.store(p_gates + GATE_Z * H, z, mask=m)
                     tl.store(p_gates + GATE_N * H, n, mask=m)
         if RUN_PHASE_2:
-            # h_t must be complete over the whole hidden width before step t + 1 reads it
-            step_barrier(sync_ptr, i_group, n_slices * (barrier + BARRIERS_PER_STEP), spin_limit, GRID_SYNC)
+            # h_t must be complete over the whole hidden width before step t + 1 reads it (tagged: each word is
+            # waited for; the CTA barrier orders this program's own state)
+            if TAGGED:
+                tl.debug_barrier()
+            else:
+                step_barrier(sync_ptr, i_group, n_slices * (barrier + BARRIERS_PER_STEP), spin_limit, GRID_SYNC)

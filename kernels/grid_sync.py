@@ -15,6 +15,14 @@ Data exchanged through a barrier must be read with loads that bypass L1 (``cache
 coherent across SMs. The time loops run as ``tl.range(..., num_stages=1)`` so that no load of a later step is
 pipelined above a wait.
 
+**Tagged exchange** (opt-in, ``TRITONGRU_EXCHANGE=tagged``; the forward kernel): no counter. Each exchanged
+value is stored with the step's tag in one word (:func:`publish_tagged`: int32 words for 2-byte values, int64
+for 4-byte ones; a word is one single-copy-atomic store), in a buffer of two slots that the host zeroes before
+the launch, and a reader polls the words themselves until every one carries the tag it waits for
+(:func:`wait_for_tag`): the data's own round trip is the wait, where the counter costs an arrival and a poll
+before it. The wait is bounded as the barrier's, and on expiry poisons the group's counter, which the host
+checks as it checks the barrier's.
+
 With ``GRID_SYNC=False`` only the CTA barrier remains: correct when one program owns the whole hidden width of
 its rows, or when a launch runs a single phase (kernel boundaries then order the phases).
 """
@@ -75,6 +83,98 @@ def step_barrier(sync_ptr, i_group, arrivals, spin_limit, GRID_SYNC: tl.constexp
                 tl.atomic_max(counter, POISON, sem="relaxed", scope="gpu")
             seen = tl.atomic_add(counter, 0, sem="acquire", scope="gpu")
         tl.debug_barrier()
+
+
+@triton.jit
+def exchange_tag(t, t_lo):
+    """The tag of what is published for step ``t`` of a launch that starts at ``t_lo``: 1 .. 65535 (16 bits), never
+    the 0 of a zeroed buffer, and never the tag of two steps before (whose data the slot held)."""
+    return (t - t_lo) % 65535 + 1
+
+
+@triton.jit
+def publish_tagged(p, value, tag, mask):
+    """Store each element of ``value`` (a 2- or 4-byte float tile) with ``tag`` in its word at ``p`` (int32 words
+    for 2-byte values, int64 for 4-byte): the value's bits low, the tag above them. Each word is one relaxed
+    store at GPU scope (the polls are volatile loads), so the exchange has no data race and no word is torn."""
+    if value.dtype.primitive_bitwidth == 16:
+        word = (value.to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF) | (tag << 16)
+    else:
+        word = (value.to(tl.int32, bitcast=True).to(tl.int64) & 0xFFFFFFFF) | (tag.to(tl.int64) << 32)
+    if _INTERPRETING:
+        tl.store(p, word, mask=mask)
+    else:
+        if value.dtype.primitive_bitwidth == 16:
+            tl.inline_asm_elementwise(
+                "{ .reg .pred p; setp.ne.b32 p, $2, 0; @p st.relaxed.gpu.global.b32 [$1], $3; mov.b32 $0, 0; }",
+                "=r,l,r,r",
+                [p, mask.to(tl.int32), word],
+                dtype=tl.int32,
+                is_pure=False,
+                pack=1,
+            )
+        else:
+            tl.inline_asm_elementwise(
+                "{ .reg .pred p; setp.ne.b32 p, $2, 0; @p st.relaxed.gpu.global.b64 [$1], $3; mov.b32 $0, 0; }",
+                "=r,l,r,l",
+                [p, mask.to(tl.int32), word],
+                dtype=tl.int32,
+                is_pure=False,
+                pack=1,
+            )
+
+
+@triton.jit
+def _tag_word(tag, WORD_BITS: tl.constexpr):
+    """A word that carries ``tag`` (and the value 0): what a masked-off element of a poll reads."""
+    if WORD_BITS == 32:
+        return tag << 16
+    else:
+        return tag.to(tl.int64) << 32
+
+
+@triton.jit
+def _mismatch(words, tag):
+    """Per word, its tag XOR ``tag``: 0 where it carries ``tag`` (unsigned, so a maximum says if any does not)."""
+    if words.dtype.primitive_bitwidth == 32:
+        return (words.to(tl.uint32, bitcast=True) >> 16) ^ tag.to(tl.uint32)
+    else:
+        return (words.to(tl.uint64, bitcast=True) >> 32).to(tl.uint32) ^ tag.to(tl.uint32)
+
+
+@triton.jit
+def load_tagged(p, mask, tag, WORD_BITS: tl.constexpr):
+    """The first poll of the tagged words at ``p`` (:func:`wait_for_tag` takes it from there): volatile (past L1,
+    and no compiler holds a word across polls or moves the load); a masked-off word reads as one that carries
+    ``tag``."""
+    return tl.load(p, mask=mask, other=_tag_word(tag, WORD_BITS), volatile=True)
+
+
+@triton.jit
+def wait_for_tag(p, mask, words, tag, value_dtype: tl.constexpr, sync_ptr, i_group, spin_limit):
+    """The values of the tagged words at ``p`` (``mask``) once every one carries ``tag``: ``words`` is their first
+    poll (:func:`load_tagged`), and only the words still stale are loaded again. Bounded as
+    :func:`step_barrier`'s wait: on expiry the group's counter ``sync_ptr[i_group]`` is raised to :data:`POISON`
+    (the host raises) and the stale values are returned."""
+    WORD_BITS: tl.constexpr = words.dtype.primitive_bitwidth
+    start = _clock()
+    polls = 0
+    while tl.max(_mismatch(words, tag)) != 0:
+        polls += 1
+        if _INTERPRETING:
+            spent = polls
+        else:
+            spent = _clock() - start
+        stale = _mismatch(words, tag) != 0
+        if spent > spin_limit:
+            tl.atomic_max(sync_ptr + i_group, POISON, sem="relaxed", scope="gpu")
+            words = tl.where(stale, _tag_word(tag, WORD_BITS), words)
+        else:
+            words = tl.where(stale, tl.load(p, mask=mask & stale, other=0, volatile=True), words)
+    if WORD_BITS == 32:
+        return words.to(tl.int16).to(value_dtype, bitcast=True)
+    else:
+        return words.to(tl.int32).to(value_dtype, bitcast=True)
 
 
 @triton.jit

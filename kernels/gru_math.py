@@ -25,6 +25,7 @@ makes every chunk's first use depend on the last chunk's load, so all loads of t
 
 import triton
 import triton.language as tl
+from tritongru.kernels.grid_sync import load_tagged, wait_for_tag
 
 from tritongru.environment import interpreting
 
@@ -117,6 +118,15 @@ def _operand_chunk(
     """``a[b, k]`` at ``p_a + b*stride_a + k`` for the chunk at ``k0``, zero past ``K`` (unless ``EVEN_K``: chunks
     that tile ``K`` exactly) and outside ``m_b``: ``[BLOCK_B, BLOCK_K]``, or ``[SPLIT, BLOCK_B, BLOCK_K /
     SPLIT]``. Loaded past L1: other programs wrote it."""
+    p, mask = _operand_addresses(p_a, stride_a, o_b, m_b, k0, K, BLOCK_K, SPLIT, EVEN_K)
+    return tl.load(p, mask=mask, other=0.0, cache_modifier=".cg")
+
+
+@triton.jit
+def _operand_addresses(
+    p_a, stride_a, o_b, m_b, k0, K, BLOCK_K: tl.constexpr, SPLIT: tl.constexpr, EVEN_K: tl.constexpr
+):  # fmt: skip
+    """``(pointers, mask)`` of :func:`_operand_chunk`'s chunk."""
     k = _chunk_columns(k0, BLOCK_K, SPLIT)
     if SPLIT > 1:
         k = k[:, None, :]
@@ -124,14 +134,13 @@ def _operand_chunk(
             mask = tl.broadcast_to(m_b[None, :, None], (SPLIT, o_b.shape[0], BLOCK_K // SPLIT))
         else:
             mask = m_b[None, :, None] & (k < K)
-        a = tl.load(p_a + o_b[None, :, None] * stride_a + k, mask=mask, other=0.0, cache_modifier=".cg")
+        return p_a + o_b[None, :, None] * stride_a + k, mask
     else:
         if EVEN_K:
             mask = tl.broadcast_to(m_b[:, None], (o_b.shape[0], BLOCK_K))
         else:
             mask = m_b[:, None] & (k < K)[None, :]
-        a = tl.load(p_a + o_b[:, None] * stride_a + k[None, :], mask=mask, other=0.0, cache_modifier=".cg")
-    return a
+        return p_a + o_b[:, None] * stride_a + k[None, :], mask
 
 
 @triton.jit
@@ -285,20 +294,34 @@ def finish_products(accs, SPLIT: tl.constexpr):
 def _wave(
     accs, p_as, strides_a, o_b, m_b, K, weights, FIRST: tl.constexpr, COUNT: tl.constexpr, CHUNKS: tl.constexpr,
     SUMMED: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT: tl.constexpr,
-    EVEN_K: tl.constexpr,
+    EVEN_K: tl.constexpr, tagged,
 ):  # fmt: skip
     """``accs`` plus the products of one wave against held weights, as one round trip: pairs ``FIRST .. FIRST +
     COUNT - 1`` of the (operand, chunk) pairs over the ``CHUNKS`` held chunks (pair ``i``: operand ``i // CHUNKS``,
     chunk ``i % CHUNKS``). Every operand chunk of the wave is loaded before any is used (:func:`_issued_together`,
-    where there are several)."""
+    where there are several). ``tagged`` (None, or ``(tag, sync_ptr, i_group, spin_limit)``): the operands are
+    tagged words (:func:`~tritongru.kernels.grid_sync.wait_for_tag`), every chunk's first poll issued before the
+    first wait (the polls are volatile, so they stay in that order)."""
+    WORD_BITS: tl.constexpr = 2 * weights[0][1][0].dtype.primitive_bitwidth  # of tagged operands
     tiles = ()
     for u in tl.static_range(COUNT):
-        tile = _operand_chunk(
+        p, mask = _operand_addresses(
             p_as[(FIRST + u) // CHUNKS], strides_a[(FIRST + u) // CHUNKS], o_b, m_b,
             ((FIRST + u) % CHUNKS) * BLOCK_K, K, BLOCK_K, SPLIT, EVEN_K,
         )  # fmt: skip
-        tiles = tiles + (tile,)
-    if COUNT > 1:
+        if tagged is None:
+            tiles = tiles + (tl.load(p, mask=mask, other=0.0, cache_modifier=".cg"),)
+        else:
+            tiles = tiles + ((p, mask, load_tagged(p, mask, tagged[0], WORD_BITS)),)
+    if tagged is not None:
+        tag, sync_ptr, i_group, spin_limit = tagged
+        value_dtype: tl.constexpr = weights[0][1][0].dtype
+        waited = ()
+        for u in tl.static_range(COUNT):
+            p, mask, words = tiles[u]
+            waited = waited + (wait_for_tag(p, mask, words, tag, value_dtype, sync_ptr, i_group, spin_limit),)
+        tiles = waited
+    elif COUNT > 1:
         tiles = _issued_together(tiles, K)
     for u in tl.static_range(COUNT):
         if SUMMED:
@@ -364,6 +387,7 @@ def products(
     EVEN_K: tl.constexpr = False,
     init=None,
     FINISH: tl.constexpr = True,
+    tagged=None,
 ):
     """Tile products ``a @ w`` over ``K``: ``a[b, k]`` at ``p_a + b*stride_a + k`` (``b`` in ``o_b``, masked by
     ``m_b``) for each ``p_a`` of the tuple ``p_as`` and its ``stride_a`` of ``strides_a``, ``w`` each gate of the
@@ -377,7 +401,8 @@ def products(
     Resident weights: the (operand, chunk) pairs of the ``HELD_CHUNKS`` held chunks ``WAVE`` at a time, every
     load of a wave issued before any is used (one round trip per wave: :func:`_wave`), then its unrolled
     products; the chunks past them, whose weights are streamed from L2 every step, in a pipelined loop
-    (:func:`_chunk_loop`). Streamed weights (one step per launch): that loop over every chunk."""
+    (:func:`_chunk_loop`). Streamed weights (one step per launch): that loop over every chunk. ``tagged``: the
+    operands are tagged words, waited for in each wave (see :func:`_wave`; held weights only)."""
     n_acc: tl.constexpr = 1 if SUMMED else len(weights)
     BLOCK_B: tl.constexpr = o_b.shape[0]
     BLOCK_H: tl.constexpr = o_j.shape[0]
@@ -390,7 +415,7 @@ def products(
         for first in tl.static_range(0, held, WAVE):
             accs = _wave(
                 accs, p_as, strides_a, o_b, m_b, K, weights, first, min(WAVE, held - first), HELD_CHUNKS,
-                SUMMED, DOT_PRECISION, BLOCK_K, SPLIT, EVEN_K,
+                SUMMED, DOT_PRECISION, BLOCK_K, SPLIT, EVEN_K, tagged,
             )  # fmt: skip
         if HELD_CHUNKS < K_CHUNKS:
             p_ws = ()

@@ -141,6 +141,8 @@ _REGISTER = re.compile(r"%[a-z]+\d+")
 _DEBUG_LABEL = re.compile(r"^\$L__tmp\d+:$")
 """A label of the line-number table, not an instruction."""
 _ARRIVAL = re.compile(r"^(red|atom)\.global\.gpu\.release\.add")
+_TAGGED_PUBLISH = "st.relaxed.gpu.global"
+"""The tagged exchange's store of a word (inside its inline-asm block)."""
 
 
 def _blocks(ptx: str) -> list[tuple[str, list[str]]]:
@@ -183,15 +185,22 @@ def _instructions(blocks: list[tuple[str, list[str]]], indices: list[int]) -> li
     return [line for line in lines if not line.startswith("//") and not _DEBUG_LABEL.match(line)]
 
 
-def time_loop(ptx: str) -> list[str]:
+def time_loop(ptx: str, retries: bool = True) -> list[str]:
     """The instructions of the kernel's time loop in the order one iteration runs them: the outermost loop
     with the most instructions, from its header on, and so each loop nested in it from its own header on (blocks
     LLVM placed before a loop's header, its latch, come after the loop's other blocks), nested loops included
-    once (the barrier's spin loop, the loop over batch blocks, a pipelined K loop). Raises ``ValueError`` when
-    the PTX has no loop."""
+    once (the barrier's spin loop, the loop over batch blocks, a pipelined K loop; ``retries=False``: not the
+    tagged exchange's retry loops, whose volatile loads run only where a word was stale at the first poll).
+    Raises ``ValueError`` when the PTX has no loop."""
     blocks, own, children = _loop_nest(ptx)
     if not own:
         raise ValueError("no loop in this PTX")
+    nested = {child for names in children.values() for child in names}
+    if not retries:
+        children = {
+            name: [child for child in names if not _retry_loop(_instructions(blocks, own.get(child, [])))]
+            for name, names in children.items()
+        }
 
     def every(name: str) -> list[int]:
         return own.get(name, []) + [i for child in children.get(name, []) for i in every(child)]
@@ -207,9 +216,16 @@ def time_loop(ptx: str) -> list[str]:
             order = rest[:at] + arranged(child) + rest[at:]
         return order
 
-    nested = {child for names in children.values() for child in names}
     header = max((name for name in own if name not in nested), key=lambda name: len(_instructions(blocks, every(name))))
     return _instructions(blocks, arranged(header))
+
+
+def _retry_loop(body: list[str]) -> bool:
+    """Whether a loop's own instructions are a tagged exchange's retry: they poll with volatile loads and
+    multiply nothing (a loop over batch blocks holds its first polls, and its products)."""
+    opcodes = [re.sub(r"^@!?%\w+\s+", "", line) for line in body]
+    polls = any(opcode.startswith("ld.volatile.global") for opcode in opcodes)
+    return polls and not any(opcode.startswith(("mma.sync", "wgmma.mma_async")) for opcode in opcodes)
 
 
 def copy_loops(ptx: str) -> list[str]:
@@ -256,14 +272,16 @@ def _operands(line: str) -> tuple[str, list[str], list[str]]:
 def step_facts(ptx: str) -> StepFacts:
     """Count what one iteration of the time loop (:func:`time_loop`) waits for and issues.
 
-    The model of a round trip: every exchange load (``ld.global.cg``) issued since the last wait is in
-    flight; the first instruction that reads one of their registers (a copy only renames it) waits for all of
-    them, and they all arrive together. Copies straight into shared memory (``cp.async``, a pipelined loop's) are
-    waited for by ``cp.async.wait_group``: one round trip for those issued since the last. A grid-barrier arrival
-    (release add) ends a phase."""
+    The model of a round trip: every exchange load (``ld.global.cg``, or the tagged exchange's first poll,
+    ``ld.volatile.global``; its retry loops are left out, as the barrier's repeated polls are) issued since the
+    last wait is in flight; the first instruction that reads one of their registers (a copy only renames it)
+    waits for all of them, and they all arrive together. Copies straight into shared memory (``cp.async``, a
+    pipelined loop's) are waited for by ``cp.async.wait_group``: one round trip for those issued since the last.
+    A grid-barrier arrival (release add) ends a phase; with the tagged exchange, which has none, the first CTA
+    barrier after a tagged publish does."""
     phases, pending, trips, mma, arrivals, exponentials, shuffles = [], set(), 0, 0, 0, 0, 0
-    copying = False
-    for line in time_loop(ptx):
+    copying = published = False
+    for line in time_loop(ptx, retries=False):
         opcode, written, read = _operands(line)
         if opcode.startswith(("cp.async.ca.", "cp.async.cg.")):
             copying = True
@@ -277,10 +295,15 @@ def step_facts(ptx: str) -> StepFacts:
             phases.append(trips)
             pending, trips, copying = set(), 0, False
             continue
+        published = published or _TAGGED_PUBLISH in line
+        if published and opcode.startswith("bar.sync"):
+            phases.append(trips)
+            pending, trips, copying, published = set(), 0, False, False
+            continue
         if opcode.startswith("mma.sync") or opcode.startswith("wgmma.mma_async"):
             mma += 1
         renames = opcode.startswith("mov") and read and all(register in pending for register in read)
-        if opcode.startswith("ld.global.cg") or renames:
+        if opcode.startswith(("ld.global.cg", "ld.volatile.global")) or renames:
             pending.update(written)
         elif pending.intersection(read):
             trips += 1

@@ -23,6 +23,9 @@ How a sequence runs (:func:`plan_launch`, from the :class:`~tritongru.configs.Ke
   dependent launch), hiding the gap.
 
 ``TRITONGRU_GRID_SYNC=0`` in the environment turns the grid barrier off: several slices then run per step.
+``TRITONGRU_EXCHANGE=tagged`` makes the grid-synchronised forward of 2- and 4-byte dtypes (its weights all held)
+wait for the data itself instead of a counter (:mod:`tritongru.kernels.grid_sync`'s tagged exchange):
+experimental, until a GPU has measured it; the default, ``counter``, is the barrier.
 """
 
 from __future__ import annotations
@@ -122,6 +125,39 @@ def grid_sync_available(device: torch.device) -> bool:
     """Whether programs of one launch can wait for each other: on CUDA (unless ``TRITONGRU_GRID_SYNC=0``); not
     under the interpreter, which runs programs one after another."""
     return device.type == "cuda" and not interpreting() and os.environ.get("TRITONGRU_GRID_SYNC", "1") != "0"
+
+
+EXCHANGES = ("counter", "tagged")
+"""How the programs of a grid-synchronised forward learn that the others' data of a step is there."""
+
+
+def exchange() -> str:
+    """The exchange ``TRITONGRU_EXCHANGE`` asks for (one of :data:`EXCHANGES`; default ``counter``)."""
+    name = os.environ.get("TRITONGRU_EXCHANGE", "counter")
+    if name not in EXCHANGES:
+        raise ValueError(f"TRITONGRU_EXCHANGE must be one of {EXCHANGES}; got {name!r}")
+    return name
+
+
+def tags_exchange(kind: str, args: dict) -> bool:
+    """Whether a grid-synchronised ``kind`` launch with ``args`` uses the tagged exchange: asked for
+    (:func:`exchange`), the sequence forward (not the cell), 2- or 4-byte values, every K chunk held."""
+    return (
+        exchange() == "tagged"
+        and kind == "forward"
+        and args["x_ptr"] is None
+        and args["hs_ptr"].element_size() in (2, 4)
+        and args["HELD_CHUNKS"] * args["BLOCK_K"] >= args["D"]
+    )
+
+
+def _tagged_buffers(args: dict, variant: str) -> dict:
+    """The tagged exchange's two slots of ``h`` (and classic's ``R * h``), ``[2, B, H]`` words, zeroed (no tag)."""
+    hs = args["hs_ptr"]
+    words = torch.int32 if hs.element_size() == 2 else torch.int64
+    shape = (2, args["B"], args["H"])
+    rh = torch.zeros(shape, dtype=words, device=hs.device) if variant == "classic" else None
+    return dict(xh_ptr=torch.zeros(shape, dtype=words, device=hs.device), xrh_ptr=rh, TAGGED=True)
 
 
 def _pdl_available(device: torch.device) -> bool:
@@ -312,9 +348,13 @@ def kernel_calls(kind: str, variant: str, plan: LaunchPlan, steps: int, args: di
     says; ``args`` holds every kernel argument but the step range, the phases and the barrier's."""
     phases = PHASES[kind, variant]
     whole = dict(args, t_lo=0, t_hi=steps, spin_limit=_spin_limit(), FIRST_PHASE=0, LAST_PHASE=phases - 1)
+    if kind == "forward":
+        whole.update(xh_ptr=None, xrh_ptr=None, TAGGED=False)
     persistent = dict(whole, RESIDENT=True, USE_PDL=False)
     if plan.grid_sync:
         sync = torch.zeros(plan.grid[1], dtype=torch.int32, device=args["hs_ptr"].device)
+        if tags_exchange(kind, args):
+            persistent.update(_tagged_buffers(args, variant))
         return [
             dict(persistent, sync_ptr=sync, GRID_SYNC=True, launch_cooperative_grid=True, maxnreg=GRID_SYNC_REGISTERS)
         ]
@@ -347,7 +387,8 @@ def _launch(kernel, kind: str, variant: str, plan: LaunchPlan, steps: int, args:
     with _on_device(device):
         if plan.grid_sync:
             (call,) = kernel_calls(kind, variant, plan, steps, args)
-            arrivals = plan.grid[0] * (PHASES[kind, variant] - _descending(kind)) * steps
+            # the tagged exchange never arrives at the counter: it stays 0 unless a wait timed out
+            arrivals = 0 if call.get("TAGGED") else plan.grid[0] * (PHASES[kind, variant] - _descending(kind)) * steps
             # a count that could reach POISON (millions of steps) would read as a timeout: run those per step
             if arrivals < POISON and _fits_at_once(kernel, plan.grid, call, device):
                 check_grid_barriers(wait=False)
