@@ -31,6 +31,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+import torch
 
 from tritongru import launchers
 
@@ -150,3 +151,17 @@ def concurrent_programs(
         yield
     finally:
         sys.setswitchinterval(switch_interval)
+
+
+def forward_with_a_missing_program(monkeypatch, variant: str, steps: int, batch: int, hidden: int, device) -> None:
+    """A forward sequence of fresh data whose program ``(2, 1)`` (third slice, second group) never runs, with a
+    20 ms wait budget: check that the launch ends and raises the timeout's ``RuntimeError``."""
+    monkeypatch.setattr(launchers, "BARRIER_TIMEOUT_S", 0.02)
+    gi = torch.randn(steps, batch, 3 * hidden, device=device)
+    h0 = torch.randn(batch, hidden, device=device)
+    w_hh = torch.randn(3 * hidden, hidden, device=device) * 0.1
+    with (
+        concurrent_programs(monkeypatch, absent=((2, 1, 0),)),
+        pytest.raises(RuntimeError, match=r"timed out.*TRITONGRU_GRID_SYNC=0"),
+    ):
+        launchers.forward_sequence(gi, h0, w_hh, None, variant=variant)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from concurrent_interpreter import concurrent_programs, interpreter
+from concurrent_interpreter import concurrent_programs, forward_with_a_missing_program, interpreter
 from helpers import ON_GPU, assert_close, grads
 from tritongru.kernels.grid_sync import POISON
 
@@ -108,15 +108,7 @@ def test_broken_barrier_gives_wrong_results(grid_sync_config, broken_barrier, mo
 def test_missing_program_times_out_with_an_error(variant, grid_sync_config, monkeypatch, device):
     """A program that never runs (a grid not all resident) makes the others time out, not hang: the launch
     ends and the host raises, saying what happened and how to fall back."""
-    monkeypatch.setattr(tritongru.launchers, "BARRIER_TIMEOUT_S", 0.02)
-    gi = torch.randn(T, B, 3 * H, device=device)
-    h0 = torch.randn(B, H, device=device)
-    w_hh = torch.randn(3 * H, H, device=device) * 0.1
-    with (
-        concurrent_programs(monkeypatch, absent=((2, 1, 0),)),
-        pytest.raises(RuntimeError, match=r"timed out.*TRITONGRU_GRID_SYNC=0"),
-    ):
-        tritongru.launchers.forward_sequence(gi, h0, w_hh, None, variant=variant)
+    forward_with_a_missing_program(monkeypatch, variant, T, B, H, device)
     ((counters, expected),) = grid_sync_config
     assert counters[0] == expected and counters[1] >= POISON, "only the incomplete batch block times out"
 

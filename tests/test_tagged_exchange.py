@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 import tritongru.kernels.gru_math
-from concurrent_interpreter import concurrent_programs
+from concurrent_interpreter import concurrent_programs, forward_with_a_missing_program
 from helpers import ON_GPU, assert_close
 from tritongru.kernels.grid_sync import POISON
 
@@ -110,15 +110,7 @@ def test_without_the_wait_the_output_is_wrong(tagged, monkeypatch, device):
 def test_missing_program_times_out_with_an_error(variant, tagged, monkeypatch, device):
     """A program that never runs leaves its words untagged: the others time out, poison the counter, and the
     host raises, as with the counter."""
-    monkeypatch.setattr(tritongru.launchers, "BARRIER_TIMEOUT_S", 0.02)
-    gi = torch.randn(T, B, 3 * H, device=device)
-    h0 = torch.randn(B, H, device=device)
-    w_hh = torch.randn(3 * H, H, device=device) * 0.1
-    with (
-        concurrent_programs(monkeypatch, absent=((2, 1, 0),)),
-        pytest.raises(RuntimeError, match=r"timed out.*TRITONGRU_GRID_SYNC=0"),
-    ):
-        tritongru.launchers.forward_sequence(gi, h0, w_hh, None, variant=variant)
+    forward_with_a_missing_program(monkeypatch, variant, T, B, H, device)
     (call,) = tagged
     assert call["TAGGED"]
     counters = call["sync_ptr"].tolist()
