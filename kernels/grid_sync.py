@@ -103,25 +103,23 @@ def publish_tagged(p, value, tag, mask):
         word = (value.to(tl.int32, bitcast=True).to(tl.int64) & 0xFFFFFFFF) | (tag.to(tl.int64) << 32)
     if _INTERPRETING:
         tl.store(p, word, mask=mask)
+    elif value.dtype.primitive_bitwidth == 16:
+        _store_relaxed(p, mask, word, "b32", "r")
     else:
-        if value.dtype.primitive_bitwidth == 16:
-            tl.inline_asm_elementwise(
-                "{ .reg .pred p; setp.ne.b32 p, $2, 0; @p st.relaxed.gpu.global.b32 [$1], $3; mov.b32 $0, 0; }",
-                "=r,l,r,r",
-                [p, mask.to(tl.int32), word],
-                dtype=tl.int32,
-                is_pure=False,
-                pack=1,
-            )
-        else:
-            tl.inline_asm_elementwise(
-                "{ .reg .pred p; setp.ne.b32 p, $2, 0; @p st.relaxed.gpu.global.b64 [$1], $3; mov.b32 $0, 0; }",
-                "=r,l,r,l",
-                [p, mask.to(tl.int32), word],
-                dtype=tl.int32,
-                is_pure=False,
-                pack=1,
-            )
+        _store_relaxed(p, mask, word, "b64", "l")
+
+
+@triton.jit
+def _store_relaxed(p, mask, word, TYPE: tl.constexpr, REGISTER: tl.constexpr):
+    """``st.relaxed.gpu.global`` of each ``word`` (PTX type ``TYPE``, register class ``REGISTER``) where ``mask``."""
+    tl.inline_asm_elementwise(
+        "{ .reg .pred p; setp.ne.b32 p, $2, 0; @p st.relaxed.gpu.global." + TYPE + " [$1], $3; mov.b32 $0, 0; }",
+        "=r,l,r," + REGISTER,
+        [p, mask.to(tl.int32), word],
+        dtype=tl.int32,
+        is_pure=False,
+        pack=1,
+    )
 
 
 @triton.jit
