@@ -39,6 +39,20 @@ def flat_weights(module: torch.nn.GRU) -> list[torch.Tensor | None]:
     return weights
 
 
+def layer_tensors(steps: int, batch: int, input_size: int, hidden: int, device) -> list[torch.Tensor]:
+    """``x [T, B, I]``, ``h0 [B, H]`` and a layer's ``weight_ih, weight_hh, bias_ih, bias_hh``, float32, drawn
+    as ``torch.nn.GRU`` initialises its weights (uniform in +-1/sqrt(H))."""
+    scale = hidden**-0.5
+    return [
+        torch.randn(steps, batch, input_size, device=device),
+        torch.randn(batch, hidden, device=device) * 0.5,
+        torch.empty(3 * hidden, input_size, device=device).uniform_(-scale, scale),
+        torch.empty(3 * hidden, hidden, device=device).uniform_(-scale, scale),
+        torch.empty(3 * hidden, device=device).uniform_(-scale, scale),
+        torch.empty(3 * hidden, device=device).uniform_(-scale, scale),
+    ]
+
+
 def grads(outputs: list[torch.Tensor], inputs: list[torch.Tensor], seed: int = 1) -> list[torch.Tensor]:
     """Gradients of ``sum(out * random)`` with respect to ``inputs`` (the same random cotangents every call)."""
     generator = torch.Generator().manual_seed(seed)

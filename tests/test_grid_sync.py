@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 from concurrent_interpreter import concurrent_programs, forward_with_a_missing_program, interpreter
-from helpers import ON_GPU, assert_close, grads
+from helpers import ON_GPU, assert_close, grads, layer_tensors
 from tritongru.kernels.grid_sync import POISON
 
 import tritongru
@@ -60,15 +60,7 @@ def broken_barrier(monkeypatch) -> None:
 
 def layer_and_oracle(variant: str, device: torch.device):
     """``(ours, expected)``: output, h_n and every gradient of one layer, through tritongru and the oracle."""
-    scale = H**-0.5
-    tensors = [
-        torch.randn(T, B, I, device=device),
-        torch.randn(B, H, device=device) * 0.5,
-        torch.empty(3 * H, I, device=device).uniform_(-scale, scale),
-        torch.empty(3 * H, H, device=device).uniform_(-scale, scale),
-        torch.empty(3 * H, device=device).uniform_(-scale, scale),
-        torch.empty(3 * H, device=device).uniform_(-scale, scale),
-    ]
+    tensors = layer_tensors(T, B, I, H, device)
     tensors = [t.requires_grad_() for t in tensors]
     lengths = torch.randint(1, T + 1, (B,), device=device)
     output, h_n = tritongru.gru_layer(*tensors, variant=variant, lengths=lengths)

@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 import tritongru.kernels.gru_math
 from concurrent_interpreter import concurrent_programs, forward_with_a_missing_program
-from helpers import ON_GPU, assert_close
+from helpers import ON_GPU, assert_close, layer_tensors
 from tritongru.kernels.grid_sync import POISON
 
 import tritongru.launchers
@@ -52,15 +52,7 @@ def tagged(monkeypatch) -> list[dict]:
 
 def forward_and_oracle(variant: str, dtype: torch.dtype, device: torch.device):
     """``(ours, expected)``: a layer's output and ``h_n`` through tritongru and the oracle (float64)."""
-    scale = H**-0.5
-    tensors = [
-        torch.randn(T, B, I, device=device),
-        torch.randn(B, H, device=device) * 0.5,
-        torch.empty(3 * H, I, device=device).uniform_(-scale, scale),
-        torch.empty(3 * H, H, device=device).uniform_(-scale, scale),
-        torch.empty(3 * H, device=device).uniform_(-scale, scale),
-        torch.empty(3 * H, device=device).uniform_(-scale, scale),
-    ]
+    tensors = layer_tensors(T, B, I, H, device)
     tensors = [t.to(dtype) for t in tensors]
     lengths = torch.randint(1, T + 1, (B,), device=device)
     with torch.no_grad():
