@@ -62,6 +62,8 @@ def test_speedup_table_shows_misses_first():
             _row("forward", 64, 1024, 1.4, 3.0),
             _row("train", 16, 768, 1.6, 4.0),
             {**_row("forward", 1, 256, 9.0, 0.1), "provider": "cudnn"},
+            {**_row("forward", 16, 768, 1.1, 2.25), "provider": "tritongru-cudnn-tagged"},
+            {**_row("train", 16, 768, 1.0, 5.0), "provider": "tritongru-cudnn-tagged"},
         ]
     }
     lines = selftest.speedup_table(document)
@@ -69,8 +71,13 @@ def test_speedup_table_shows_misses_first():
     assert "MISSED" in forward[0] and "1024" in forward[0], "the worst forward point comes first"
     assert "met" in forward[1] and "768" in forward[1]
     assert any(line.startswith("train") and "met" in line for line in lines)
-    assert lines[-1] == "forward bf16 B=16 H=768: 1.20 us/step (target 1.5): met"
+    assert lines[-2:] == [
+        "forward bf16 B=16 H=768, tritongru (cudnn form): 1.20 us/step (target 1.5): met",
+        "forward bf16 B=16 H=768, tritongru (cudnn form), tagged exchange: 2.25 us/step (target 1.5): MISSED",
+    ]
     assert not any(" 256 " in line for line in lines), "only the cudnn form's rows are compared"
+    assert [line for line in lines if "2.25" in line] == lines[-1:], "the tagged rows are not in the table"
+    assert not any("5.00" in line for line in lines)
 
 
 @pytest.mark.skipif(ON_GPU, reason="on a GPU the selftest runs for real")
@@ -151,7 +158,12 @@ def test_a_stage_that_raises_is_a_failure_and_the_run_goes_on(tmp_path):
 
 
 TINY_REGION = Grid(batch=(1, 2, 3), hidden=(16,), seq_len=(3,), precisions=("fp32",), modes=("forward", "train"))
-TINY_PROVIDERS = {"tritongru-cudnn": "cudnn", "tritongru-classic": "classic", "torch-cpu": None}
+TINY_PROVIDERS = {
+    "tritongru-cudnn": "cudnn",
+    "tritongru-cudnn-tagged": "cudnn",
+    "tritongru-classic": "classic",
+    "torch-cpu": None,
+}
 
 
 def _bench_stage(points=None) -> Stage:
@@ -224,7 +236,8 @@ def recorded(monkeypatch):
     def record(kernel, *, variant, dtype, batch, hidden, input_size, device, allow_tf32, flags, head_dim):
         assert head_dim is None, "the proof runs the dense GRU"
         precision = precision_of(dtype, allow_tf32).name
-        calls.add(LauncherCall(kernel, variant, precision, batch, hidden, input_size, tuple(sorted(flags.items()))))
+        flags_made = tuple(sorted(flags.items()))
+        calls.add(LauncherCall(kernel, variant, precision, batch, hidden, input_size, flags_made, launchers.exchange()))
         return real(
             kernel,
             variant=variant,
@@ -330,6 +343,44 @@ def test_the_plan_precompiles_what_the_stages_launch_within_the_default_budget()
     assert f"**{total} s estimated**" in readme, "the README's proof section quotes today's plan"
 
 
+TAGGED_PLAN = """
+import json
+import torch
+from pathlib import Path
+from tritongru.harness import proof_plan, selftest
+
+def forwards(providers):
+    calls = selftest.bench_calls(selftest.TARGET_REGION, [selftest.FIRST_POINT], providers)
+    kernels = proof_plan.launched_kernels(calls, torch.device("cpu"), 90)
+    return calls, kernels, [kernel.call for kernel in kernels if kernel.kind == "forward"]
+
+calls, kernels, made = forwards(selftest.BENCH_PROVIDERS)
+plain = {key: form for key, form in selftest.BENCH_PROVIDERS.items() if key != "tritongru-cudnn-tagged"}
+_, without, _ = forwards(plain)
+(compile_,) = [stage for stage in selftest.proof_stages(torch.device("cpu"), Path(".")) if stage.name == "precompile"]
+print(json.dumps({
+    "tagged_calls": sorted({call.kernel for call in calls if call.exchange == "tagged"}),
+    "forwards": [[call["TAGGED"], call["xh_ptr"] is not None] for call in made],
+    "extra": len(kernels) - len(without),
+    "precompiled_tagged": sum(k.kind == "forward" and k.call["TAGGED"] for k in compile_.kernels),
+}))
+"""
+
+
+def test_the_plan_precompiles_the_tagged_forward_beside_the_counter():
+    """At the first point the tagged contender's forward is planned with the tagged exchange (its word buffers,
+    ``TAGGED``), the plain contender's with the counter; the tagged one adds only its two forwards (with and
+    without saved gates: its backward is the plain one's), and the precompile stage compiles them."""
+    done = subprocess.run(
+        [sys.executable, "-c", TAGGED_PLAN], env=NO_INTERPRETER, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    facts = json.loads(done.stdout.splitlines()[-1])
+    assert facts["tagged_calls"] == ["forward"]
+    assert sorted(facts["forwards"]) == [[False, False]] * 4 + [[True, True]] * 2
+    assert facts["extra"] == 2 and facts["precompiled_tagged"] >= 2
+
+
 def test_plan_on_the_command_line_lists_every_stage_and_fails_over_budget(capfd):
     from tritongru import cli
 
@@ -352,6 +403,7 @@ from tritongru.harness.proof_plan import LauncherCall, launched_kernels, own_pla
 target = GPUTarget("cuda", 90, 32)
 calls = [
     LauncherCall.of("forward", "cudnn", "bf16", 16, 256, bias=True, lengths=False, store_gates=False),
+    LauncherCall.of("forward", "cudnn", "bf16", 16, 256, "tagged", bias=True, lengths=False, store_gates=False),
     LauncherCall.of("cell", "classic", "bf16", 16, 256, bias=True, store_gates=False),
 ]
 kernels = launched_kernels(calls, torch.device("cpu"), 90)
@@ -375,7 +427,9 @@ for call in calls:
         h0=h0, w_hh=w_hh, b_hh=b_hh, steps=1 if cell else 7, lengths=None, variant=call.variant,
         store_gates=False, allow_tf32=False, config=config,
     )
-    for launch in launchers.kernel_calls(kind, call.variant, plan, 1 if cell else 7, args):
+    with launchers.using_exchange(call.exchange):
+        launches = launchers.kernel_calls(kind, call.variant, plan, 1 if cell else 7, args)
+    for launch in launches:
         print(launchers.gru_forward_kernel.warmup(grid=plan.grid, **launch).hash)
 assert sorted(os.listdir(os.environ["TRITON_CACHE_DIR"])) == entries, "the JIT wrote nothing new: it found them"
 print(len(kernels), "precompiled")
@@ -384,15 +438,15 @@ print(len(kernels), "precompiled")
 
 def test_precompiled_kernels_are_the_entries_the_jit_reads(tmp_path):
     """What :func:`precompile` writes is what the JIT then finds: same cache key (the entry's hash) for a
-    grid-synchronised forward and both phases of a per-step classic cell (launched with and without PDL),
-    and the JIT compiles nothing new."""
+    grid-synchronised forward with either exchange and both phases of a per-step classic cell (launched with
+    and without PDL), and the JIT compiles nothing new."""
     env = {**NO_INTERPRETER, "TRITON_CACHE_DIR": str(tmp_path)}
     done = subprocess.run([sys.executable, "-c", PRECOMPILED], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     *hashes, last = done.stdout.split("\n")[:-1]
-    assert last == "3 precompiled"
-    assert len(hashes) == 1 + 2 and len(set(hashes)) == 3
-    assert len(list(tmp_path.iterdir())) == 3, "one cache entry per precompiled kernel"
+    assert last == "4 precompiled"
+    assert len(hashes) == 2 + 2 and len(set(hashes)) == 4
+    assert len(list(tmp_path.iterdir())) == 4, "one cache entry per precompiled kernel"
 
 
 def test_a_stage_says_how_many_kernels_it_compiled_itself(tmp_path):

@@ -4,7 +4,9 @@ What is checked: with it, the forward (both forms, 2- and 4-byte words) equals t
 every slice but the first are slowed down, and its counters stay at 0; without the wait (its polls answered at
 once) the first slice reads stale words and the output is wrong, so the first check has teeth; a program that
 never runs makes the others time out with an error instead of hanging; where the exchange does not apply
-(backward, cell, float64) the counter is kept; a bad ``TRITONGRU_EXCHANGE`` is refused.
+(backward, cell, float64) the counter is kept; a bad ``TRITONGRU_EXCHANGE`` is refused; ``using_exchange``
+overrides the environment in its block and thread, and the bench's tagged contender trains with a tagged forward
+and the counter's backward.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 import torch
@@ -25,6 +28,7 @@ from tritongru.kernels.grid_sync import POISON
 import tritongru.launchers
 from tritongru import reference
 from tritongru.configs import KernelConfig
+from tritongru.harness import providers
 from tritongru.variants import VARIANTS
 
 # H=40 in slices of 16: three programs per batch block, the last owning 8 units; B=20: two batch blocks, the
@@ -34,9 +38,8 @@ GRID_SYNC = KernelConfig(block_b=16, block_h=16, block_k=32, num_warps=2, persis
 
 
 @pytest.fixture
-def tagged(monkeypatch) -> list[dict]:
-    """Ask for the tagged exchange on the grid-synchronised config; return every kernel call made."""
-    monkeypatch.setenv("TRITONGRU_EXCHANGE", "tagged")
+def recorded_calls(monkeypatch) -> list[dict]:
+    """Launch with the grid-synchronised config; return every kernel call made."""
     monkeypatch.setattr(tritongru.launchers, "select_config", lambda kernel, **_: GRID_SYNC)
     calls = []
     real_calls = tritongru.launchers.kernel_calls
@@ -48,6 +51,13 @@ def tagged(monkeypatch) -> list[dict]:
 
     monkeypatch.setattr(tritongru.launchers, "kernel_calls", recording_calls)
     return calls
+
+
+@pytest.fixture
+def tagged(recorded_calls, monkeypatch) -> list[dict]:
+    """Ask for the tagged exchange on the grid-synchronised config; return every kernel call made."""
+    monkeypatch.setenv("TRITONGRU_EXCHANGE", "tagged")
+    return recorded_calls
 
 
 def forward_and_oracle(variant: str, dtype: torch.dtype, device: torch.device):
@@ -139,6 +149,49 @@ def test_a_bad_exchange_is_refused(monkeypatch):
     monkeypatch.setenv("TRITONGRU_EXCHANGE", "polled")
     with pytest.raises(ValueError, match=r"TRITONGRU_EXCHANGE must be one of \('counter', 'tagged'\); got 'polled'"):
         tritongru.launchers.exchange()
+    refused = pytest.raises(ValueError, match=r"exchange must be one of \('counter', 'tagged'\); got 'polled'")
+    with refused, tritongru.launchers.using_exchange("polled"):
+        pass
+
+
+def test_using_exchange_overrides_the_environment_in_its_block_and_thread(monkeypatch):
+    launchers = tritongru.launchers
+    monkeypatch.setenv("TRITONGRU_EXCHANGE", "tagged")
+    seen = []
+    with launchers.using_exchange("counter"):
+        assert launchers.exchange() == "counter"
+        with launchers.using_exchange("tagged"):
+            assert launchers.exchange() == "tagged"
+        assert launchers.exchange() == "counter"
+        elsewhere = threading.Thread(target=lambda: seen.append(launchers.exchange()))
+        elsewhere.start()
+        elsewhere.join()
+    assert launchers.exchange() == "tagged" and seen == ["tagged"]
+
+
+@pytest.mark.skipif(ON_GPU, reason="runs a grid-synchronised config through the CPU interpreter")
+def test_the_tagged_contender_trains_with_a_tagged_forward_and_a_counter_backward(recorded_calls, monkeypatch):
+    """The bench's ``tritongru-cudnn-tagged``, the environment asking for the counter: its forward launches with
+    the tagged exchange, the backward autograd runs after it with the counter, and both agree with
+    ``torch.nn.GRU``."""
+    monkeypatch.setenv("TRITONGRU_EXCHANGE", "counter")
+    base = torch.nn.GRU(I, H)
+    model, formulation = providers.build("tritongru-cudnn-tagged", base, allow_tf32=False)
+    x, h0 = torch.randn(T, B, I, requires_grad=True), torch.randn(1, B, H)
+    with concurrent_programs(monkeypatch, store_delay=1e-3):
+        output, h_n = model(x, h0)
+        ours = torch.autograd.grad(output.sum() + h_n.sum(), [x, *model.parameters()])
+    expected_out, expected_h = base(x, h0)
+    expected = torch.autograd.grad(expected_out.sum() + expected_h.sum(), [x, *base.parameters()])
+    assert formulation == "cudnn"
+    assert [name for name, _ in model.named_parameters()] == [f"model.{name}" for name, _ in base.named_parameters()]
+    for name, actual, wanted in zip(["output", "h_n"], [output, h_n], [expected_out, expected_h], strict=True):
+        assert_close(actual, wanted, torch.float32, name)
+    for name, actual, wanted in zip(["x", *(n for n, _ in base.named_parameters())], ours, expected, strict=True):
+        assert_close(actual, wanted, torch.float32, f"d {name}")
+    forward, backward = recorded_calls
+    assert forward["TAGGED"] and forward["sync_ptr"].tolist() == [0, 0]
+    assert "TAGGED" not in backward and backward["GRID_SYNC"] and min(backward["sync_ptr"].tolist()) > 0
 
 
 TAGGED_FACTS = """

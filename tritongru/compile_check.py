@@ -44,7 +44,14 @@ from tritongru.compiled import Resources, copy_problems, kernel_resources, mma_s
 from tritongru.configs import KERNELS, SHARED_MEMORY_MAX, KernelConfig
 from tritongru.environment import interpreting
 from tritongru.kernels.grid_sync import barrier_stress_kernel
-from tritongru.launchers import KIND_KERNELS, compiled_calls, first_spill_free, meta_arguments, stress_arguments
+from tritongru.launchers import (
+    KIND_KERNELS,
+    compiled_calls,
+    exchange,
+    first_spill_free,
+    meta_arguments,
+    stress_arguments,
+)
 from tritongru.precisions import PRECISIONS
 from tritongru.variants import VARIANTS
 
@@ -189,6 +196,7 @@ def compile_call(call: Call, arch: int, fallbacks: bool = True) -> tuple[KernelC
         SM_COUNT[arch],
         head_dim=call.head_dim,
         fallbacks=fallbacks,
+        exchange_name=exchange(),
     )
     kind, args = meta_arguments(
         call.kernel,

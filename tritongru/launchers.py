@@ -25,13 +25,16 @@ How a sequence runs (:func:`plan_launch`, from the :class:`~tritongru.configs.Ke
 ``TRITONGRU_GRID_SYNC=0`` in the environment turns the grid barrier off: several slices then run per step.
 ``TRITONGRU_EXCHANGE=tagged`` makes the grid-synchronised forward of 2- and 4-byte dtypes (its weights all held)
 wait for the data itself instead of a counter (:mod:`tritongru.kernels.grid_sync`'s tagged exchange):
-experimental, until a GPU has measured it; the default, ``counter``, is the barrier.
+experimental, until a GPU has measured it; the default, ``counter``, is the barrier. Within one thread,
+:func:`using_exchange` overrides the environment (the bench's ``tritongru-cudnn-tagged`` contender runs its
+forward under it).
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import contextvars
 import functools
 import math
 import os
@@ -131,12 +134,29 @@ EXCHANGES = ("counter", "tagged")
 """How the programs of a grid-synchronised forward learn that the others' data of a step is there."""
 
 
+_exchange_override: contextvars.ContextVar[str | None] = contextvars.ContextVar("exchange_override", default=None)
+
+
 def exchange() -> str:
-    """The exchange ``TRITONGRU_EXCHANGE`` asks for (one of :data:`EXCHANGES`; default ``counter``)."""
-    name = os.environ.get("TRITONGRU_EXCHANGE", "counter")
+    """The exchange in force (one of :data:`EXCHANGES`): the innermost :func:`using_exchange`'s, else the one
+    ``TRITONGRU_EXCHANGE`` asks for (default ``counter``)."""
+    name = _exchange_override.get() or os.environ.get("TRITONGRU_EXCHANGE", "counter")
     if name not in EXCHANGES:
         raise ValueError(f"TRITONGRU_EXCHANGE must be one of {EXCHANGES}; got {name!r}")
     return name
+
+
+@contextlib.contextmanager
+def using_exchange(name: str) -> Iterator[None]:
+    """Launch with the exchange ``name`` (one of :data:`EXCHANGES`) inside the block, whatever the environment
+    says; only in this thread (and context), so a backward that autograd runs later or elsewhere keeps its own."""
+    if name not in EXCHANGES:
+        raise ValueError(f"exchange must be one of {EXCHANGES}; got {name!r}")
+    token = _exchange_override.set(name)
+    try:
+        yield
+    finally:
+        _exchange_override.reset(token)
 
 
 def tags_exchange(kind: str, args: dict) -> bool:
@@ -674,9 +694,11 @@ def first_spill_free(
     on_gpu: bool = False,
     head_dim: int | None = None,
     fallbacks: bool = True,
+    exchange_name: str = "counter",
 ) -> KernelConfig:
     """The first of :func:`~tritongru.configs.heuristic_configs` whose compiled kernels for an ``arch`` GPU do
-    not spill registers and fit its shared memory; the first one where none does.
+    not spill registers and fit its shared memory, a forward's with the exchange ``exchange_name`` (one of
+    :data:`EXCHANGES`); the first one where none does.
 
     Without a GPU (``on_gpu=False``: the compile check, the tests) every kernel the config may launch, its
     per-step fallback too, is compiled and its spills read from its cubin. On the current CUDA device
@@ -693,7 +715,8 @@ def first_spill_free(
         kind, args = meta_arguments(
             kernel, variant, precision, batch, hidden, input_size, dict(flags), config, head_dim
         )
-        calls = compiled_calls(kind, variant, config, batch, hidden, args, arch, head_dim, fallbacks)
+        with using_exchange(exchange_name):
+            calls = compiled_calls(kind, variant, config, batch, hidden, args, arch, head_dim, fallbacks)
         if on_gpu:
             own = next(iter(gpu_plans(config, batch, hidden, arch, head_dim)))
             fit = all(_jit_fits(KIND_KERNELS[kind], call) for mode, call in calls if mode == own)
@@ -756,6 +779,7 @@ def _launch_config(
         sm_count,
         on_gpu=True,
         head_dim=head_dim,
+        exchange_name=exchange(),
     )
 
 

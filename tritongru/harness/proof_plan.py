@@ -80,7 +80,8 @@ free core)."""
 class LauncherCall:
     """One call of a launcher, as the launcher keys its config (:func:`~tritongru.launchers.first_spill_free`):
     ``kernel`` (``"forward"``, ``"cell"``, ``"backward"``), formulation, precision name, sizes (``input_size``
-    0 but for the cell) and the flags it passes (``bias``, ``lengths``, ``store_gates``)."""
+    0 but for the cell), the flags it passes (``bias``, ``lengths``, ``store_gates``) and the grid exchange in
+    force when it is made (:func:`~tritongru.launchers.exchange`)."""
 
     kernel: str
     variant: str
@@ -89,19 +90,35 @@ class LauncherCall:
     hidden: int
     input_size: int
     flags: tuple[tuple[str, bool], ...]
+    exchange: str
 
     @classmethod
-    def of(cls, kernel: str, variant: str, precision: str, batch: int, hidden: int, **flags: bool) -> LauncherCall:
-        """A call with ``input_size`` ``hidden`` for the cell (0 otherwise) and ``flags`` sorted."""
-        return cls(
-            kernel, variant, precision, batch, hidden, hidden if kernel == "cell" else 0, tuple(sorted(flags.items()))
-        )
+    def of(
+        cls,
+        kernel: str,
+        variant: str,
+        precision: str,
+        batch: int,
+        hidden: int,
+        exchange: str | None = None,
+        **flags: bool,
+    ) -> LauncherCall:
+        """A call with ``input_size`` ``hidden`` for the cell (0 otherwise), ``flags`` sorted, and ``exchange``
+        (None: the one in force now)."""
+        input_size = hidden if kernel == "cell" else 0
+        exchange = exchange or launchers.exchange()
+        return cls(kernel, variant, precision, batch, hidden, input_size, tuple(sorted(flags.items())), exchange)
 
 
-def layer_calls(variant: str, precision: str, batch: int, hidden: int, *, train: bool) -> list[LauncherCall]:
-    """What one ``tritongru.GRU`` layer with biases launches: the forward (saving gates when it trains) and,
-    when it trains, the backward."""
-    forward = LauncherCall.of("forward", variant, precision, batch, hidden, bias=True, lengths=False, store_gates=train)
+def layer_calls(
+    variant: str, precision: str, batch: int, hidden: int, *, train: bool, exchange: str | None = None
+) -> list[LauncherCall]:
+    """What one ``tritongru.GRU`` layer with biases launches: the forward (saving gates when it trains) with
+    ``exchange`` (None: the one in force now) and, when it trains, the backward (after the forward has
+    returned: with the exchange in force now)."""
+    forward = LauncherCall.of(
+        "forward", variant, precision, batch, hidden, exchange, bias=True, lengths=False, store_gates=train
+    )
     backward = LauncherCall.of("backward", variant, precision, batch, hidden, bias=True, lengths=False)
     return [forward, backward] if train else [forward]
 
@@ -139,14 +156,16 @@ def own_plan(call: LauncherCall, device: torch.device, arch: int) -> tuple[launc
 
 
 def launched_kernels(calls: Iterable[LauncherCall], device: torch.device, arch: int) -> list[Kernel]:
-    """Every kernel ``calls`` launch on an ``arch`` GPU (see :func:`own_plan`), each cache entry once. The
-    cell runs one step; a sequence is planned with two, which makes every distinct launch a longer one makes
-    (the step range is not specialised)."""
+    """Every kernel ``calls`` launch on an ``arch`` GPU (see :func:`own_plan`) with their exchanges, each cache
+    entry once. The cell runs one step; a sequence is planned with two, which makes every distinct launch a
+    longer one makes (the step range is not specialised)."""
     kernels = []
     for call in calls:
         plan, kind, args = own_plan(call, device, arch)
         steps = 1 if call.kernel == "cell" else 2
-        kernels += [Kernel(kind, kwargs) for kwargs in launchers.kernel_calls(kind, call.variant, plan, steps, args)]
+        with launchers.using_exchange(call.exchange):
+            made = launchers.kernel_calls(kind, call.variant, plan, steps, args)
+        kernels += [Kernel(kind, kwargs) for kwargs in made]
     return distinct(kernels)
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 import tritongru
+from tritongru import launchers
 from tritongru.reference import diagonal_blocks_weight_hh, gru_layer_ref, layernorm_gru_layer_ref
 
 Adapter = Callable[[torch.nn.GRU, bool], tuple[torch.nn.Module, str]]
@@ -127,6 +128,20 @@ class _CompiledReference(torch.nn.Module):
         g = self.gru
         output, h_n = self.layer(x, h0[0], g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0, g.bias_hh_l0)
         return output, h_n[None]
+
+
+class _WithExchange(torch.nn.Module):
+    """``model`` whose forward launches with the grid exchange ``exchange``
+    (:func:`tritongru.launchers.using_exchange`); the backward, which autograd runs after it, keeps the
+    environment's."""
+
+    def __init__(self, model: torch.nn.Module, exchange: str) -> None:
+        super().__init__()
+        self.model, self.exchange = model, exchange
+
+    def forward(self, x: torch.Tensor, h0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with launchers.using_exchange(self.exchange):
+            return self.model(x, h0)
 
 
 @dataclass(frozen=True)
@@ -245,7 +260,8 @@ class Provider:
 
     ``runs_on`` is the only device type it runs on (``None``: any); ``module`` is the import name of an optional
     peer, which takes part only when that module can be imported. ``variant``: the research variant it computes
-    (the plain GRU by default), which its output is checked against."""
+    (the plain GRU by default), which its output is checked against. ``exchange``: the grid exchange its forward
+    launches with (one of :data:`tritongru.launchers.EXCHANGES`; ``None``: what the environment asks for)."""
 
     key: str
     label: str
@@ -255,6 +271,7 @@ class Provider:
     runs_on: str | None = None
     module: str | None = None
     variant: Variant = Variant()
+    exchange: str | None = None
 
 
 PROVIDERS: dict[str, Provider] = {
@@ -262,6 +279,14 @@ PROVIDERS: dict[str, Provider] = {
     for p in (
         Provider("tritongru-cudnn", "tritongru (cudnn form)", "#d62728", "o", _tritongru("cudnn")),
         Provider("tritongru-classic", "tritongru (classic form)", "#ff7f0e", "s", _tritongru("classic")),
+        Provider(
+            "tritongru-cudnn-tagged",
+            "tritongru (cudnn form), tagged exchange",
+            "#ff9896",
+            "<",
+            _tritongru("cudnn"),
+            exchange="tagged",
+        ),
         Provider("cudnn", "cuDNN (torch.nn.GRU)", "#1f77b4", "^", _torch_itself, runs_on="cuda"),
         Provider("torch-cpu", "torch.nn.GRU (CPU)", "#17becf", "^", _torch_itself, runs_on="cpu"),
         Provider("eager-cell", "eager GRUCell loop", "#7f7f7f", "v", _eager_cell),
@@ -369,4 +394,5 @@ def build(key: str, base: torch.nn.GRU, *, allow_tf32: bool) -> tuple[torch.nn.M
         raise LookupError(f"{key} is not installed")
     if entry.runs_on is not None and base.weight_ih_l0.device.type != entry.runs_on:
         raise LookupError(f"{key} runs on {'CUDA' if entry.runs_on == 'cuda' else 'the CPU'} only")
-    return entry.adapter(base, allow_tf32)
+    model, formulation = entry.adapter(base, allow_tf32)
+    return (model, formulation) if entry.exchange is None else (_WithExchange(model, entry.exchange), formulation)
