@@ -220,8 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--providers",
         nargs="+",
         help="contenders (default: tritongru both forms, the baseline, the eager cell loop); also compiled-ref, "
-        "torchrl, flag_gems, flashrnn, and the research variants tritongru-heads, reference-heads, "
-        "tritongru-zoneout, reference-zoneout",
+        "torchrl, flag_gems, flashrnn, tritongru-cudnn-tagged (the cudnn form, its forward with the tagged "
+        "exchange), and the research variants tritongru-heads, reference-heads, tritongru-zoneout, "
+        "reference-zoneout, tritongru-layernorm, reference-layernorm",
     )
     bench.add_argument("--seed", type=int, default=0)
     bench.set_defaults(handler=_bench)
