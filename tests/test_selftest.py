@@ -260,6 +260,37 @@ def _context(device, out) -> proof_plan.Context:
     return proof_plan.Context(device, out, lambda line: None, lambda *o: outcomes.append(o), lambda: 1e9)
 
 
+def test_the_barrier_stage_times_the_barrier_without_delays_where_its_tags_held(monkeypatch, tmp_path):
+    """Each count's stress run under delays, then (where no tag was stale) its timed runs without delays, priced
+    per step: the measured milliseconds over the steps of a launch."""
+    runs = []
+
+    def stress_barrier(programs, steps, max_delay_ns, device):
+        runs.append((programs, steps, max_delay_ns))
+        return 3 if programs == 32 else 0
+
+    def measure(fn, *, device):
+        fn()
+        return 6.0, 5.0, 7.0
+
+    monkeypatch.setattr(launchers, "stress_barrier", stress_barrier)
+    monkeypatch.setattr(selftest.timing, "measure", measure)
+    outcomes = []
+    context = proof_plan.Context(CPU, tmp_path, lambda line: None, lambda *o: outcomes.append(o), lambda: 1e9)
+    selftest._barrier((2, 32))(context)
+    steps, delay = selftest.BARRIER_STEPS, selftest.BARRIER_DELAY_NS
+    assert runs == [(2, steps, delay), (2, steps, 0), (32, steps, delay)]
+    assert outcomes == [
+        (f"barrier alone, 2 programs x {steps} steps, delays up to {delay} ns", True, "0 stale tags seen"),
+        (
+            "barrier alone, 2 programs, no delay, timed",
+            True,
+            f"{6.0e3 / steps:.2f} us per step (the model's BARRIER_US + L2_ROUND_TRIP_US)",
+        ),
+        (f"barrier alone, 32 programs x {steps} steps, delays up to {delay} ns", False, "3 stale tags seen"),
+    ]
+
+
 def test_the_smoke_launches_what_it_plans(recorded, device, tmp_path):
     selftest.smoke("bf16", 3, 17, 4)(_context(device, tmp_path))
     assert recorded == set(selftest.smoke_calls("bf16", 3, 17))

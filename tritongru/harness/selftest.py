@@ -8,7 +8,8 @@ settle:
 2. **precompile**: every kernel the later stages launch, compiled in one process per CPU by the JIT's own
    path (:mod:`tritongru.harness.precompile`), so that every launch finds it in Triton's on-disk cache;
 3. **barrier**: the grid barrier alone with 2, 32 and one program per SM for thousands of steps, every
-   program delayed at random at every step, step tags checked after every barrier;
+   program delayed at random at every step, step tags checked after every barrier; then, without the delays,
+   its µs per step (:func:`barrier_step_us`), what the step model assumes;
 4. **smoke**: every kernel at one size (:data:`SMOKE`) against its oracle: the layer's forward with and
    without saved gates, its backward, the cell with and without; both formulations;
 5. **bench**: tritongru against cuDNN over :data:`TARGET_REGION` (:data:`BENCH_PROVIDERS`: the tagged exchange
@@ -74,6 +75,7 @@ from tritongru.harness.proof_plan import (
     layer_calls,
     own_plan,
     plan_lines,
+    timing_s,
     total_s,
 )
 from tritongru.harness.providers import PROVIDERS
@@ -338,6 +340,15 @@ def stress_kernels(programs: Sequence[int]) -> list[Kernel]:
     return [Kernel("stress", launchers.stress_arguments(n, BARRIER_STEPS, BARRIER_DELAY_NS, "meta")) for n in programs]
 
 
+def barrier_step_us(programs: int, device: torch.device) -> float:
+    """Microseconds per step of the barrier alone with ``programs`` programs and no delay, timed
+    (:func:`~tritongru.harness.timing.measure`) over launches of :data:`BARRIER_STEPS` steps, each launch's host
+    work spread over its steps: an arrival, the polls until every program has arrived and one round trip of loads
+    of the others' tags, what ``profiling/predict_steps.py`` assumes as ``BARRIER_US + L2_ROUND_TRIP_US``."""
+    median, _, _ = timing.measure(lambda: launchers.stress_barrier(programs, BARRIER_STEPS, 0, device), device=device)
+    return median * 1e3 / BARRIER_STEPS
+
+
 def _barrier(programs: Sequence[int]) -> Callable[[Context], None]:
     def run(ctx: Context) -> None:
         for count in programs:
@@ -348,6 +359,10 @@ def _barrier(programs: Sequence[int]) -> Callable[[Context], None]:
                 ctx.record(what, False, str(error))
                 continue
             ctx.record(what, stale == 0, f"{stale} stale tags seen")
+            if stale == 0:
+                us = barrier_step_us(count, ctx.device)
+                timed = f"barrier alone, {count} programs, no delay, timed"
+                ctx.record(timed, True, f"{us:.2f} us per step (the model's BARRIER_US + L2_ROUND_TRIP_US)")
 
     return run
 
@@ -562,12 +577,14 @@ def proof_stages(
     CUDA device, or the CPU, which plans for an ``arch`` GPU with ``sm_count`` SMs) with ``processes``
     compile processes."""
     programs = tuple(sorted({2, 32, sm_count}))
+    launch_s = BARRIER_STEPS * BARRIER_STEP_S
     barrier = Stage(
         "barrier",
-        "the grid barrier alone under random delays",
+        "the grid barrier alone under random delays, then timed without",
         tuple(distinct(stress_kernels(programs))),
-        len(programs) * BARRIER_STEPS * BARRIER_STEP_S + CHECK_SETUP_S,
-        f"{len(programs)} runs x {BARRIER_STEPS} steps x {BARRIER_STEP_S * 1e6:.0f} us + {CHECK_SETUP_S:.0f} s",
+        len(programs) * (launch_s + timing_s(launch_s)) + CHECK_SETUP_S,
+        f"{len(programs)} x (a run of {BARRIER_STEPS} steps x {BARRIER_STEP_S * 1e6:.0f} us + do_bench "
+        f"{timing.WARMUP_MS}+{timing.REPEAT_MS} ms of them) + {CHECK_SETUP_S:.0f} s",
         _barrier(programs),
     )
     precision, batch, hidden, steps = SMOKE
