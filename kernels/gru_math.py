@@ -240,7 +240,7 @@ def _issued_together(tiles, K):
 
 
 @triton.jit
-def _dot(a, w, acc, DOT_PRECISION: tl.constexpr):
+def dot(a, w, acc, DOT_PRECISION: tl.constexpr):
     """``acc + a @ w`` (batched when 3-D) with ``a`` cast to ``w``'s dtype (tensor cores for bf16/fp16/tf32)."""
     a = a.to(w.dtype)
     if _INTERPRETING:
@@ -326,11 +326,11 @@ def _wave(
     for u in tl.static_range(COUNT):
         if SUMMED:
             w = weights[(FIRST + u) // CHUNKS][1][(FIRST + u) % CHUNKS]
-            accs = (_dot(tiles[u], w, accs[0], DOT_PRECISION),)
+            accs = (dot(tiles[u], w, accs[0], DOT_PRECISION),)
         else:
             updated = ()
             for g in tl.static_range(len(weights)):
-                updated = updated + (_dot(tiles[u], weights[g][1][(FIRST + u) % CHUNKS], accs[g], DOT_PRECISION),)
+                updated = updated + (dot(tiles[u], weights[g][1][(FIRST + u) % CHUNKS], accs[g], DOT_PRECISION),)
             accs = updated
     return accs
 
@@ -352,13 +352,13 @@ def _chunk_loop(
             if SUMMED:
                 a = _operand_chunk(p_as[g], strides_a[g], o_b, m_b, k0, K, BLOCK_K, SPLIT, EVEN_K)
                 if g == 0:
-                    updated = (_dot(a, w, accs[0], DOT_PRECISION),)
+                    updated = (dot(a, w, accs[0], DOT_PRECISION),)
                 else:
-                    updated = (_dot(a, w, updated[0], DOT_PRECISION),)
+                    updated = (dot(a, w, updated[0], DOT_PRECISION),)
             else:
                 if g == 0:
                     a = _operand_chunk(p_as[0], strides_a[0], o_b, m_b, k0, K, BLOCK_K, SPLIT, EVEN_K)
-                updated = updated + (_dot(a, w, accs[g], DOT_PRECISION),)
+                updated = updated + (dot(a, w, accs[g], DOT_PRECISION),)
         accs = updated
     return accs
 

@@ -291,6 +291,55 @@ def test_the_barrier_stage_times_the_barrier_without_delays_where_its_tags_held(
     ]
 
 
+def test_the_rates_stage_checks_each_launch_then_prices_its_flop_per_clock(monkeypatch, tmp_path, device):
+    """Every instruction and precision on every SM: its output checked exactly (a wrong one is a failure and is
+    not timed), then timed and priced as FLOP a clock an SM at the rated clock."""
+    monkeypatch.setattr(selftest, "sm_count_and_clock", lambda device: (2, 1.5e9))
+    monkeypatch.setattr(selftest, "RATE_ITERS", {"mma.sync": 3, "wgmma": 5})
+    real = launchers.mma_rate
+    launched = []
+
+    def mma_rate(instruction, precision, programs, iters, device):
+        launched.append((instruction, precision, programs, iters))
+        out = real(instruction, precision, programs, iters, device)
+        return out + 1 if (instruction, precision) == ("wgmma", "tf32") else out
+
+    def measure(fn, *, device):
+        fn()
+        return 2.0, 1.0, 3.0
+
+    monkeypatch.setattr(launchers, "mma_rate", mma_rate)
+    monkeypatch.setattr(selftest.timing, "measure", measure)
+    outcomes = []
+    context = proof_plan.Context(device, tmp_path, lambda line: None, lambda *o: outcomes.append(o), lambda: 1e9)
+    selftest._rates(context)
+    shapes = launchers.MMA_RATE_SHAPES
+    assert launched == [
+        ("mma.sync", "bf16", 2 * shapes["mma.sync"].programs_per_sm, 3),
+        ("mma.sync", "bf16", 2 * shapes["mma.sync"].programs_per_sm, 3),
+        ("mma.sync", "tf32", 2 * shapes["mma.sync"].programs_per_sm, 3),
+        ("mma.sync", "tf32", 2 * shapes["mma.sync"].programs_per_sm, 3),
+        ("wgmma", "bf16", 2 * shapes["wgmma"].programs_per_sm, 5),
+        ("wgmma", "bf16", 2 * shapes["wgmma"].programs_per_sm, 5),
+        ("wgmma", "tf32", 2 * shapes["wgmma"].programs_per_sm, 5),
+    ], "checked, then timed; the wrong one not timed"
+    assert [(what.split(",")[0], passed) for what, passed, _ in outcomes] == [
+        ("mma.sync rate", True),
+        ("mma.sync rate", True),
+        ("wgmma rate", True),
+        ("wgmma rate", False),
+    ]
+    shape = shapes["mma.sync"]
+    flop = 2 * shape.programs_per_sm * 3 * 2 * shape.block_m * shape.block_n * shape.block_k
+    per_sm = flop / 2e-3 / 2
+    assert outcomes[0][0] == "mma.sync rate, bf16, 16x64x64 on 1 warp"
+    assert outcomes[0][2].startswith(
+        f"{per_sm / 1e12:.2f} TFLOP/s an SM: {per_sm / 1.5e9:.0f} FLOP a clock at the rated 1.50 GHz"
+    )
+    products = 2 * shapes["wgmma"].programs_per_sm * 64 * 16
+    assert outcomes[3][2] == f"{products} of {products} products wrong"
+
+
 def test_the_smoke_launches_what_it_plans(recorded, device, tmp_path):
     selftest.smoke("bf16", 3, 17, 4)(_context(device, tmp_path))
     assert recorded == set(selftest.smoke_calls("bf16", 3, 17))
@@ -419,7 +468,7 @@ def test_plan_on_the_command_line_lists_every_stage_and_fails_over_budget(capfd)
     lines = capfd.readouterr().out.splitlines()
     assert "budget 10 s" in lines[0] and "estimate" in lines[0]
     names = [line.split()[1] for line in lines[2:-1]]
-    assert names == ["environment", "precompile", "barrier", "smoke", "bench", "stress", "tests"]
+    assert names == ["environment", "precompile", "barrier", "rates", "smoke", "bench", "stress", "tests"]
     assert lines[-1].startswith("total ") and lines[-1].endswith(" s")
 
 

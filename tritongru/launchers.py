@@ -61,6 +61,7 @@ from tritongru.configs import (
 )
 from tritongru.environment import interpreting
 from tritongru.kernels.backward import gru_backward_kernel
+from tritongru.kernels.calibrate import mma_rate_kernel
 from tritongru.kernels.forward import gru_forward_kernel
 from tritongru.kernels.grid_sync import POISON, barrier_stress_kernel
 from tritongru.kernels.layernorm import layernorm_gru_backward_kernel, layernorm_gru_forward_kernel
@@ -1113,3 +1114,56 @@ def stress_barrier(programs: int, steps: int, max_delay_ns: int, device: torch.d
         _check_barriers(sync, programs * steps)
         check_grid_barriers()
     return int(errors.item())
+
+
+class MmaRateShape(NamedTuple):
+    """A tile shape of :func:`~tritongru.kernels.calibrate.mma_rate_kernel`: ``a [block_m, block_k] @ b [block_k,
+    block_n]`` on ``num_warps`` warps, ``programs_per_sm`` of them launched per SM."""
+
+    block_m: int
+    block_n: int
+    block_k: int
+    num_warps: int
+    programs_per_sm: int
+
+
+MMA_RATE_SHAPES = {
+    "mma.sync": MmaRateShape(block_m=16, block_n=64, block_k=64, num_warps=1, programs_per_sm=16),
+    "wgmma": MmaRateShape(block_m=64, block_n=16, block_k=64, num_warps=4, programs_per_sm=4),
+}
+"""The instruction each shape compiles to for sm_90 (checked by ``tests/test_calibrate.py``): 16 rows on one warp,
+as today's kernels multiply (16 warps an SM); 64 rows on one warpgroup, the gate rows as M (4 warpgroups an
+SM)."""
+
+_TL_DTYPES = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16, torch.float32: tl.float32}
+
+
+def mma_rate_arguments(instruction: str, precision: str, programs: int, iters: int, device: torch.device | str) -> dict:
+    """The keyword arguments (launch options included) of :func:`mma_rate`'s launch: ``programs`` programs of
+    the :data:`MMA_RATE_SHAPES` shape of ``instruction``, ``iters`` products each, in ``precision`` (bf16,
+    fp16, tf32 or fp32); ``device`` ``"meta"``: what compiling it needs."""
+    if instruction not in MMA_RATE_SHAPES:
+        raise ValueError(f"instruction must be one of {tuple(MMA_RATE_SHAPES)}; got {instruction!r}")
+    if precision not in PRECISIONS or PRECISIONS[precision].dtype not in _TL_DTYPES:
+        raise ValueError(f"the tensor cores take bf16, fp16, tf32 or fp32; got {precision!r}")
+    p = PRECISIONS[precision]
+    shape = MMA_RATE_SHAPES[instruction]
+    return dict(
+        out_ptr=torch.empty((programs, shape.block_m, shape.block_n), dtype=torch.float32, device=device),
+        iters=iters,
+        OPERAND_DTYPE=_TL_DTYPES[p.dtype],
+        DOT_PRECISION=p.dot_precision,
+        BLOCK_M=shape.block_m,
+        BLOCK_N=shape.block_n,
+        BLOCK_K=shape.block_k,
+        num_warps=shape.num_warps,
+    )
+
+
+def mma_rate(instruction: str, precision: str, programs: int, iters: int, device: torch.device) -> torch.Tensor:
+    """Launch :func:`~tritongru.kernels.calibrate.mma_rate_kernel` (see :func:`mma_rate_arguments`); returns its
+    output ``[programs, block_m, block_n]``: ``iters`` times each program's ``a @ b``."""
+    call = mma_rate_arguments(instruction, precision, programs, iters, device)
+    with _on_device(device):
+        mma_rate_kernel[(programs,)](**call)
+    return call["out_ptr"]

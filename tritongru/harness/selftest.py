@@ -10,15 +10,17 @@ settle:
 3. **barrier**: the grid barrier alone with 2, 32 and one program per SM for thousands of steps, every
    program delayed at random at every step, step tags checked after every barrier; then, without the delays,
    its µs per step (:func:`barrier_step_us`), what the step model assumes;
-4. **smoke**: every kernel at one size (:data:`SMOKE`) against its oracle: the layer's forward with and
+4. **rates**: the tensor cores' FLOP a clock an SM, alone, at the tile shapes of today's kernels (``mma.sync``)
+   and of the gate rows as M (``wgmma``), bf16 and TF32, each output checked exactly first;
+5. **smoke**: every kernel at one size (:data:`SMOKE`) against its oracle: the layer's forward with and
    without saved gates, its backward, the cell with and without; both formulations;
-5. **bench**: tritongru against cuDNN over :data:`TARGET_REGION` (:data:`BENCH_PROVIDERS`: the tagged exchange
+6. **bench**: tritongru against cuDNN over :data:`TARGET_REGION` (:data:`BENCH_PROVIDERS`: the tagged exchange
    too), the most telling point first (:func:`bench_points`), each point's rows in the results file the moment
    they are measured;
-6. **stress**: whole layers at the widest grids that really are grid-synchronised (:data:`STRESS_LAYERS`: the
+7. **stress**: whole layers at the widest grids that really are grid-synchronised (:data:`STRESS_LAYERS`: the
    launch plan is asserted to be one cooperative grid of at least :data:`STRESS_MIN_PROGRAMS` programs that
    fit on the GPU at once) over long sequences, forward and backward, both formulations;
-7. **tests**: the kernel-facing test files on CUDA, time-boxed by what is left.
+8. **tests**: the kernel-facing test files on CUDA, time-boxed by what is left.
 
 Each stage checks the clock before it starts and is skipped, with a line that says so, when what is left of
 the budget cannot hold its estimate; the bench and the tests stop in time to leave the later stages theirs.
@@ -29,6 +31,7 @@ the speed-up table after every point, the plots (one PDF) after the bench. Exit 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -62,6 +65,7 @@ from tritongru.harness.proof_plan import (
     GPU_PROCESSES,
     PEAKS_S,
     PLOT_S,
+    RATE_CALL_S,
     REFERENCE_STEP_S,
     STEP_US,
     WORKER_START_S,
@@ -148,6 +152,13 @@ TESTS_MIN_S = 60.0
 
 TARGETS = {"forward": 2.0, "train": 1.5}
 """Speed-up over cuDNN each mode should reach in :data:`TARGET_REGION` (cudnn form)."""
+
+RATE_PRECISIONS = ("bf16", "tf32")
+"""The precisions whose tensor-core rate the rates stage measures: the target region's."""
+
+RATE_ITERS = {"mma.sync": 4096, "wgmma": 32768}
+"""Products per program of each rate launch: about 5 ms (mma.sync) and 2.4 ms (wgmma) for bf16 at the rates
+the step model assumes (1024 and 4096 FLOP a clock an SM at 1.755 GHz), twice that for TF32."""
 
 STEP_TARGET_US = 1.5
 """Microseconds per step the forward should reach at B=16, H=768, bf16."""
@@ -365,6 +376,72 @@ def _barrier(programs: Sequence[int]) -> Callable[[Context], None]:
                 ctx.record(timed, True, f"{us:.2f} us per step (the model's BARRIER_US + L2_ROUND_TRIP_US)")
 
     return run
+
+
+def rate_launches(sm_count: int) -> list[tuple[str, str, int, int]]:
+    """``(instruction, precision, programs, products each)`` of every rate measurement on ``sm_count`` SMs."""
+    return [
+        (instruction, precision, sm_count * shape.programs_per_sm, RATE_ITERS[instruction])
+        for instruction, shape in launchers.MMA_RATE_SHAPES.items()
+        for precision in RATE_PRECISIONS
+    ]
+
+
+def rate_kernels(sm_count: int) -> list[Kernel]:
+    """The calibration kernels :func:`_rates` launches (meta tensors), one per instruction and precision."""
+    return [
+        Kernel("mma-rate", launchers.mma_rate_arguments(instruction, precision, programs, iters, "meta"))
+        for instruction, precision, programs, iters in rate_launches(sm_count)
+    ]
+
+
+def expected_rate_output(instruction: str, programs: int, iters: int) -> torch.Tensor:
+    """What :func:`~tritongru.kernels.calibrate.mma_rate_kernel` must write: ``iters * (a @ b)`` of each
+    program's operands, from their definition, in float64 (exact) on the CPU."""
+    shape = launchers.MMA_RATE_SHAPES[instruction]
+    pid = torch.arange(programs)[:, None, None]
+    o_m, o_n, o_k = (torch.arange(n) for n in (shape.block_m, shape.block_n, shape.block_k))
+    a = (o_m[:, None] + 2 * o_k[None, :] + pid) % 3 - 1
+    b = (3 * o_k[:, None] + o_n[None, :] + pid) % 3 - 1
+    return iters * (a.double() @ b.double())
+
+
+def rate_check(instruction: str, precision: str, programs: int, iters: int, device: torch.device) -> str | None:
+    """Why the rate kernel's output is wrong, or None when it is exactly :func:`expected_rate_output`."""
+    out = launchers.mma_rate(instruction, precision, programs, iters, device)
+    wrong = (out.double().cpu() != expected_rate_output(instruction, programs, iters)).sum().item()
+    return f"{wrong} of {out.numel()} products wrong" if wrong else None
+
+
+def sm_count_and_clock(device: torch.device) -> tuple[int, float]:
+    """``(SMs, rated SM clock in Hz)`` of a CUDA ``device`` (the clock as the driver reports it, the maximum)."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    properties = triton.runtime.driver.active.utils.get_device_properties(index)
+    return properties["multiprocessor_count"], properties["sm_clock_rate"] * 1e3
+
+
+def _rates(ctx: Context) -> None:
+    sm_count, clock_hz = sm_count_and_clock(ctx.device)
+    for instruction, precision, programs, iters in rate_launches(sm_count):
+        shape = launchers.MMA_RATE_SHAPES[instruction]
+        tile = f"{shape.block_m}x{shape.block_n}x{shape.block_k}"
+        warps = f"{shape.num_warps} warp" + ("s" if shape.num_warps > 1 else "")
+        what = f"{instruction} rate, {precision}, {tile} on {warps}"
+        problem = _attempt(rate_check, instruction, precision, programs, iters, ctx.device)
+        if problem is not None:
+            ctx.record(what, False, problem)
+            continue
+        launch = functools.partial(launchers.mma_rate, instruction, precision, programs, iters, ctx.device)
+        median, _, _ = timing.measure(launch, device=ctx.device)
+        flop = programs * iters * 2 * shape.block_m * shape.block_n * shape.block_k
+        flop_per_s_sm = flop / (median * 1e-3) / sm_count
+        ctx.record(
+            what,
+            True,
+            f"{flop_per_s_sm / 1e12:.2f} TFLOP/s an SM: {flop_per_s_sm / clock_hz:.0f} FLOP a clock at the rated "
+            f"{clock_hz / 1e9:.2f} GHz (the model's MMA_FLOP_PER_CLK_SM assumes mma.sync at 1024 for 2-byte "
+            "operands, 512 for 4-byte)",
+        )
 
 
 def smoke_calls(precision: str, batch: int, hidden: int) -> list[LauncherCall]:
@@ -587,6 +664,16 @@ def proof_stages(
         f"{timing.WARMUP_MS}+{timing.REPEAT_MS} ms of them) + {CHECK_SETUP_S:.0f} s",
         _barrier(programs),
     )
+    rate_runs = len(rate_launches(sm_count))
+    rates = Stage(
+        "rates",
+        "the tensor cores' rate alone at the recurrent kernels' tile shapes, mma.sync and wgmma",
+        tuple(distinct(rate_kernels(sm_count))),
+        rate_runs * (2 * RATE_CALL_S + timing_s(RATE_CALL_S)) + CHECK_SETUP_S,
+        f"{rate_runs} x (2 launches of about {RATE_CALL_S * 1e3:.0f} ms + do_bench {timing.WARMUP_MS}+"
+        f"{timing.REPEAT_MS} ms of them) + {CHECK_SETUP_S:.0f} s",
+        _rates,
+    )
     precision, batch, hidden, steps = SMOKE
     smoke_stage = Stage(
         "smoke",
@@ -629,7 +716,7 @@ def proof_stages(
         f"a time box: at least {TESTS_MIN_S:.0f} s, and whatever the stages before left",
         tests_stage(repo),
     )
-    later = [barrier, smoke_stage, bench_, stress, tests]
+    later = [barrier, rates, smoke_stage, bench_, stress, tests]
     kernels = distinct([kernel for stage in later for kernel in stage.kernels])
     compile_ = Stage(
         "precompile",
