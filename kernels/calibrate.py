@@ -1,10 +1,11 @@
 """Calibration kernels: what the step model (``profiling/predict_steps.py``) assumes of the GPU, measured alone.
 
 :func:`mma_rate_kernel` is the tensor cores' rate at the tile shapes the recurrent kernels issue: each program
-multiplies one register tile by another ``ITERS`` times into one accumulator, nothing else in its loop. Triton
+multiplies one on-chip tile by another ``iters`` times into one accumulator, nothing else in its loop. Triton
 picks the instruction from the shape and warps: a ``[16, K]`` tile on one warp is ``mma.sync`` (what today's
 kernels issue, ``m16n8k16`` for bf16), a ``[64, K]`` tile on 4 warps is Hopper's ``wgmma`` (the gate rows as M,
-``profiling/NOTES.md``, Next versions, item 6).
+``profiling/NOTES.md``, Next versions, item 6). :func:`l2_chase_kernel` is one L2 round trip alone: a chain of
+dependent loads past L1.
 """
 
 import triton
@@ -36,3 +37,14 @@ def mma_rate_kernel(
     for _ in tl.range(0, iters, num_stages=1):
         acc = dot(a, b, acc, DOT_PRECISION)
     tl.store(out_ptr + pid * BLOCK_M * BLOCK_N + o_m[:, None] * BLOCK_N + o_n[None, :], acc)
+
+
+@triton.jit(do_not_specialize=["hops"])
+def l2_chase_kernel(next_ptr, out_ptr, hops):
+    """One program follows ``hops`` links of ``next`` (int32 indices into itself), each load past L1 (``.cg``, as
+    the exchange's) and waiting for the one before: one L2 round trip a link, nothing else in flight. ``out[0]``:
+    the index reached."""
+    i = tl.zeros((), dtype=tl.int32)
+    for _ in tl.range(0, hops, num_stages=1):
+        i = tl.load(next_ptr + i, cache_modifier=".cg")
+    tl.store(out_ptr, i)

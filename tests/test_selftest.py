@@ -291,10 +291,9 @@ def test_the_barrier_stage_times_the_barrier_without_delays_where_its_tags_held(
     ]
 
 
-def test_the_rates_stage_checks_each_launch_then_prices_its_flop_per_clock(monkeypatch, tmp_path, device):
+def test_the_rates_check_each_launch_then_price_its_flop_per_clock(monkeypatch, tmp_path, device):
     """Every instruction and precision on every SM: its output checked exactly (a wrong one is a failure and is
     not timed), then timed and priced as FLOP a clock an SM at the rated clock."""
-    monkeypatch.setattr(selftest, "sm_count_and_clock", lambda device: (2, 1.5e9))
     monkeypatch.setattr(selftest, "RATE_ITERS", {"mma.sync": 3, "wgmma": 5})
     real = launchers.mma_rate
     launched = []
@@ -312,7 +311,7 @@ def test_the_rates_stage_checks_each_launch_then_prices_its_flop_per_clock(monke
     monkeypatch.setattr(selftest.timing, "measure", measure)
     outcomes = []
     context = proof_plan.Context(device, tmp_path, lambda line: None, lambda *o: outcomes.append(o), lambda: 1e9)
-    selftest._rates(context)
+    selftest._rates(context, 2, 1.5e9)
     shapes = launchers.MMA_RATE_SHAPES
     assert launched == [
         ("mma.sync", "bf16", 2 * shapes["mma.sync"].programs_per_sm, 3),
@@ -338,6 +337,33 @@ def test_the_rates_stage_checks_each_launch_then_prices_its_flop_per_clock(monke
     )
     products = 2 * shapes["wgmma"].programs_per_sm * 64 * 16
     assert outcomes[3][2] == f"{products} of {products} products wrong"
+
+
+def test_the_l2_round_trip_is_checked_then_timed_per_load(monkeypatch, tmp_path, device):
+    monkeypatch.setattr(selftest, "L2_LINES", 64)
+    monkeypatch.setattr(selftest, "L2_HOPS", 300)
+
+    def measure(fn, *, device):
+        fn()
+        return 0.15, 0.1, 0.2
+
+    monkeypatch.setattr(selftest.timing, "measure", measure)
+    outcomes = []
+    context = proof_plan.Context(device, tmp_path, lambda line: None, lambda *o: outcomes.append(o), lambda: 1e9)
+    selftest._l2_round_trip(context, 2e9)
+    ((what, passed, detail),) = outcomes
+    assert what == "L2 round trip alone, 300 dependent loads past L1 over 0 MB" and passed
+    assert detail.startswith("0.500 us a load, 1000 clocks at the rated 2.00 GHz")
+    monkeypatch.setattr(launchers, "l2_chase", lambda links, hops: -1)
+    selftest._l2_round_trip(context, 2e9)
+    assert outcomes[1][1:] == (False, f"reached index -1, expected {_followed(launchers.l2_chase_links(64), 300)}")
+
+
+def _followed(links, hops: int) -> int:
+    index = 0
+    for _ in range(hops):
+        index = int(links[index])
+    return index
 
 
 def test_the_smoke_launches_what_it_plans(recorded, device, tmp_path):
@@ -468,7 +494,7 @@ def test_plan_on_the_command_line_lists_every_stage_and_fails_over_budget(capfd)
     lines = capfd.readouterr().out.splitlines()
     assert "budget 10 s" in lines[0] and "estimate" in lines[0]
     names = [line.split()[1] for line in lines[2:-1]]
-    assert names == ["environment", "precompile", "barrier", "rates", "smoke", "bench", "stress", "tests"]
+    assert names == ["environment", "precompile", "barrier", "smoke", "bench", "stress", "calibrate", "tests"]
     assert lines[-1].startswith("total ") and lines[-1].endswith(" s")
 
 

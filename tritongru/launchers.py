@@ -61,7 +61,7 @@ from tritongru.configs import (
 )
 from tritongru.environment import interpreting
 from tritongru.kernels.backward import gru_backward_kernel
-from tritongru.kernels.calibrate import mma_rate_kernel
+from tritongru.kernels.calibrate import l2_chase_kernel, mma_rate_kernel
 from tritongru.kernels.forward import gru_forward_kernel
 from tritongru.kernels.grid_sync import POISON, barrier_stress_kernel
 from tritongru.kernels.layernorm import layernorm_gru_backward_kernel, layernorm_gru_forward_kernel
@@ -1167,3 +1167,32 @@ def mma_rate(instruction: str, precision: str, programs: int, iters: int, device
     with _on_device(device):
         mma_rate_kernel[(programs,)](**call)
     return call["out_ptr"]
+
+
+L2_LINE_WORDS = 32
+"""int32 words in a 128-byte cache line: :func:`l2_chase_links` links one word a line."""
+
+
+def l2_chase_links(lines: int, seed: int = 0) -> torch.Tensor:
+    """``next`` of :func:`l2_chase` on the CPU: ``lines`` 128-byte lines in one random cycle, each line's first
+    word the index of the next line's first word (the other words zero), so every load is a line of its own."""
+    order = torch.randperm(lines, generator=torch.Generator().manual_seed(seed))
+    links = torch.zeros(lines * L2_LINE_WORDS, dtype=torch.int32)
+    links[order * L2_LINE_WORDS] = (torch.roll(order, -1) * L2_LINE_WORDS).int()
+    return links
+
+
+def l2_chase_arguments(links: torch.Tensor, hops: int) -> dict:
+    """The keyword arguments (launch options included) of :func:`l2_chase`'s launch (``links`` may be a meta
+    tensor: what compiling it needs)."""
+    return dict(next_ptr=links, out_ptr=torch.empty(1, dtype=torch.int32, device=links.device), hops=hops, num_warps=1)
+
+
+def l2_chase(links: torch.Tensor, hops: int) -> int:
+    """Follow ``hops`` links of ``links`` (:func:`l2_chase_links`, on the device) from index 0 in one program
+    (:func:`~tritongru.kernels.calibrate.l2_chase_kernel`), each a load past L1 waiting for the one before;
+    returns the index reached."""
+    call = l2_chase_arguments(links, hops)
+    with _on_device(links.device):
+        l2_chase_kernel[(1,)](**call)
+    return int(call["out_ptr"].item())

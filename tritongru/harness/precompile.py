@@ -29,7 +29,7 @@ from triton.backends.compiler import GPUTarget
 from tritongru.compiled import compile_key
 from tritongru.environment import interpreting
 from tritongru.kernels.backward import gru_backward_kernel
-from tritongru.kernels.calibrate import mma_rate_kernel
+from tritongru.kernels.calibrate import l2_chase_kernel, mma_rate_kernel
 from tritongru.kernels.forward import gru_forward_kernel
 from tritongru.kernels.grid_sync import barrier_stress_kernel
 
@@ -38,6 +38,7 @@ KERNELS = {
     "backward": gru_backward_kernel,
     "stress": barrier_stress_kernel,
     "mma-rate": mma_rate_kernel,
+    "l2-chase": l2_chase_kernel,
 }
 """The kernels a :class:`Kernel` names by ``kind``."""
 

@@ -66,8 +66,8 @@ BARRIER_STEP_S = 3e-6
 """Estimated seconds per step of the barrier alone: a random delay of 1 µs on average and a barrier round trip
 through L2 of about 2 µs."""
 
-RATE_CALL_S = 0.01
-"""Estimated seconds of one launch of the rates stage: 2.4-10 ms at the step model's assumed rates."""
+CALIBRATE_CALL_S = 0.01
+"""Estimated seconds of one launch of the calibrate stage: 2.4-10 ms at the step model's assumed rates."""
 
 CHECK_SETUP_S = 1.0
 """Estimated seconds of one oracle check beside its reference's steps: inputs and weights drawn, kernels

@@ -10,16 +10,18 @@ settle:
 3. **barrier**: the grid barrier alone with 2, 32 and one program per SM for thousands of steps, every
    program delayed at random at every step, step tags checked after every barrier; then, without the delays,
    its µs per step (:func:`barrier_step_us`), what the step model assumes;
-4. **rates**: the tensor cores' FLOP a clock an SM, alone, at the tile shapes of today's kernels (``mma.sync``)
-   and of the gate rows as M (``wgmma``), bf16 and TF32, each output checked exactly first;
-5. **smoke**: every kernel at one size (:data:`SMOKE`) against its oracle: the layer's forward with and
+4. **smoke**: every kernel at one size (:data:`SMOKE`) against its oracle: the layer's forward with and
    without saved gates, its backward, the cell with and without; both formulations;
-6. **bench**: tritongru against cuDNN over :data:`TARGET_REGION` (:data:`BENCH_PROVIDERS`: the tagged exchange
+5. **bench**: tritongru against cuDNN over :data:`TARGET_REGION` (:data:`BENCH_PROVIDERS`: the tagged exchange
    too), the most telling point first (:func:`bench_points`), each point's rows in the results file the moment
    they are measured;
-7. **stress**: whole layers at the widest grids that really are grid-synchronised (:data:`STRESS_LAYERS`: the
+6. **stress**: whole layers at the widest grids that really are grid-synchronised (:data:`STRESS_LAYERS`: the
    launch plan is asserted to be one cooperative grid of at least :data:`STRESS_MIN_PROGRAMS` programs that
    fit on the GPU at once) over long sequences, forward and backward, both formulations;
+7. **calibrate**: the tensor cores' FLOP a clock an SM, alone, at the tile shapes of today's kernels
+   (``mma.sync``) and of the gate rows as M (``wgmma``), bf16 and TF32, and one L2 round trip (a chain of
+   dependent loads past L1), each output checked exactly first (after the stages above, so that a
+   fault here cannot cost them);
 8. **tests**: the kernel-facing test files on CUDA, time-boxed by what is left.
 
 Each stage checks the clock before it starts and is skipped, with a line that says so, when what is left of
@@ -59,13 +61,13 @@ from tritongru.harness.grids import Grid
 from tritongru.harness.precompile import KERNELS, Kernel, distinct, precompile
 from tritongru.harness.proof_plan import (
     BARRIER_STEP_S,
+    CALIBRATE_CALL_S,
     CHECK_SETUP_S,
     COMPILE_S_PER_KERNEL,
     ENVIRONMENT_S,
     GPU_PROCESSES,
     PEAKS_S,
     PLOT_S,
-    RATE_CALL_S,
     REFERENCE_STEP_S,
     STEP_US,
     WORKER_START_S,
@@ -159,6 +161,12 @@ RATE_PRECISIONS = ("bf16", "tf32")
 RATE_ITERS = {"mma.sync": 4096, "wgmma": 32768}
 """Products per program of each rate launch: about 5 ms (mma.sync) and 2.4 ms (wgmma) for bf16 at the rates
 the step model assumes (1024 and 4096 FLOP a clock an SM at 1.755 GHz), twice that for TF32."""
+
+L2_LINES = 32768
+"""Cache lines the L2 chase runs through: 4 MB, past an SM's L1 (256 KB) and well inside the L2 (50 MB)."""
+
+L2_HOPS = 20000
+"""Dependent loads of one L2 chase launch: about 10 ms at the model's 0.5 µs, a few ms at L2's bare latency."""
 
 STEP_TARGET_US = 1.5
 """Microseconds per step the forward should reach at B=16, H=768, bf16."""
@@ -387,12 +395,15 @@ def rate_launches(sm_count: int) -> list[tuple[str, str, int, int]]:
     ]
 
 
-def rate_kernels(sm_count: int) -> list[Kernel]:
-    """The calibration kernels :func:`_rates` launches (meta tensors), one per instruction and precision."""
-    return [
+def calibrate_kernels(sm_count: int) -> list[Kernel]:
+    """The kernels :func:`_calibrate` launches (meta tensors): one rate kernel per instruction and precision,
+    and the L2 chase."""
+    rates = [
         Kernel("mma-rate", launchers.mma_rate_arguments(instruction, precision, programs, iters, "meta"))
         for instruction, precision, programs, iters in rate_launches(sm_count)
     ]
+    links = torch.empty(L2_LINES * launchers.L2_LINE_WORDS, dtype=torch.int32, device="meta")
+    return [*rates, Kernel("l2-chase", launchers.l2_chase_arguments(links, L2_HOPS))]
 
 
 def expected_rate_output(instruction: str, programs: int, iters: int) -> torch.Tensor:
@@ -413,6 +424,16 @@ def rate_check(instruction: str, precision: str, programs: int, iters: int, devi
     return f"{wrong} of {out.numel()} products wrong" if wrong else None
 
 
+def chase_check(links: torch.Tensor, on_device: torch.Tensor, hops: int) -> str | None:
+    """Why :func:`~tritongru.launchers.l2_chase` over ``on_device`` (a copy of ``links``) did not reach the index
+    that following ``links`` ``hops`` times from 0 reaches, or None."""
+    index, following = 0, links.tolist()
+    for _ in range(hops):
+        index = following[index]
+    reached = launchers.l2_chase(on_device, hops)
+    return None if reached == index else f"reached index {reached}, expected {index}"
+
+
 def sm_count_and_clock(device: torch.device) -> tuple[int, float]:
     """``(SMs, rated SM clock in Hz)`` of a CUDA ``device`` (the clock as the driver reports it, the maximum)."""
     index = device.index if device.index is not None else torch.cuda.current_device()
@@ -420,8 +441,32 @@ def sm_count_and_clock(device: torch.device) -> tuple[int, float]:
     return properties["multiprocessor_count"], properties["sm_clock_rate"] * 1e3
 
 
-def _rates(ctx: Context) -> None:
+def _calibrate(ctx: Context) -> None:
     sm_count, clock_hz = sm_count_and_clock(ctx.device)
+    _rates(ctx, sm_count, clock_hz)
+    _l2_round_trip(ctx, clock_hz)
+
+
+def _l2_round_trip(ctx: Context, clock_hz: float) -> None:
+    links = launchers.l2_chase_links(L2_LINES)
+    on_device = links.to(ctx.device)
+    megabytes = links.numel() * links.element_size() / 2**20
+    what = f"L2 round trip alone, {L2_HOPS} dependent loads past L1 over {megabytes:.0f} MB"
+    problem = _attempt(chase_check, links, on_device, L2_HOPS)
+    if problem is not None:
+        ctx.record(what, False, problem)
+        return
+    median, _, _ = timing.measure(functools.partial(launchers.l2_chase, on_device, L2_HOPS), device=ctx.device)
+    us = median * 1e3 / L2_HOPS
+    ctx.record(
+        what,
+        True,
+        f"{us:.3f} us a load, {us * 1e-6 * clock_hz:.0f} clocks at the rated {clock_hz / 1e9:.2f} GHz (the model's "
+        "L2_ROUND_TRIP_US, 0.5 us, is a wave of loads, issued together)",
+    )
+
+
+def _rates(ctx: Context, sm_count: int, clock_hz: float) -> None:
     for instruction, precision, programs, iters in rate_launches(sm_count):
         shape = launchers.MMA_RATE_SHAPES[instruction]
         tile = f"{shape.block_m}x{shape.block_n}x{shape.block_k}"
@@ -664,15 +709,15 @@ def proof_stages(
         f"{timing.WARMUP_MS}+{timing.REPEAT_MS} ms of them) + {CHECK_SETUP_S:.0f} s",
         _barrier(programs),
     )
-    rate_runs = len(rate_launches(sm_count))
-    rates = Stage(
-        "rates",
-        "the tensor cores' rate alone at the recurrent kernels' tile shapes, mma.sync and wgmma",
-        tuple(distinct(rate_kernels(sm_count))),
-        rate_runs * (2 * RATE_CALL_S + timing_s(RATE_CALL_S)) + CHECK_SETUP_S,
-        f"{rate_runs} x (2 launches of about {RATE_CALL_S * 1e3:.0f} ms + do_bench {timing.WARMUP_MS}+"
+    calibrate_runs = len(rate_launches(sm_count)) + 1
+    calibrate = Stage(
+        "calibrate",
+        "the tensor cores' rate at the kernels' tile shapes (mma.sync, wgmma) and one L2 round trip, alone",
+        tuple(distinct(calibrate_kernels(sm_count))),
+        calibrate_runs * (2 * CALIBRATE_CALL_S + timing_s(CALIBRATE_CALL_S)) + CHECK_SETUP_S,
+        f"{calibrate_runs} x (2 launches of about {CALIBRATE_CALL_S * 1e3:.0f} ms + do_bench {timing.WARMUP_MS}+"
         f"{timing.REPEAT_MS} ms of them) + {CHECK_SETUP_S:.0f} s",
-        _rates,
+        _calibrate,
     )
     precision, batch, hidden, steps = SMOKE
     smoke_stage = Stage(
@@ -716,7 +761,7 @@ def proof_stages(
         f"a time box: at least {TESTS_MIN_S:.0f} s, and whatever the stages before left",
         tests_stage(repo),
     )
-    later = [barrier, rates, smoke_stage, bench_, stress, tests]
+    later = [barrier, smoke_stage, bench_, stress, calibrate, tests]
     kernels = distinct([kernel for stage in later for kernel in stage.kernels])
     compile_ = Stage(
         "precompile",
