@@ -255,9 +255,24 @@ def recorded(monkeypatch):
     return calls
 
 
-def _context(device, out) -> proof_plan.Context:
+def _recording(device, out) -> tuple[proof_plan.Context, list[tuple]]:
+    """A stage's context on ``device`` with all the time it wants, and the list its outcomes go to."""
     outcomes = []
-    return proof_plan.Context(device, out, lambda line: None, lambda *o: outcomes.append(o), lambda: 1e9)
+    return proof_plan.Context(device, out, lambda line: None, lambda *o: outcomes.append(o), lambda: 1e9), outcomes
+
+
+def _context(device, out) -> proof_plan.Context:
+    return _recording(device, out)[0]
+
+
+def _measured_as(monkeypatch, median_ms: float) -> None:
+    """Make the timer call what it times once and report ``median_ms``."""
+
+    def measure(fn, *, device):
+        fn()
+        return median_ms, median_ms, median_ms
+
+    monkeypatch.setattr(selftest.timing, "measure", measure)
 
 
 def test_the_barrier_stage_times_the_barrier_without_delays_where_its_tags_held(monkeypatch, tmp_path):
@@ -269,14 +284,9 @@ def test_the_barrier_stage_times_the_barrier_without_delays_where_its_tags_held(
         runs.append((programs, steps, max_delay_ns))
         return 3 if programs == 32 else 0
 
-    def measure(fn, *, device):
-        fn()
-        return 6.0, 5.0, 7.0
-
     monkeypatch.setattr(launchers, "stress_barrier", stress_barrier)
-    monkeypatch.setattr(selftest.timing, "measure", measure)
-    outcomes = []
-    context = proof_plan.Context(CPU, tmp_path, lambda line: None, lambda *o: outcomes.append(o), lambda: 1e9)
+    _measured_as(monkeypatch, 6.0)
+    context, outcomes = _recording(CPU, tmp_path)
     selftest._barrier((2, 32))(context)
     steps, delay = selftest.BARRIER_STEPS, selftest.BARRIER_DELAY_NS
     assert runs == [(2, steps, delay), (2, steps, 0), (32, steps, delay)]
@@ -303,14 +313,9 @@ def test_the_rates_check_each_launch_then_price_its_flop_per_clock(monkeypatch, 
         out = real(instruction, precision, programs, iters, device)
         return out + 1 if (instruction, precision) == ("wgmma", "tf32") else out
 
-    def measure(fn, *, device):
-        fn()
-        return 2.0, 1.0, 3.0
-
     monkeypatch.setattr(launchers, "mma_rate", mma_rate)
-    monkeypatch.setattr(selftest.timing, "measure", measure)
-    outcomes = []
-    context = proof_plan.Context(device, tmp_path, lambda line: None, lambda *o: outcomes.append(o), lambda: 1e9)
+    _measured_as(monkeypatch, 2.0)
+    context, outcomes = _recording(device, tmp_path)
     selftest._rates(context, 2, 1.5e9)
     shapes = launchers.MMA_RATE_SHAPES
     assert launched == [
@@ -343,13 +348,8 @@ def test_the_l2_round_trip_is_checked_then_timed_per_load(monkeypatch, tmp_path,
     monkeypatch.setattr(selftest, "L2_LINES", 64)
     monkeypatch.setattr(selftest, "L2_HOPS", 300)
 
-    def measure(fn, *, device):
-        fn()
-        return 0.15, 0.1, 0.2
-
-    monkeypatch.setattr(selftest.timing, "measure", measure)
-    outcomes = []
-    context = proof_plan.Context(device, tmp_path, lambda line: None, lambda *o: outcomes.append(o), lambda: 1e9)
+    _measured_as(monkeypatch, 0.15)
+    context, outcomes = _recording(device, tmp_path)
     selftest._l2_round_trip(context, 2e9)
     ((what, passed, detail),) = outcomes
     assert what == "L2 round trip alone, 300 dependent loads past L1 over 0 MB" and passed
