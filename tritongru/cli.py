@@ -8,9 +8,9 @@
 - ``tritongru plot [FILE_OR_DIR ...]``: draw the figures of existing results files.
 - ``tritongru info``: device, versions, cache paths and which optional peers are importable.
 - ``tritongru selftest [--budget S] [--out DIR] [--plan]``: the proof on a GPU within a budget (420 s): the
-  kernels precompiled in parallel, the grid barrier under stress, a smoke check of every kernel, the benchmark
-  against cuDNN over the target region with a table of speed-ups, the layer stress, the CUDA tests; ``--plan``
-  prints its stages and estimates on any machine.
+  kernels precompiled in parallel, the grid barrier under stress (then timed), a smoke check of every kernel, the
+  benchmark against cuDNN over the target region with a table of speed-ups, the layer stress, the tensor cores'
+  rate and an L2 round trip alone, the CUDA tests; ``--plan`` prints its stages and estimates on any machine.
 
 Triton decides whether a kernel runs through its interpreter when the kernel is defined, so that must be
 settled before ``tritongru.kernels`` is imported. Importing this module imports the package (and with it the
@@ -268,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     selftest = commands.add_parser(
         "selftest",
         help="prove the kernels on a GPU within a time budget: precompile, barrier stress, smoke check, benchmark "
-        "against cuDNN, layer stress, CUDA tests",
+        "against cuDNN, layer stress, calibration, CUDA tests",
     )
     selftest.add_argument(
         "--budget", type=float, default=420, help="seconds the whole run may take (default: %(default)s)"
