@@ -156,7 +156,7 @@ TARGETS = {"forward": 2.0, "train": 1.5}
 """Speed-up over cuDNN each mode should reach in :data:`TARGET_REGION` (cudnn form)."""
 
 RATE_PRECISIONS = ("bf16", "tf32")
-"""The precisions whose tensor-core rate the rates stage measures: the target region's."""
+"""The precisions whose tensor-core rate the calibrate stage measures: the target region's."""
 
 RATE_ITERS = {"mma.sync": 4096, "wgmma": 32768}
 """Products per program of each rate launch: about 5 ms (mma.sync) and 2.4 ms (wgmma) for bf16 at the rates
